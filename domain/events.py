@@ -1,0 +1,367 @@
+"""Domain events: the facts the aggregates record, in the past tense.
+
+Each TeamCart event carries the cart's id and ``version``, the aggregate version *after* the
+event: a cart's events are numbered 1, 2, 3, ... without gaps (``CartOpened`` is 1), so the
+real-time projection can tell a duplicate (version already applied) from a gap (a missed event).
+Order events do the same for an order.
+
+Every event class has a stable wire ``name`` (``member_joined``, ``cod_committed``, ...) used in
+the outbox table and the WebSocket protocol, and round-trips through JSON-able dicts with
+``event_to_dict`` / ``event_from_dict`` (times as ISO 8601 strings, tuples as lists).
+
+Events that change one member's payment derive from ``MemberPaymentEvent`` so the projection can
+publish them as the protocol's ``member_payment_updated``.
+"""
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import ClassVar
+
+from domain.pricing import Quote
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    """Base of every event. ``name`` is the wire name, ``aggregate_type`` the outbox's."""
+
+    name: ClassVar[str]
+    aggregate_type: ClassVar[str]
+
+    @property
+    def aggregate_id(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def aggregate_version(self) -> int:
+        raise NotImplementedError
+
+
+# --- TeamCart ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CartEvent(DomainEvent):
+    """Something that happened to one TeamCart; ``version`` is the cart's version after it."""
+
+    aggregate_type: ClassVar[str] = "teamcart"
+
+    cart_id: str
+    version: int
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.cart_id
+
+    @property
+    def aggregate_version(self) -> int:
+        return self.version
+
+
+@dataclass(frozen=True, slots=True)
+class CartOpened(CartEvent):
+    name: ClassVar[str] = "cart_opened"
+
+    store_id: str
+    currency: str
+    host_user_id: str
+    host_display_name: str
+    invite_code: str
+    deadline: datetime | None
+    opened_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MemberJoined(CartEvent):
+    name: ClassVar[str] = "member_joined"
+
+    user_id: str
+    display_name: str
+    joined_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLeft(CartEvent):
+    """A guest left, or the host removed them (``removed_by_host``); their items went too."""
+
+    name: ClassVar[str] = "member_left"
+
+    user_id: str
+    removed_by_host: bool
+    removed_item_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemAdded(CartEvent):
+    name: ClassVar[str] = "item_added"
+
+    item_id: str
+    user_id: str
+    product_id: str
+    product_name: str
+    unit_price_minor: int
+    quantity: int
+    options: tuple[str, ...]
+    line_total_minor: int
+    added_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ItemQuantityChanged(CartEvent):
+    name: ClassVar[str] = "item_quantity_changed"
+
+    item_id: str
+    user_id: str
+    quantity: int
+    line_total_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRemoved(CartEvent):
+    name: ClassVar[str] = "item_removed"
+
+    item_id: str
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MemberReadyChanged(CartEvent):
+    """A member's lobby flag changed: by their own choice or because they changed items."""
+
+    name: ClassVar[str] = "member_ready_changed"
+
+    user_id: str
+    ready: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CartLocked(CartEvent):
+    """The host locked the cart (or its deadline did, ``by_deadline``) and it was priced."""
+
+    name: ClassVar[str] = "cart_locked"
+
+    locked_at: datetime
+    quote_version: int
+    quote: Quote
+    by_deadline: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CartUnlocked(CartEvent):
+    """Back to open: the quote, tip and coupon are gone and every payment is reset to none."""
+
+    name: ClassVar[str] = "cart_unlocked"
+
+
+@dataclass(frozen=True, slots=True)
+class TipSet(CartEvent):
+    name: ClassVar[str] = "tip_set"
+
+    tip_minor: int
+    quote_version: int
+    quote: Quote
+
+
+@dataclass(frozen=True, slots=True)
+class CouponApplied(CartEvent):
+    name: ClassVar[str] = "coupon_applied"
+
+    code: str
+    quote_version: int
+    quote: Quote
+
+
+@dataclass(frozen=True, slots=True)
+class CouponRemoved(CartEvent):
+    name: ClassVar[str] = "coupon_removed"
+
+    code: str
+    quote_version: int
+    quote: Quote
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPaymentEvent(CartEvent):
+    """Base of the events that change one member's payment (``member_payment_updated``)."""
+
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CodCommitted(MemberPaymentEvent):
+    name: ClassVar[str] = "cod_committed"
+
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class OnlinePaymentRecorded(MemberPaymentEvent):
+    name: ClassVar[str] = "online_payment_recorded"
+
+    amount_minor: int
+    currency: str
+    payment_intent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFailed(MemberPaymentEvent):
+    name: ClassVar[str] = "payment_failed"
+
+    payment_intent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CartReadyToConfirm(CartEvent):
+    """Every member who owes money has committed to COD or paid online."""
+
+    name: ClassVar[str] = "cart_ready_to_confirm"
+
+
+@dataclass(frozen=True, slots=True)
+class CartConverted(CartEvent):
+    name: ClassVar[str] = "cart_converted"
+
+    order_id: str
+    order_number: str
+    converted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CartCancelled(CartEvent):
+    name: ClassVar[str] = "cart_cancelled"
+
+    cancelled_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CartExpired(CartEvent):
+    name: ClassVar[str] = "cart_expired"
+
+    expired_at: datetime
+
+
+# --- Order ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent(DomainEvent):
+    """Something that happened to one Order; ``version`` is the order's version after it."""
+
+    aggregate_type: ClassVar[str] = "order"
+
+    order_id: str
+    version: int
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.order_id
+
+    @property
+    def aggregate_version(self) -> int:
+        return self.version
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPlaced(OrderEvent):
+    name: ClassVar[str] = "order_placed"
+
+    number: str
+    cart_id: str
+    store_id: str
+    currency: str
+    total_minor: int
+    host_user_id: str
+    participant_user_ids: tuple[str, ...]
+    placed_at: datetime
+
+
+# --- wire format ------------------------------------------------------------------------------
+
+EVENT_TYPES: Mapping[str, type[DomainEvent]] = types.MappingProxyType(
+    {
+        event_type.name: event_type
+        for event_type in (
+            CartOpened,
+            MemberJoined,
+            MemberLeft,
+            ItemAdded,
+            ItemQuantityChanged,
+            ItemRemoved,
+            MemberReadyChanged,
+            CartLocked,
+            CartUnlocked,
+            TipSet,
+            CouponApplied,
+            CouponRemoved,
+            CodCommitted,
+            OnlinePaymentRecorded,
+            PaymentFailed,
+            CartReadyToConfirm,
+            CartConverted,
+            CartCancelled,
+            CartExpired,
+            OrderPlaced,
+        )
+    }
+)
+"""Every concrete event class by its wire name."""
+
+
+def _to_json(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            field.name: _to_json(getattr(value, field.name)) for field in dataclasses.fields(value)
+        }
+    if isinstance(value, Mapping):
+        return {str(key): _to_json(item) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return [_to_json(item) for item in value]
+    return value
+
+
+def event_to_dict(event: DomainEvent) -> dict[str, object]:
+    """The event's fields as a JSON-able dict (the wire name is ``event.name``, not included)."""
+    return {field.name: _to_json(getattr(event, field.name)) for field in dataclasses.fields(event)}
+
+
+def _from_json(hint: object, value: object) -> object:
+    if value is None:
+        return None
+    if hint is datetime or (
+        typing.get_origin(hint) is types.UnionType and datetime in typing.get_args(hint)
+    ):
+        if not isinstance(value, str):
+            raise ValueError(f"expected an ISO 8601 string, got {value!r}")
+        return datetime.fromisoformat(value)
+    if hint is Quote:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"expected a quote object, got {value!r}")
+        return Quote(**value)
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"expected a list, got {value!r}")
+        return tuple(value)
+    return value
+
+
+def event_from_dict(name: str, data: Mapping[str, object]) -> DomainEvent:
+    """Rebuild an event from its wire name and ``event_to_dict`` output."""
+    try:
+        event_type = EVENT_TYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown event name {name!r}") from None
+    hints = typing.get_type_hints(event_type)
+    arguments = {
+        field.name: _from_json(hints[field.name], data[field.name])
+        for field in dataclasses.fields(event_type)
+    }
+    return event_type(**arguments)

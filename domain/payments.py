@@ -1,0 +1,31 @@
+"""How a member pays and where that payment stands.
+
+Shared by the TeamCart (each member's payment while the cart is locked) and the Order (the
+payment records it keeps once confirmed), so both speak the same vocabulary.
+"""
+
+from enum import StrEnum
+
+
+class PaymentMethod(StrEnum):
+    COD = "cod"  # cash on delivery
+    ONLINE = "online"  # a Stripe PaymentIntent
+
+
+class PaymentStatus(StrEnum):
+    NONE = "none"  # nothing yet
+    PENDING = "pending"  # an online payment is under way
+    COD_COMMITTED = "cod_committed"  # will pay cash on delivery
+    PAID_ONLINE = "paid_online"  # captured online
+    FAILED = "failed"  # the last online attempt failed; the member may try again
+    REFUNDED = "refunded"  # captured, then given back
+    REVIEW = "review"  # captured but needs an operator's look (e.g. arrived too late)
+
+
+SETTLED_STATUSES: frozenset[PaymentStatus] = frozenset(
+    {PaymentStatus.COD_COMMITTED, PaymentStatus.PAID_ONLINE}
+)
+"""A member in one of these has done their part for the cart to become ready."""
+
+INACTIVE_STATUSES: frozenset[PaymentStatus] = frozenset({PaymentStatus.NONE, PaymentStatus.FAILED})
+"""While every member is in one of these, nobody has committed or started paying."""

@@ -1,0 +1,869 @@
+"""The TeamCart aggregate: one group order for one store, from invite to confirmed Order.
+
+Life cycle::
+
+    open --lock--> locked --(every owed share committed or paid)--> ready_to_confirm
+      ^              |                                                      |
+      +---unlock-----+  (only while nobody has committed or paid)        confirm --> converted
+    open, locked, ready_to_confirm --cancel (host)--> cancelled
+    open (past deadline, no items), locked (payment window over) --> expired
+    open (past deadline, with items) --> locked automatically
+
+Rules worth knowing before reading the code:
+
+- Each command checks, in order: the actor is a member (``NotAMember``), has the right
+  (``HostOnly`` / ``NotItemOwner``), the cart is in the right state (``Conflict`` errors), the
+  input is acceptable (``Invalid`` errors). Nothing changes unless every check passes.
+- Every recorded event bumps ``version`` by exactly one and carries the new value; a command
+  that records two events bumps twice. A command that changes nothing (joining twice, setting
+  ``ready`` to the value it has, committing to COD twice, setting the same tip or coupon)
+  records nothing and leaves ``version`` alone.
+- Changing one's items clears one's ready flag, recorded as a ``MemberReadyChanged`` after the
+  item event.
+- Locking prices the cart (``domain.pricing``) and bumps ``quote_version``; so does every tip or
+  coupon change. ``quote_version`` never goes back, even across unlock and lock, so a payment
+  made against an older quote can always be told apart.
+- Unlocking discards the quote together with the tip and coupon (they were set on that quote)
+  and resets every member's payment to ``none``.
+- A cart whose items all cost nothing cannot be locked (``ZeroSubtotal``): shares are split in
+  proportion to subtotals, and there would be nothing to split the fee and tax by.
+- If a quote's total is 0 (a 100 % coupon on a cart with no fee, tax or tip), nobody owes
+  anything and the cart becomes ``ready_to_confirm`` at once; while nobody has paid, the host
+  can still ``unlock`` it from there.
+
+``TeamCart.open`` starts a new cart (recording ``CartOpened`` as version 1); the plain
+constructor ``TeamCart(...)`` rebuilds a stored cart without recording anything.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from types import MappingProxyType
+
+from domain import errors
+from domain.catalog import CouponTerms, ProductSnapshot, StoreTerms, price_options
+from domain.events import (
+    CartCancelled,
+    CartConverted,
+    CartEvent,
+    CartExpired,
+    CartLocked,
+    CartOpened,
+    CartReadyToConfirm,
+    CartUnlocked,
+    CodCommitted,
+    CouponApplied,
+    CouponRemoved,
+    ItemAdded,
+    ItemQuantityChanged,
+    ItemRemoved,
+    MemberJoined,
+    MemberLeft,
+    MemberReadyChanged,
+    OnlinePaymentRecorded,
+    PaymentFailed,
+    TipSet,
+)
+from domain.money import is_whole_number
+from domain.order import DeliveryAddress, Order, OrderLine, OrderPayment, OrderTotals
+from domain.payments import INACTIVE_STATUSES, SETTLED_STATUSES, PaymentMethod, PaymentStatus
+from domain.pricing import Quote, compute_quote
+
+__all__ = [
+    "MAX_DISPLAY_NAME_LENGTH",
+    "MAX_QUANTITY",
+    "NO_PAYMENT",
+    "CartItem",
+    "CartStatus",
+    "Member",
+    "MemberPayment",
+    "MemberRole",
+    "PaymentMethod",
+    "PaymentStatus",
+    "TeamCart",
+]
+
+MAX_QUANTITY = 99
+MAX_DISPLAY_NAME_LENGTH = 100
+_INVITE_CODE_ALPHABET = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+)
+_INVITE_CODE_MIN_LENGTH = 22  # 22 URL-safe characters carry at least 128 bits
+
+
+class CartStatus(StrEnum):
+    OPEN = "open"
+    LOCKED = "locked"
+    READY_TO_CONFIRM = "ready_to_confirm"
+    CONVERTED = "converted"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class MemberRole(StrEnum):
+    HOST = "host"
+    GUEST = "guest"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPayment:
+    """Where one member's payment for the current quote stands."""
+
+    status: PaymentStatus
+    method: PaymentMethod | None
+    amount_minor: int
+    reference: str | None  # the PaymentIntent id for online payments
+
+
+NO_PAYMENT = MemberPayment(PaymentStatus.NONE, None, 0, None)
+"""A member's payment before they do anything (and again after an unlock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """Someone in the cart: the host or a guest, with their lobby flag and payment."""
+
+    user_id: str
+    display_name: str
+    role: MemberRole
+    ready: bool
+    joined_at: datetime
+    payment: MemberPayment = NO_PAYMENT
+
+    @property
+    def is_host(self) -> bool:
+        return self.role is MemberRole.HOST
+
+
+@dataclass(frozen=True, slots=True)
+class CartItem:
+    """A member's line, priced (product price plus option deltas) when it was added."""
+
+    item_id: str
+    user_id: str
+    product_id: str
+    name: str
+    unit_price_minor: int
+    quantity: int
+    options: tuple[str, ...]
+
+    @property
+    def line_total_minor(self) -> int:
+        return self.unit_price_minor * self.quantity
+
+
+def _clean_display_name(display_name: str) -> str:
+    cleaned = display_name.strip() if isinstance(display_name, str) else ""
+    if not 1 <= len(cleaned) <= MAX_DISPLAY_NAME_LENGTH:
+        raise errors.InvalidDisplayName()
+    return cleaned
+
+
+def _check_quantity(quantity: int) -> None:
+    if not is_whole_number(quantity) or not 1 <= quantity <= MAX_QUANTITY:
+        raise errors.InvalidQuantity()
+
+
+class TeamCart:
+    """One group cart. Commands are methods; read ``pull_events()`` after each to persist."""
+
+    def __init__(
+        self,
+        *,
+        id: str,
+        store: StoreTerms,
+        host_user_id: str,
+        invite_code: str,
+        status: CartStatus,
+        version: int,
+        quote_version: int,
+        deadline: datetime | None,
+        created_at: datetime,
+        locked_at: datetime | None,
+        members: Iterable[Member],
+        items: Iterable[CartItem],
+        tip_minor: int = 0,
+        coupon: CouponTerms | None = None,
+        quote: Quote | None = None,
+        order_id: str | None = None,
+    ) -> None:
+        """Rebuild a stored cart as it is; records no event. New carts use ``TeamCart.open``."""
+        self.id = id
+        self.store = store
+        self.host_user_id = host_user_id
+        self.invite_code = invite_code
+        self.status = status
+        self.version = version
+        self.quote_version = quote_version
+        self.deadline = deadline
+        self.created_at = created_at
+        self.locked_at = locked_at
+        self._members: dict[str, Member] = {member.user_id: member for member in members}
+        self._items: dict[str, CartItem] = {item.item_id: item for item in items}
+        self.tip_minor = tip_minor
+        self.coupon = coupon
+        self.quote = quote
+        self.order_id = order_id
+        self._pending_events: list[CartEvent] = []
+
+    @classmethod
+    def open(
+        cls,
+        cart_id: str,
+        store: StoreTerms,
+        host_user_id: str,
+        host_display_name: str,
+        invite_code: str,
+        deadline: datetime | None,
+        now: datetime,
+    ) -> "TeamCart":
+        """A new open cart with the host as its only member (``CartOpened``, version 1).
+
+        ``invite_code`` must be URL-safe and at least 22 characters (128 bits when random);
+        making it random is the caller's job. ``deadline``, if any, must be aware and later
+        than ``now``.
+        """
+        if now.tzinfo is None:
+            raise ValueError("now must be time-zone aware")
+        if len(invite_code) < _INVITE_CODE_MIN_LENGTH or not set(invite_code).issubset(
+            _INVITE_CODE_ALPHABET
+        ):
+            raise ValueError("invite code must be >= 22 URL-safe characters")
+        if deadline is not None and (deadline.tzinfo is None or deadline <= now):
+            raise errors.InvalidDeadline()
+        display_name = _clean_display_name(host_display_name)
+        cart = cls(
+            id=cart_id,
+            store=store,
+            host_user_id=host_user_id,
+            invite_code=invite_code,
+            status=CartStatus.OPEN,
+            version=0,
+            quote_version=0,
+            deadline=deadline,
+            created_at=now,
+            locked_at=None,
+            members=[Member(host_user_id, display_name, MemberRole.HOST, False, now)],
+            items=[],
+        )
+        cart._record(
+            CartOpened(
+                cart_id=cart.id,
+                version=cart._next_version(),
+                store_id=store.store_id,
+                currency=store.currency,
+                host_user_id=host_user_id,
+                host_display_name=display_name,
+                invite_code=invite_code,
+                deadline=deadline,
+                opened_at=now,
+            )
+        )
+        return cart
+
+    # --- reading ------------------------------------------------------------------------------
+
+    @property
+    def currency(self) -> str:
+        return self.store.currency
+
+    @property
+    def members(self) -> Mapping[str, Member]:
+        """Members by user id, in the order they joined (the host first)."""
+        return MappingProxyType(self._members)
+
+    @property
+    def items(self) -> Mapping[str, CartItem]:
+        """Items by item id, in the order they were added."""
+        return MappingProxyType(self._items)
+
+    def is_member(self, user_id: str) -> bool:
+        return user_id in self._members
+
+    def items_of(self, user_id: str) -> tuple[CartItem, ...]:
+        return tuple(item for item in self._items.values() if item.user_id == user_id)
+
+    @property
+    def member_subtotals(self) -> dict[str, int]:
+        """Every member's subtotal (0 for no items), in join order."""
+        subtotals = dict.fromkeys(self._members, 0)
+        for item in self._items.values():
+            subtotals[item.user_id] += item.line_total_minor
+        return subtotals
+
+    @property
+    def subtotal_minor(self) -> int:
+        return sum(item.line_total_minor for item in self._items.values())
+
+    def share_of(self, user_id: str) -> int:
+        """What the member owes under the current quote (0 while there is no quote)."""
+        return self.quote.share_of(user_id) if self.quote is not None else 0
+
+    @property
+    def has_payment_activity(self) -> bool:
+        """True once any member has committed to COD, started paying or paid."""
+        return any(m.payment.status not in INACTIVE_STATUSES for m in self._members.values())
+
+    @property
+    def paid_online_members(self) -> tuple[Member, ...]:
+        """Members whose online payment was captured: the ones to refund on cancel or expiry."""
+        return tuple(
+            member
+            for member in self._members.values()
+            if member.payment.status is PaymentStatus.PAID_ONLINE
+        )
+
+    def pull_events(self) -> list[CartEvent]:
+        """Hand over the events recorded since the last call (for the outbox)."""
+        events, self._pending_events = self._pending_events, []
+        return events
+
+    # --- membership ---------------------------------------------------------------------------
+
+    def join(self, user_id: str, display_name: str, now: datetime) -> None:
+        """Add a guest. A member joining again is a no-op, whatever the cart's state."""
+        if user_id in self._members:
+            return
+        self._require_open()
+        cleaned = _clean_display_name(display_name)
+        self._members[user_id] = Member(user_id, cleaned, MemberRole.GUEST, False, now)
+        self._record(
+            MemberJoined(
+                cart_id=self.id,
+                version=self._next_version(),
+                user_id=user_id,
+                display_name=cleaned,
+                joined_at=now,
+            )
+        )
+
+    def remove_member(self, actor: str, user_id: str) -> None:
+        """The host removes a guest, or a guest leaves; their items go with them."""
+        self._member(actor)
+        if user_id not in self._members:
+            raise errors.MemberNotFound()
+        if actor != self.host_user_id and actor != user_id:
+            raise errors.HostOnly("Only the host may remove another member.")
+        if user_id == self.host_user_id:
+            raise errors.HostCannotLeave()
+        self._require_open()
+        removed_item_ids = tuple(item.item_id for item in self.items_of(user_id))
+        for item_id in removed_item_ids:
+            del self._items[item_id]
+        del self._members[user_id]
+        self._record(
+            MemberLeft(
+                cart_id=self.id,
+                version=self._next_version(),
+                user_id=user_id,
+                removed_by_host=actor != user_id,
+                removed_item_ids=removed_item_ids,
+            )
+        )
+
+    def set_ready(self, actor: str, ready: bool) -> None:
+        """Set the actor's own lobby flag; setting it to the value it has is a no-op."""
+        member = self._member(actor)
+        self._require_open()
+        if member.ready == ready:
+            return
+        self._members[actor] = replace(member, ready=ready)
+        self._record(
+            MemberReadyChanged(
+                cart_id=self.id, version=self._next_version(), user_id=actor, ready=ready
+            )
+        )
+
+    # --- items --------------------------------------------------------------------------------
+
+    def add_item(
+        self,
+        actor: str,
+        item_id: str,
+        product: ProductSnapshot,
+        quantity: int,
+        options: Sequence[str],
+        now: datetime,
+    ) -> None:
+        """Add a line for the actor, priced from the product snapshot and the chosen options.
+
+        Adding the same product with the same options again makes a second line.
+        """
+        self._member(actor)
+        self._require_open()
+        if product.store_id != self.store.store_id:
+            raise errors.ProductNotFound(
+                f"Product {product.product_id!r} is not sold by this store."
+            )
+        _check_quantity(quantity)
+        chosen, unit_price = price_options(product, options)
+        if item_id in self._items:
+            raise ValueError(f"item id {item_id!r} is already used in this cart")
+        item = CartItem(
+            item_id=item_id,
+            user_id=actor,
+            product_id=product.product_id,
+            name=product.name,
+            unit_price_minor=unit_price,
+            quantity=quantity,
+            options=chosen,
+        )
+        self._items[item_id] = item
+        self._record(
+            ItemAdded(
+                cart_id=self.id,
+                version=self._next_version(),
+                item_id=item_id,
+                user_id=actor,
+                product_id=item.product_id,
+                product_name=item.name,
+                unit_price_minor=item.unit_price_minor,
+                quantity=item.quantity,
+                options=item.options,
+                line_total_minor=item.line_total_minor,
+                added_at=now,
+            )
+        )
+        self._clear_ready(actor)
+
+    def change_item_quantity(self, actor: str, item_id: str, quantity: int) -> None:
+        """Change the quantity of one of the actor's items; the same quantity is a no-op."""
+        item = self._owned_item(actor, item_id)
+        self._require_open()
+        _check_quantity(quantity)
+        if item.quantity == quantity:
+            return
+        changed = replace(item, quantity=quantity)
+        self._items[item_id] = changed
+        self._record(
+            ItemQuantityChanged(
+                cart_id=self.id,
+                version=self._next_version(),
+                item_id=item_id,
+                user_id=actor,
+                quantity=quantity,
+                line_total_minor=changed.line_total_minor,
+            )
+        )
+        self._clear_ready(actor)
+
+    def remove_item(self, actor: str, item_id: str) -> None:
+        """Remove one of the actor's items."""
+        self._owned_item(actor, item_id)
+        self._require_open()
+        del self._items[item_id]
+        self._record(
+            ItemRemoved(
+                cart_id=self.id, version=self._next_version(), item_id=item_id, user_id=actor
+            )
+        )
+        self._clear_ready(actor)
+
+    # --- locking and the quote ----------------------------------------------------------------
+
+    def lock(self, actor: str, now: datetime) -> None:
+        """Freeze the items and price the cart (host, open, at least one priced item)."""
+        self._host(actor)
+        self._require_open()
+        self._require_lockable()
+        self._lock(now, by_deadline=False)
+
+    def unlock(self, actor: str) -> None:
+        """Back to open (host; only while nobody has committed, started paying or paid)."""
+        self._host(actor)
+        if self.status not in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
+            raise errors.CartNotLocked(f"The cart is {self.status}, not locked.")
+        self._require_no_payment_activity()
+        self.status = CartStatus.OPEN
+        self.locked_at = None
+        self.quote = None
+        self.tip_minor = 0
+        self.coupon = None
+        for user_id, member in self._members.items():
+            self._members[user_id] = replace(member, payment=NO_PAYMENT)
+        self._record(CartUnlocked(cart_id=self.id, version=self._next_version()))
+
+    def set_tip(self, actor: str, amount_minor: int) -> None:
+        """Set the tip and re-price (host, locked, before any payment activity)."""
+        self._host(actor)
+        self._require_locked()
+        self._require_no_payment_activity()
+        if not is_whole_number(amount_minor) or amount_minor < 0:
+            raise errors.InvalidTip()
+        if amount_minor == self.tip_minor:
+            return
+        self.tip_minor = amount_minor
+        quote = self._requote()
+        self._record(
+            TipSet(
+                cart_id=self.id,
+                version=self._next_version(),
+                tip_minor=amount_minor,
+                quote_version=self.quote_version,
+                quote=quote,
+            )
+        )
+        self._become_ready_if_settled()
+
+    def apply_coupon(self, actor: str, coupon: CouponTerms) -> None:
+        """Apply (or replace) the cart's coupon and re-price; the same code again is a no-op."""
+        self._host(actor)
+        self._require_locked()
+        self._require_no_payment_activity()
+        if self.coupon is not None and self.coupon.code == coupon.code:
+            return
+        if coupon.exhausted:
+            raise errors.CouponExhausted()
+        if self.subtotal_minor < coupon.min_subtotal_minor:
+            raise errors.CouponMinSubtotalNotMet()
+        self.coupon = coupon
+        quote = self._requote()
+        self._record(
+            CouponApplied(
+                cart_id=self.id,
+                version=self._next_version(),
+                code=coupon.code,
+                quote_version=self.quote_version,
+                quote=quote,
+            )
+        )
+        self._become_ready_if_settled()
+
+    def remove_coupon(self, actor: str) -> None:
+        """Remove the cart's coupon and re-price; with no coupon it is a no-op."""
+        self._host(actor)
+        self._require_locked()
+        self._require_no_payment_activity()
+        if self.coupon is None:
+            return
+        code = self.coupon.code
+        self.coupon = None
+        quote = self._requote()
+        self._record(
+            CouponRemoved(
+                cart_id=self.id,
+                version=self._next_version(),
+                code=code,
+                quote_version=self.quote_version,
+                quote=quote,
+            )
+        )
+
+    # --- payments -----------------------------------------------------------------------------
+
+    def commit_cod(self, actor: str) -> None:
+        """The actor commits to paying their whole share cash on delivery.
+
+        Committing again is a no-op; after paying online it is refused (``AlreadyPaid``).
+        """
+        member = self._member(actor)
+        if member.payment.status is PaymentStatus.COD_COMMITTED:
+            return
+        if member.payment.status in (PaymentStatus.PAID_ONLINE, PaymentStatus.REVIEW):
+            raise errors.AlreadyPaid()
+        if self.status not in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
+            raise errors.CartNotLocked(f"The cart is {self.status}, not locked.")
+        share = self.share_of(actor)
+        if share == 0:
+            raise errors.NothingOwed()
+        self._members[actor] = replace(
+            member,
+            payment=MemberPayment(PaymentStatus.COD_COMMITTED, PaymentMethod.COD, share, None),
+        )
+        self._record(
+            CodCommitted(
+                cart_id=self.id,
+                version=self._next_version(),
+                user_id=actor,
+                amount_minor=share,
+                currency=self.currency,
+            )
+        )
+        self._become_ready_if_settled()
+
+    def record_online_payment(
+        self,
+        user_id: str,
+        amount_minor: int,
+        currency: str,
+        quote_version: int,
+        payment_intent_id: str,
+    ) -> None:
+        """Record a captured online payment of the member's whole share (from a webhook).
+
+        The same PaymentIntent again is a no-op. It supersedes a COD commitment. Refused when
+        it was made against another quote (``QuoteChanged``), in another currency, for another
+        amount (``AmountMismatch``), or when the cart is not locked: the caller must then
+        refund it.
+        """
+        member = self._members.get(user_id)
+        if member is None:
+            raise errors.MemberNotFound()
+        if member.payment.status is PaymentStatus.PAID_ONLINE:
+            if member.payment.reference == payment_intent_id:
+                return
+            raise errors.AlreadyPaid()
+        if self.status not in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
+            raise errors.CartNotLocked(f"The cart is {self.status}, not locked.")
+        if quote_version != self.quote_version:
+            raise errors.QuoteChanged()
+        if currency != self.currency:
+            raise errors.CurrencyMismatch(f"Paid in {currency}, owed in {self.currency}.")
+        share = self.share_of(user_id)
+        if share == 0:
+            raise errors.NothingOwed()
+        if amount_minor != share:
+            raise errors.AmountMismatch(f"Paid {amount_minor}, owed {share}.")
+        self._members[user_id] = replace(
+            member,
+            payment=MemberPayment(
+                PaymentStatus.PAID_ONLINE, PaymentMethod.ONLINE, share, payment_intent_id
+            ),
+        )
+        self._record(
+            OnlinePaymentRecorded(
+                cart_id=self.id,
+                version=self._next_version(),
+                user_id=user_id,
+                amount_minor=share,
+                currency=currency,
+                payment_intent_id=payment_intent_id,
+            )
+        )
+        self._become_ready_if_settled()
+
+    def mark_payment_failed(self, user_id: str, payment_intent_id: str) -> None:
+        """Note that the member's online attempt failed, so they can try again.
+
+        A no-op when the member has already committed or paid (an abandoned attempt failing
+        changes nothing) or when this failure is already noted.
+        """
+        member = self._members.get(user_id)
+        if member is None:
+            raise errors.MemberNotFound()
+        payment = member.payment
+        if payment.status not in (PaymentStatus.NONE, PaymentStatus.PENDING, PaymentStatus.FAILED):
+            return
+        if payment.status is PaymentStatus.FAILED and payment.reference == payment_intent_id:
+            return
+        self._require_locked()
+        self._members[user_id] = replace(
+            member,
+            payment=MemberPayment(PaymentStatus.FAILED, PaymentMethod.ONLINE, 0, payment_intent_id),
+        )
+        self._record(
+            PaymentFailed(
+                cart_id=self.id,
+                version=self._next_version(),
+                user_id=user_id,
+                payment_intent_id=payment_intent_id,
+            )
+        )
+
+    # --- the end of the cart ------------------------------------------------------------------
+
+    def confirm(
+        self,
+        actor: str,
+        order_id: str,
+        order_number: str,
+        delivery_address: DeliveryAddress,
+        now: datetime,
+    ) -> Order:
+        """Turn a ready cart into a placed Order (host only); the cart becomes ``converted``."""
+        self._host(actor)
+        if self.status is not CartStatus.READY_TO_CONFIRM or self.quote is None:
+            raise errors.CartNotReady(f"The cart is {self.status}, not ready to confirm.")
+        quote = self.quote
+        order = Order.place(
+            order_id=order_id,
+            number=order_number,
+            cart_id=self.id,
+            store_id=self.store.store_id,
+            currency=self.currency,
+            host_user_id=self.host_user_id,
+            lines=[
+                OrderLine(
+                    product_id=item.product_id,
+                    name=item.name,
+                    options=item.options,
+                    unit_price_minor=item.unit_price_minor,
+                    quantity=item.quantity,
+                    line_total_minor=item.line_total_minor,
+                    user_id=item.user_id,
+                )
+                for item in self._items.values()
+            ],
+            totals=OrderTotals(
+                subtotal_minor=quote.subtotal_minor,
+                delivery_fee_minor=quote.delivery_fee_minor,
+                tax_minor=quote.tax_minor,
+                tip_minor=quote.tip_minor,
+                discount_minor=quote.discount_minor,
+                total_minor=quote.total_minor,
+            ),
+            payments=[
+                OrderPayment(
+                    user_id=member.user_id,
+                    method=member.payment.method,
+                    amount_minor=member.payment.amount_minor,
+                    status=member.payment.status,
+                    reference=member.payment.reference,
+                )
+                for member in self._members.values()
+                if quote.share_of(member.user_id) > 0 and member.payment.method is not None
+            ],
+            delivery_address=delivery_address,
+            coupon_code=self.coupon.code if self.coupon is not None else None,
+            now=now,
+        )
+        self.status = CartStatus.CONVERTED
+        self.order_id = order_id
+        self._record(
+            CartConverted(
+                cart_id=self.id,
+                version=self._next_version(),
+                order_id=order_id,
+                order_number=order_number,
+                converted_at=now,
+            )
+        )
+        return order
+
+    def cancel(self, actor: str, now: datetime) -> None:
+        """Cancel the cart (host; open, locked or ready). Refund ``paid_online_members``."""
+        self._host(actor)
+        if self.status not in (CartStatus.OPEN, CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
+            raise errors.CartNotOpen(f"The cart is already {self.status}.")
+        self.status = CartStatus.CANCELLED
+        self._record(CartCancelled(cart_id=self.id, version=self._next_version(), cancelled_at=now))
+
+    def expire_if_due(self, now: datetime, payment_window: timedelta) -> bool:
+        """Apply the deadline rules; returns whether the cart changed.
+
+        An open cart past its deadline is locked if it has priced items, otherwise expired. A
+        locked cart still not ready once ``payment_window`` has passed since it was locked
+        expires. A ``ready_to_confirm`` cart waits for the host.
+        """
+        if self.status is CartStatus.OPEN and self.deadline is not None and now > self.deadline:
+            if self.subtotal_minor > 0:
+                self._lock(now, by_deadline=True)
+            else:
+                self.expire(now)
+            return True
+        if (
+            self.status is CartStatus.LOCKED
+            and self.locked_at is not None
+            and now > self.locked_at + payment_window
+        ):
+            self.expire(now)
+            return True
+        return False
+
+    def expire(self, now: datetime) -> None:
+        """Expire an open or locked cart now (the sweeper's decision, e.g. stock ran out)."""
+        if self.status not in (CartStatus.OPEN, CartStatus.LOCKED):
+            raise errors.CartNotOpen(
+                f"The cart is {self.status}; only open or locked carts expire."
+            )
+        self.status = CartStatus.EXPIRED
+        self._record(CartExpired(cart_id=self.id, version=self._next_version(), expired_at=now))
+
+    # --- rules shared by the commands ---------------------------------------------------------
+
+    def _member(self, actor: str) -> Member:
+        member = self._members.get(actor)
+        if member is None:
+            raise errors.NotAMember()
+        return member
+
+    def _host(self, actor: str) -> Member:
+        member = self._member(actor)
+        if not member.is_host:
+            raise errors.HostOnly()
+        return member
+
+    def _owned_item(self, actor: str, item_id: str) -> CartItem:
+        self._member(actor)
+        item = self._items.get(item_id)
+        if item is None:
+            raise errors.ItemNotFound()
+        if item.user_id != actor:
+            raise errors.NotItemOwner()
+        return item
+
+    def _require_open(self) -> None:
+        if self.status in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
+            raise errors.CartLocked()
+        if self.status is not CartStatus.OPEN:
+            raise errors.CartNotOpen(f"The cart is {self.status}.")
+
+    def _require_locked(self) -> None:
+        if self.status is not CartStatus.LOCKED:
+            raise errors.CartNotLocked(f"The cart is {self.status}, not locked.")
+
+    def _require_no_payment_activity(self) -> None:
+        if self.has_payment_activity:
+            raise errors.PaymentActivityStarted()
+
+    def _require_lockable(self) -> None:
+        if not self._items:
+            raise errors.EmptyCart()
+        if self.subtotal_minor == 0:
+            raise errors.ZeroSubtotal()
+
+    def _lock(self, now: datetime, *, by_deadline: bool) -> None:
+        self.status = CartStatus.LOCKED
+        self.locked_at = now
+        quote = self._requote()
+        self._record(
+            CartLocked(
+                cart_id=self.id,
+                version=self._next_version(),
+                locked_at=now,
+                quote_version=self.quote_version,
+                quote=quote,
+                by_deadline=by_deadline,
+            )
+        )
+        self._become_ready_if_settled()
+
+    def _requote(self) -> Quote:
+        self.quote = compute_quote(
+            self.member_subtotals,
+            self.store.delivery_fee_minor,
+            self.store.tax_rate_bps,
+            self.tip_minor,
+            self.coupon,
+        )
+        self.quote_version += 1
+        return self.quote
+
+    def _become_ready_if_settled(self) -> None:
+        if self.status is not CartStatus.LOCKED:
+            return
+        if all(
+            member.payment.status in SETTLED_STATUSES
+            for member in self._members.values()
+            if self.share_of(member.user_id) > 0
+        ):
+            self.status = CartStatus.READY_TO_CONFIRM
+            self._record(CartReadyToConfirm(cart_id=self.id, version=self._next_version()))
+
+    def _clear_ready(self, user_id: str) -> None:
+        member = self._members[user_id]
+        if member.ready:
+            self._members[user_id] = replace(member, ready=False)
+            self._record(
+                MemberReadyChanged(
+                    cart_id=self.id, version=self._next_version(), user_id=user_id, ready=False
+                )
+            )
+
+    def _next_version(self) -> int:
+        self.version += 1
+        return self.version
+
+    def _record(self, event: CartEvent) -> None:
+        self._pending_events.append(event)
