@@ -1,0 +1,107 @@
+"""Identity: signed JWT bearer tokens for guests and admins (Litestar's JWT auth).
+
+A guest identity is stateless: ``POST /api/v1/sessions`` mints a token whose subject is a new
+user id and which carries the display name. Admin tokens carry the ``admin`` role and come
+only from the command line (``teamcart token --admin``). Every ``/api/v1`` route except the
+session endpoint and the Stripe webhook requires a token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.security.jwt import JWTAuth, Token
+
+from app.errors import ApiError
+
+ADMIN_ROLE = "admin"
+TOKEN_LIFETIME = timedelta(days=7)
+MAX_DISPLAY_NAME = 60
+
+# Paths reachable without a token (regular expressions matched against the path).
+PUBLIC_PATHS = [
+    "^/$",
+    "^/join/",
+    "^/static/",
+    "^/health/",
+    "^/metrics",
+    "^/schema",
+    "^/favicon",
+    "^/api/v1/sessions$",
+    "^/api/v1/webhooks/",
+    "^/ws/",  # WebSockets authenticate in their own handshake (token parameter or message)
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a user id, the name they chose, and their roles."""
+
+    user_id: str
+    display_name: str
+    roles: frozenset[str] = frozenset()
+
+    @property
+    def is_admin(self) -> bool:
+        return ADMIN_ROLE in self.roles
+
+
+def principal_from_token(token: Token) -> Principal:
+    extras = token.extras or {}
+    roles = extras.get("roles") or []
+    return Principal(
+        user_id=token.sub,
+        display_name=str(extras.get("name") or "Guest"),
+        roles=frozenset(str(role) for role in roles),
+    )
+
+
+async def _retrieve_principal(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    return principal_from_token(token)
+
+
+def build_jwt_auth(secret: str) -> JWTAuth[Principal, Token]:
+    """The Litestar JWT config that turns ``Authorization: Bearer`` into ``request.user``."""
+    return JWTAuth[Principal, Token](
+        token_secret=secret,
+        retrieve_user_handler=_retrieve_principal,
+        exclude=PUBLIC_PATHS,
+        default_token_expiration=TOKEN_LIFETIME,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    user_id: str
+    token: str
+    expires_at: datetime
+
+
+def issue_token(
+    secret: str,
+    *,
+    display_name: str,
+    user_id: str | None = None,
+    admin: bool = False,
+    lifetime: timedelta = TOKEN_LIFETIME,
+) -> IssuedToken:
+    """Mint a signed token; used by the sessions route and ``teamcart token``."""
+    subject = user_id or str(uuid.uuid4())
+    expires_at = (datetime.now(UTC) + lifetime).replace(microsecond=0)
+    extras: dict[str, Any] = {"name": display_name}
+    if admin:
+        extras["roles"] = [ADMIN_ROLE]
+    token = Token(sub=subject, exp=expires_at, extras=extras)
+    return IssuedToken(user_id=subject, token=token.encode(secret, "HS256"), expires_at=expires_at)
+
+
+def admin_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Route guard: 403 ``admin_only`` unless the token carries the admin role."""
+    user = connection.user
+    if not isinstance(user, Principal) or not user.is_admin:
+        raise ApiError(403, "admin_only", "this action needs an admin token")

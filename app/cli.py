@@ -1,0 +1,133 @@
+"""The ``teamcart`` command: ``serve``, ``migrate``, ``seed-demo`` and ``token``.
+
+Each command reads the same ``TEAMCART_*`` settings as the server. Where the database or Redis
+URL is unset, the command starts (or joins) the embedded ones under the data folder, so
+``teamcart seed-demo`` works beside a running ``teamcart serve`` with no configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+
+from app.config import Settings, SettingsError, settings_to_env
+from app.embedded import embedded_services, ensure_jwt_secret
+from app.persistence import schema
+
+log = logging.getLogger("teamcart.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="teamcart", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="migrate, then serve HTTP and WebSockets")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--demo", action="store_true", help="load the demo store first")
+
+    commands.add_parser("migrate", help="apply database migrations up to the newest")
+    commands.add_parser("seed-demo", help="create the demo store and print its ids")
+
+    token = commands.add_parser("token", help="print a bearer token")
+    token.add_argument("--admin", action="store_true", help="with the admin role")
+    token.add_argument("--user-id", default=None, help="subject (default: a new id)")
+    token.add_argument("--name", default=None, help="display name (default: Admin or Guest)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"teamcart: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return _serve(settings, args)
+    if args.command == "migrate":
+        with embedded_services(settings, redis=False) as resolved:
+            assert resolved.database_url is not None
+            schema.upgrade(resolved.database_url)
+        print("migrated to head")
+        return 0
+    if args.command == "seed-demo":
+        with embedded_services(settings, redis=False) as resolved:
+            assert resolved.database_url is not None
+            schema.upgrade(resolved.database_url)
+            print(json.dumps(asyncio.run(_seed(resolved.database_url)), indent=2))
+        return 0
+    if args.command == "token":
+        from app.auth import issue_token
+
+        secret = ensure_jwt_secret(settings).jwt_secret
+        assert secret is not None
+        name = args.name or ("Admin" if args.admin else "Guest")
+        issued = issue_token(secret, display_name=name, user_id=args.user_id, admin=args.admin)
+        print(issued.token)
+        return 0
+    raise AssertionError(args.command)
+
+
+async def _seed(database_url: str) -> dict[str, object]:
+    from app.demo import seed_demo
+    from app.persistence.database import create_engine
+
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        demo = await seed_demo(engine)
+    finally:
+        await engine.dispose()
+    return {"store_id": demo.store_id, "products": demo.product_ids, "coupon": demo.coupon_code}
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if not 0 < args.port < 65536:
+        print(f"teamcart: --port must be 1..65535, got {args.port}", file=sys.stderr)
+        return 2
+    public = settings.public_url or f"http://{_connect_host(args.host)}:{args.port}"
+    with embedded_services(settings, server_url=public) as resolved:
+        assert resolved.database_url is not None
+        schema.upgrade(resolved.database_url)
+        log.info("database migrated to head")
+        if args.demo:
+            log.info("demo catalog: %s", json.dumps(asyncio.run(_seed(resolved.database_url))))
+        os.environ.update(settings_to_env(resolved))
+        if args.workers > 1:
+            metrics_dir = resolved.data_dir / "prometheus"
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            metrics_dir.mkdir(parents=True)
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.absolute())
+        log.info("serving on %s with %d worker(s)", public, args.workers)
+        uvicorn.run(
+            "app.asgi:create_app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            ws_per_message_deflate=False,
+            timeout_graceful_shutdown=5,
+        )
+    log.info("stopped")
+    return 0
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in {"0.0.0.0", "::", ""} else host
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

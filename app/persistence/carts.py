@@ -1,0 +1,336 @@
+"""TeamCart repository: rows ↔ ``domain.teamcart.TeamCart``, by hand, with version checks.
+
+A save is ``UPDATE teamcarts … WHERE id = :id AND version = :expected``; no row updated means
+another writer got there first (:class:`VersionConflict`), and the caller retries from a fresh
+load. Members and items are rewritten with the cart in the same transaction. Stock
+reservations live here too because they move with the cart's state.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import RowMapping, delete, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.persistence.catalog import coupon_terms
+from app.persistence.tables import (
+    coupons,
+    products,
+    stock_reservations,
+    teamcart_items,
+    teamcart_members,
+    teamcarts,
+)
+from domain.catalog import StoreTerms
+from domain.errors import OutOfStock
+from domain.payments import PaymentMethod, PaymentStatus
+from domain.pricing import Quote
+from domain.teamcart import CartItem, CartStatus, Member, MemberPayment, MemberRole, TeamCart
+
+
+class VersionConflict(Exception):
+    """The cart changed since it was loaded; reload and try again."""
+
+
+def _cart_values(cart: TeamCart) -> dict[str, Any]:
+    quote = cart.quote
+    return {
+        "status": cart.status.value,
+        "version": cart.version,
+        "quote_version": cart.quote_version,
+        "deadline": cart.deadline,
+        "locked_at": cart.locked_at,
+        "tip_minor": cart.tip_minor,
+        "coupon_code": cart.coupon.code if cart.coupon is not None else None,
+        "subtotal_minor": quote.subtotal_minor if quote else None,
+        "quote_delivery_fee_minor": quote.delivery_fee_minor if quote else None,
+        "tax_minor": quote.tax_minor if quote else None,
+        "quote_tip_minor": quote.tip_minor if quote else None,
+        "discount_minor": quote.discount_minor if quote else None,
+        "total_minor": quote.total_minor if quote else None,
+        "order_id": cart.order_id,
+    }
+
+
+async def _write_parts(conn: AsyncConnection, cart: TeamCart) -> None:
+    await conn.execute(delete(teamcart_members).where(teamcart_members.c.cart_id == cart.id))
+    await conn.execute(delete(teamcart_items).where(teamcart_items.c.cart_id == cart.id))
+    await conn.execute(
+        insert(teamcart_members),
+        [
+            {
+                "cart_id": cart.id,
+                "user_id": member.user_id,
+                "position": position,
+                "display_name": member.display_name,
+                "role": member.role.value,
+                "ready": member.ready,
+                "joined_at": member.joined_at,
+                "share_minor": cart.quote.share_of(member.user_id) if cart.quote else None,
+                "payment_status": member.payment.status.value,
+                "payment_method": member.payment.method.value if member.payment.method else None,
+                "payment_amount_minor": member.payment.amount_minor,
+                "payment_reference": member.payment.reference,
+            }
+            for position, member in enumerate(cart.members.values())
+        ],
+    )
+    if cart.items:
+        await conn.execute(
+            insert(teamcart_items),
+            [
+                {
+                    "id": item.item_id,
+                    "cart_id": cart.id,
+                    "position": position,
+                    "user_id": item.user_id,
+                    "product_id": item.product_id,
+                    "name": item.name,
+                    "unit_price_minor": item.unit_price_minor,
+                    "quantity": item.quantity,
+                    "options": list(item.options),
+                }
+                for position, item in enumerate(cart.items.values())
+            ],
+        )
+
+
+async def insert_cart(conn: AsyncConnection, cart: TeamCart) -> None:
+    await conn.execute(
+        insert(teamcarts).values(
+            id=cart.id,
+            store_id=cart.store.store_id,
+            currency=cart.store.currency,
+            delivery_fee_minor=cart.store.delivery_fee_minor,
+            tax_rate_bps=cart.store.tax_rate_bps,
+            host_user_id=cart.host_user_id,
+            invite_code=cart.invite_code,
+            created_at=cart.created_at,
+            **_cart_values(cart),
+        )
+    )
+    await _write_parts(conn, cart)
+
+
+async def save_cart(conn: AsyncConnection, cart: TeamCart, expected_version: int) -> None:
+    """Write the cart if nobody else has since ``expected_version``; else VersionConflict."""
+    if cart.version == expected_version:
+        return  # the command changed nothing
+    result = await conn.execute(
+        update(teamcarts)
+        .where(teamcarts.c.id == cart.id, teamcarts.c.version == expected_version)
+        .values(updated_at=func.now(), **_cart_values(cart))
+    )
+    if result.rowcount != 1:
+        raise VersionConflict(cart.id)
+    await _write_parts(conn, cart)
+
+
+async def find_cart_id_by_invite(conn: AsyncConnection, invite_code: str) -> str | None:
+    result = await conn.execute(
+        select(teamcarts.c.id).where(teamcarts.c.invite_code == invite_code)
+    )
+    cart_id = result.scalar_one_or_none()
+    return None if cart_id is None else str(cart_id)
+
+
+async def load_cart(conn: AsyncConnection, cart_id: str) -> TeamCart | None:
+    row = (
+        (await conn.execute(select(teamcarts).where(teamcarts.c.id == cart_id)))
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        return None
+    member_rows = (
+        (
+            await conn.execute(
+                select(teamcart_members)
+                .where(teamcart_members.c.cart_id == cart_id)
+                .order_by(teamcart_members.c.position)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    item_rows = (
+        (
+            await conn.execute(
+                select(teamcart_items)
+                .where(teamcart_items.c.cart_id == cart_id)
+                .order_by(teamcart_items.c.position)
+            )
+        )
+        .mappings()
+        .all()
+    )
+    coupon = None
+    if row["coupon_code"] is not None:
+        coupon_row = (
+            (
+                await conn.execute(
+                    select(coupons).where(
+                        coupons.c.store_id == row["store_id"], coupons.c.code == row["coupon_code"]
+                    )
+                )
+            )
+            .mappings()
+            .one()
+        )
+        coupon = coupon_terms(coupon_row)
+    return _to_cart(row, member_rows, item_rows, coupon)
+
+
+def _to_cart(
+    row: RowMapping,
+    member_rows: Sequence[RowMapping],
+    item_rows: Sequence[RowMapping],
+    coupon: Any,
+) -> TeamCart:
+    quote = None
+    if row["total_minor"] is not None:
+        quote = Quote(
+            subtotal_minor=row["subtotal_minor"],
+            delivery_fee_minor=row["quote_delivery_fee_minor"],
+            tax_minor=row["tax_minor"],
+            tip_minor=row["quote_tip_minor"],
+            discount_minor=row["discount_minor"],
+            total_minor=row["total_minor"],
+            shares={str(m["user_id"]): m["share_minor"] or 0 for m in member_rows},
+        )
+    return TeamCart(
+        id=str(row["id"]),
+        store=StoreTerms(
+            store_id=str(row["store_id"]),
+            currency=row["currency"],
+            delivery_fee_minor=row["delivery_fee_minor"],
+            tax_rate_bps=row["tax_rate_bps"],
+        ),
+        host_user_id=str(row["host_user_id"]),
+        invite_code=row["invite_code"],
+        status=CartStatus(row["status"]),
+        version=row["version"],
+        quote_version=row["quote_version"],
+        deadline=row["deadline"],
+        created_at=row["created_at"],
+        locked_at=row["locked_at"],
+        members=[
+            Member(
+                user_id=str(m["user_id"]),
+                display_name=m["display_name"],
+                role=MemberRole(m["role"]),
+                ready=m["ready"],
+                joined_at=m["joined_at"],
+                payment=MemberPayment(
+                    status=PaymentStatus(m["payment_status"]),
+                    method=PaymentMethod(m["payment_method"]) if m["payment_method"] else None,
+                    amount_minor=m["payment_amount_minor"],
+                    reference=m["payment_reference"],
+                ),
+            )
+            for m in member_rows
+        ],
+        items=[
+            CartItem(
+                item_id=str(i["id"]),
+                user_id=str(i["user_id"]),
+                product_id=str(i["product_id"]),
+                name=i["name"],
+                unit_price_minor=i["unit_price_minor"],
+                quantity=i["quantity"],
+                options=tuple(i["options"]),
+            )
+            for i in item_rows
+        ],
+        tip_minor=row["tip_minor"],
+        coupon=coupon,
+        quote=quote,
+        order_id=str(row["order_id"]) if row["order_id"] else None,
+    )
+
+
+async def due_cart_ids(
+    conn: AsyncConnection, payment_window: timedelta, *, limit: int = 100
+) -> list[str]:
+    """Carts the sweeper has work on: open past their deadline, or locked past the window."""
+    result = await conn.execute(
+        select(teamcarts.c.id)
+        .where(
+            or_(
+                (teamcarts.c.status == CartStatus.OPEN.value)
+                & (teamcarts.c.deadline <= func.now()),
+                (teamcarts.c.status == CartStatus.LOCKED.value)
+                & (teamcarts.c.locked_at <= func.now() - payment_window),
+            )
+        )
+        .order_by(teamcarts.c.updated_at)
+        .limit(limit)
+    )
+    return [str(cart_id) for cart_id in result.scalars()]
+
+
+# --- stock -----------------------------------------------------------------------------------
+
+
+async def reserve_stock(conn: AsyncConnection, cart: TeamCart) -> None:
+    """Take every line's quantity out of stock, or none of it (OutOfStock naming products).
+
+    Products are updated in id order so concurrent lockers never deadlock; a product with
+    unlimited stock (NULL) needs no reservation.
+    """
+    wanted = Counter[str]()
+    for item in cart.items.values():
+        wanted[item.product_id] += item.quantity
+    short: list[tuple[str, str]] = []
+    for product_id in sorted(wanted):
+        quantity = wanted[product_id]
+        result = await conn.execute(
+            update(products)
+            .where(products.c.id == product_id, products.c.stock.is_not(None))
+            .where(products.c.stock >= quantity)
+            .values(stock=products.c.stock - quantity)
+            .returning(products.c.id)
+        )
+        if result.first() is not None:
+            await conn.execute(
+                insert(stock_reservations).values(
+                    cart_id=cart.id, product_id=product_id, quantity=quantity
+                )
+            )
+            continue
+        product = (
+            await conn.execute(
+                select(products.c.name, products.c.stock).where(products.c.id == product_id)
+            )
+        ).one()
+        if product.stock is not None:
+            short.append((product_id, f"{product.name} ({product.stock} left)"))
+    if short:
+        raise OutOfStock(
+            product_ids=[product_id for product_id, _ in short],
+            detail="Out of stock: " + ", ".join(label for _, label in short) + ".",
+        )
+
+
+async def release_stock(conn: AsyncConnection, cart_id: str) -> None:
+    """Give a cart's reserved units back (unlock, cancel, expiry). Idempotent."""
+    released = await conn.execute(
+        delete(stock_reservations)
+        .where(stock_reservations.c.cart_id == cart_id)
+        .returning(stock_reservations.c.product_id, stock_reservations.c.quantity)
+    )
+    for product_id, quantity in sorted(released.all()):
+        await conn.execute(
+            update(products)
+            .where(products.c.id == product_id)
+            .values(stock=products.c.stock + quantity)
+        )
+
+
+async def commit_stock(conn: AsyncConnection, cart_id: str) -> None:
+    """The cart became an order: its reserved units are sold, not coming back."""
+    await conn.execute(delete(stock_reservations).where(stock_reservations.c.cart_id == cart_id))

@@ -1,0 +1,110 @@
+"""Catalog repository: stores, products and coupons in PostgreSQL.
+
+Rows come back as plain mappings for the routes to convert, or as ``domain.catalog`` value
+objects when a cart needs a product's or store's terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import RowMapping, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.persistence.tables import coupons, products, stores
+from domain.catalog import CouponKind, CouponTerms, Option, OptionGroup, ProductSnapshot, StoreTerms
+
+
+async def insert_store(conn: AsyncConnection, **values: Any) -> RowMapping:
+    result = await conn.execute(insert(stores).values(**values).returning(*stores.c))
+    return result.mappings().one()
+
+
+async def list_stores(conn: AsyncConnection) -> Sequence[RowMapping]:
+    result = await conn.execute(select(stores).order_by(stores.c.created_at, stores.c.id))
+    return result.mappings().all()
+
+
+async def get_store(conn: AsyncConnection, store_id: str) -> RowMapping | None:
+    result = await conn.execute(select(stores).where(stores.c.id == store_id))
+    return result.mappings().one_or_none()
+
+
+async def insert_product(conn: AsyncConnection, **values: Any) -> RowMapping:
+    result = await conn.execute(insert(products).values(**values).returning(*products.c))
+    return result.mappings().one()
+
+
+async def list_products(conn: AsyncConnection, store_id: str) -> Sequence[RowMapping]:
+    result = await conn.execute(
+        select(products)
+        .where(products.c.store_id == store_id)
+        .order_by(products.c.created_at, products.c.id)
+    )
+    return result.mappings().all()
+
+
+async def get_product(conn: AsyncConnection, product_id: str) -> RowMapping | None:
+    result = await conn.execute(select(products).where(products.c.id == product_id))
+    return result.mappings().one_or_none()
+
+
+async def insert_coupon(conn: AsyncConnection, **values: Any) -> RowMapping | None:
+    """Insert a coupon; ``None`` if the store already has one with that code."""
+    result = await conn.execute(
+        pg_insert(coupons)
+        .values(**values)
+        .on_conflict_do_nothing(constraint="uq_coupons_store_id_code")
+        .returning(*coupons.c)
+    )
+    return result.mappings().one_or_none()
+
+
+async def get_coupon(conn: AsyncConnection, store_id: str, code: str) -> RowMapping | None:
+    result = await conn.execute(
+        select(coupons).where(coupons.c.store_id == store_id, coupons.c.code == code.upper())
+    )
+    return result.mappings().one_or_none()
+
+
+def store_terms(row: RowMapping) -> StoreTerms:
+    return StoreTerms(
+        store_id=str(row["id"]),
+        currency=row["currency"],
+        delivery_fee_minor=row["delivery_fee_minor"],
+        tax_rate_bps=row["tax_rate_bps"],
+    )
+
+
+def product_snapshot(row: RowMapping) -> ProductSnapshot:
+    return ProductSnapshot(
+        product_id=str(row["id"]),
+        store_id=str(row["store_id"]),
+        name=row["name"],
+        price_minor=row["price_minor"],
+        option_groups=tuple(
+            OptionGroup(
+                name=group["name"],
+                min=group["min"],
+                max=group["max"],
+                options=tuple(
+                    Option(name=option["name"], price_delta_minor=option["price_delta_minor"])
+                    for option in group["options"]
+                ),
+            )
+            for group in row["option_groups"]
+        ),
+    )
+
+
+def coupon_terms(row: RowMapping) -> CouponTerms:
+    return CouponTerms(
+        code=row["code"],
+        kind=CouponKind(row["kind"]),
+        value=row["value"],
+        min_subtotal_minor=row["min_subtotal_minor"],
+        max_uses=row["max_uses"],
+        times_used=row["times_used"],
+    )

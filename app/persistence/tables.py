@@ -1,0 +1,284 @@
+"""Table definitions used by the repositories' queries.
+
+The schema is created and changed only by the Alembic migrations; ``tests/integration/
+test_migrations.py`` compares these definitions with the migrated database so they can't drift.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Sequence,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+NOW = text("now()")
+
+stores = Table(
+    "stores",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("delivery_fee_minor", BigInteger, nullable=False),
+    Column("tax_rate_bps", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("delivery_fee_minor >= 0", name="delivery_fee_not_negative"),
+    CheckConstraint("tax_rate_bps BETWEEN 0 AND 10000", name="tax_rate_in_range"),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("store_id", UUID(as_uuid=False), ForeignKey("stores.id"), nullable=False, index=True),
+    Column("name", Text, nullable=False),
+    Column("price_minor", BigInteger, nullable=False),
+    # NULL stock means unlimited; otherwise the units still for sale (reservations subtract).
+    Column("stock", Integer, nullable=True),
+    Column("option_groups", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("price_minor >= 0", name="price_not_negative"),
+    CheckConstraint("stock IS NULL OR stock >= 0", name="stock_not_negative"),
+)
+
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("store_id", UUID(as_uuid=False), ForeignKey("stores.id"), nullable=False),
+    Column("code", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("value", BigInteger, nullable=False),
+    Column("min_subtotal_minor", BigInteger, nullable=False),
+    Column("max_uses", Integer, nullable=True),
+    Column("times_used", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    UniqueConstraint("store_id", "code", name="uq_coupons_store_id_code"),
+    CheckConstraint("kind IN ('percent', 'fixed')", name="kind_known"),
+    CheckConstraint("value > 0", name="value_positive"),
+    CheckConstraint("max_uses IS NULL OR times_used <= max_uses", name="uses_within_limit"),
+)
+
+# --- TeamCarts -------------------------------------------------------------------------------
+
+teamcarts = Table(
+    "teamcarts",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("store_id", UUID(as_uuid=False), ForeignKey("stores.id"), nullable=False),
+    # The store's terms when the cart opened: a cart keeps the prices it was opened with.
+    Column("currency", String(3), nullable=False),
+    Column("delivery_fee_minor", BigInteger, nullable=False),
+    Column("tax_rate_bps", Integer, nullable=False),
+    Column("host_user_id", UUID(as_uuid=False), nullable=False),
+    Column("invite_code", Text, nullable=False, unique=True),
+    Column("status", String(24), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("quote_version", Integer, nullable=False),
+    Column("deadline", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("locked_at", DateTime(timezone=True), nullable=True),
+    Column("tip_minor", BigInteger, nullable=False),
+    Column("coupon_code", Text, nullable=True),
+    # The quote (NULL while open); each member's share is on teamcart_members.
+    Column("subtotal_minor", BigInteger, nullable=True),
+    Column("quote_delivery_fee_minor", BigInteger, nullable=True),
+    Column("tax_minor", BigInteger, nullable=True),
+    Column("quote_tip_minor", BigInteger, nullable=True),
+    Column("discount_minor", BigInteger, nullable=True),
+    Column("total_minor", BigInteger, nullable=True),
+    Column("order_id", UUID(as_uuid=False), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint(
+        "status IN ('open', 'locked', 'ready_to_confirm', 'converted', 'expired', 'cancelled')",
+        name="status_known",
+    ),
+    CheckConstraint("version >= 1", name="version_positive"),
+)
+Index("ix_teamcarts_status_deadline", teamcarts.c.status, teamcarts.c.deadline)
+
+teamcart_members = Table(
+    "teamcart_members",
+    metadata,
+    Column(
+        "cart_id",
+        UUID(as_uuid=False),
+        ForeignKey("teamcarts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("user_id", UUID(as_uuid=False), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("role", String(8), nullable=False),
+    Column("ready", Boolean, nullable=False),
+    Column("joined_at", DateTime(timezone=True), nullable=False),
+    Column("share_minor", BigInteger, nullable=True),
+    Column("payment_status", String(16), nullable=False),
+    Column("payment_method", String(8), nullable=True),
+    Column("payment_amount_minor", BigInteger, nullable=False),
+    Column("payment_reference", Text, nullable=True),
+    CheckConstraint("share_minor IS NULL OR share_minor >= 0", name="share_not_negative"),
+)
+Index("ix_teamcart_members_user_id", teamcart_members.c.user_id)
+
+teamcart_items = Table(
+    "teamcart_items",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column(
+        "cart_id",
+        UUID(as_uuid=False),
+        ForeignKey("teamcarts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("position", Integer, nullable=False),
+    Column("user_id", UUID(as_uuid=False), nullable=False),
+    Column("product_id", UUID(as_uuid=False), ForeignKey("products.id"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("options", JSONB, nullable=False),
+    CheckConstraint("quantity BETWEEN 1 AND 99", name="quantity_in_range"),
+)
+
+# Units taken out of products.stock by a locked cart; given back on unlock, cancel or expiry,
+# dropped (the sale is final) on confirm.
+stock_reservations = Table(
+    "stock_reservations",
+    metadata,
+    Column(
+        "cart_id",
+        UUID(as_uuid=False),
+        ForeignKey("teamcarts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("product_id", UUID(as_uuid=False), ForeignKey("products.id"), primary_key=True),
+    Column("quantity", Integer, nullable=False),
+    CheckConstraint("quantity > 0", name="quantity_positive"),
+)
+
+# --- Orders ----------------------------------------------------------------------------------
+
+order_number_seq = Sequence("order_number_seq", metadata=metadata)
+
+orders = Table(
+    "orders",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("number", Text, nullable=False, unique=True),
+    Column("cart_id", UUID(as_uuid=False), ForeignKey("teamcarts.id"), nullable=True, unique=True),
+    Column("store_id", UUID(as_uuid=False), ForeignKey("stores.id"), nullable=False),
+    Column("host_user_id", UUID(as_uuid=False), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("subtotal_minor", BigInteger, nullable=False),
+    Column("delivery_fee_minor", BigInteger, nullable=False),
+    Column("tax_minor", BigInteger, nullable=False),
+    Column("tip_minor", BigInteger, nullable=False),
+    Column("discount_minor", BigInteger, nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("coupon_code", Text, nullable=True),
+    Column("delivery_address", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_orders_created_at_id", orders.c.created_at, orders.c.id)
+
+order_lines = Table(
+    "order_lines",
+    metadata,
+    Column(
+        "order_id",
+        UUID(as_uuid=False),
+        ForeignKey("orders.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("position", Integer, primary_key=True),
+    Column("user_id", UUID(as_uuid=False), nullable=False),
+    Column("product_id", UUID(as_uuid=False), ForeignKey("products.id"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("options", JSONB, nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("line_total_minor", BigInteger, nullable=False),
+)
+
+order_payments = Table(
+    "order_payments",
+    metadata,
+    Column(
+        "order_id",
+        UUID(as_uuid=False),
+        ForeignKey("orders.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("user_id", UUID(as_uuid=False), primary_key=True),
+    Column("method", String(8), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reference", Text, nullable=True),
+)
+Index("ix_order_payments_user_id", order_payments.c.user_id)
+
+# --- Outbox and idempotency ------------------------------------------------------------------
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("aggregate_type", String(16), nullable=False),
+    Column("aggregate_id", UUID(as_uuid=False), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("payload", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("dispatched_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint(
+        "aggregate_type",
+        "aggregate_id",
+        "version",
+        name="uq_outbox_aggregate_type_aggregate_id_version",
+    ),
+)
+Index("ix_outbox_undispatched", outbox.c.id, postgresql_where=outbox.c.dispatched_at.is_(None))
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("request_hash", Text, nullable=False),
+    # NULL while the first request is still being handled.
+    Column("status_code", Integer, nullable=True),
+    Column("content_type", Text, nullable=True),
+    Column("body", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+Index("ix_idempotency_keys_created_at", idempotency_keys.c.created_at)

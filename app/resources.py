@@ -1,0 +1,35 @@
+"""The long-lived things a running server holds: settings, the database engine, Redis.
+
+Built once by ``app.wiring.create_app`` and handed to route handlers as the ``resources``
+dependency. Creating them connects to nothing; closing them releases their pools.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from litestar.di import NamedDependency
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+
+
+@dataclass(slots=True)
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    redis: Redis
+
+    @property
+    def jwt_secret(self) -> str:
+        assert self.settings.jwt_secret is not None, "create_app requires a resolved JWT secret"
+        return self.settings.jwt_secret
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.engine.dispose()
+
+
+AppResources = NamedDependency[Resources]
+"""How a route handler asks for the resources (Litestar's explicit dependency marker)."""

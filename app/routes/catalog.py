@@ -1,0 +1,267 @@
+"""Catalog routes: stores, their products (with option groups and stock) and coupons.
+
+Admins write; any signed-in user reads. Amounts are integer minor units of the store's
+currency; a product's option groups say how many options a customer must and may choose.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.params import FromPath, JSONBody
+from sqlalchemy import RowMapping
+
+from app.auth import admin_only
+from app.errors import ApiError
+from app.persistence import catalog as repo
+from app.resources import AppResources
+from domain.errors import UnknownCurrency
+from domain.money import exponent
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+MinorUnits = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+
+
+class StoreCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    currency: Annotated[str, msgspec.Meta(pattern="^[A-Za-z]{3}$")]
+    delivery_fee_minor: MinorUnits
+    tax_rate_bps: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+
+
+class StoreView(msgspec.Struct):
+    id: str
+    name: str
+    currency: str
+    delivery_fee_minor: int
+    tax_rate_bps: int
+    created_at: datetime
+
+
+class OptionIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    price_delta_minor: MinorUnits = 0
+
+
+class OptionGroupIn(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    min: Annotated[int, msgspec.Meta(ge=0, le=50)]
+    max: Annotated[int, msgspec.Meta(ge=1, le=50)]
+    options: Annotated[list[OptionIn], msgspec.Meta(min_length=1, max_length=50)]
+
+
+class ProductCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    price_minor: MinorUnits
+    stock: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    option_groups: Annotated[list[OptionGroupIn], msgspec.Meta(max_length=20)] = msgspec.field(
+        default_factory=list
+    )
+
+
+class OptionView(msgspec.Struct):
+    name: str
+    price_delta_minor: int
+
+
+class OptionGroupView(msgspec.Struct):
+    name: str
+    min: int
+    max: int
+    options: list[OptionView]
+
+
+class ProductView(msgspec.Struct):
+    id: str
+    store_id: str
+    name: str
+    price_minor: int
+    stock: int | None
+    option_groups: list[OptionGroupView]
+
+
+class ProductList(msgspec.Struct):
+    items: list[ProductView]
+
+
+class StoreList(msgspec.Struct):
+    items: list[StoreView]
+
+
+class CouponCreate(msgspec.Struct, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]{2,40}$")]
+    kind: Literal["percent", "fixed"]
+    value: Annotated[int, msgspec.Meta(ge=1, le=10**12)]
+    min_subtotal_minor: MinorUnits = 0
+    max_uses: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class CouponView(msgspec.Struct):
+    id: str
+    store_id: str
+    code: str
+    kind: str
+    value: int
+    min_subtotal_minor: int
+    max_uses: int | None
+    times_used: int
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(
+        422,
+        "validation_error",
+        f"{field}: {message}",
+        extra={"errors": [{"field": field, "source": "body", "message": message}]},
+    )
+
+
+def _check_option_groups(groups: list[OptionGroupIn]) -> None:
+    """Option names are unique across the product (customers pick options by name)."""
+    group_names: set[str] = set()
+    option_names: set[str] = set()
+    for g, group in enumerate(groups):
+        where = f"option_groups[{g}]"
+        if group.name in group_names:
+            raise _invalid(f"{where}.name", f"duplicate group name {group.name!r}")
+        group_names.add(group.name)
+        if group.min > group.max:
+            raise _invalid(f"{where}.min", "must not exceed max")
+        if group.max > len(group.options):
+            raise _invalid(f"{where}.max", "must not exceed the number of options")
+        for o, option in enumerate(group.options):
+            if option.name in option_names:
+                raise _invalid(f"{where}.options[{o}].name", f"duplicate option {option.name!r}")
+            option_names.add(option.name)
+
+
+def store_view(row: RowMapping) -> StoreView:
+    return StoreView(
+        id=str(row["id"]),
+        name=row["name"],
+        currency=row["currency"],
+        delivery_fee_minor=row["delivery_fee_minor"],
+        tax_rate_bps=row["tax_rate_bps"],
+        created_at=row["created_at"],
+    )
+
+
+def product_view(row: RowMapping) -> ProductView:
+    return ProductView(
+        id=str(row["id"]),
+        store_id=str(row["store_id"]),
+        name=row["name"],
+        price_minor=row["price_minor"],
+        stock=row["stock"],
+        option_groups=msgspec.convert(row["option_groups"], list[OptionGroupView]),
+    )
+
+
+def coupon_view(row: RowMapping) -> CouponView:
+    return CouponView(
+        id=str(row["id"]),
+        store_id=str(row["store_id"]),
+        code=row["code"],
+        kind=row["kind"],
+        value=row["value"],
+        min_subtotal_minor=row["min_subtotal_minor"],
+        max_uses=row["max_uses"],
+        times_used=row["times_used"],
+    )
+
+
+def _store_not_found(store_id: str) -> ApiError:
+    return ApiError(404, "store_not_found", f"no store with id {store_id}")
+
+
+class CatalogController(Controller):
+    path = "/api/v1/stores"
+    tags = ["catalog"]  # noqa: RUF012
+
+    @post("/", guards=[admin_only])
+    async def create_store(self, data: JSONBody[StoreCreate], resources: AppResources) -> StoreView:
+        currency = data.currency.upper()
+        try:
+            exponent(currency)
+        except UnknownCurrency as exc:
+            raise _invalid("currency", f"unknown ISO 4217 currency {data.currency!r}") from exc
+        async with resources.engine.begin() as conn:
+            row = await repo.insert_store(
+                conn,
+                id=str(uuid.uuid4()),
+                name=data.name,
+                currency=currency,
+                delivery_fee_minor=data.delivery_fee_minor,
+                tax_rate_bps=data.tax_rate_bps,
+            )
+        return store_view(row)
+
+    @get("/")
+    async def list_stores(self, resources: AppResources) -> StoreList:
+        async with resources.engine.connect() as conn:
+            rows = await repo.list_stores(conn)
+        return StoreList(items=[store_view(row) for row in rows])
+
+    @get("/{store_id:uuid}")
+    async def get_store(self, store_id: FromPath[uuid.UUID], resources: AppResources) -> StoreView:
+        async with resources.engine.connect() as conn:
+            row = await repo.get_store(conn, str(store_id))
+        if row is None:
+            raise _store_not_found(str(store_id))
+        return store_view(row)
+
+    @post("/{store_id:uuid}/products", guards=[admin_only])
+    async def create_product(
+        self, store_id: FromPath[uuid.UUID], data: JSONBody[ProductCreate], resources: AppResources
+    ) -> ProductView:
+        _check_option_groups(data.option_groups)
+        async with resources.engine.begin() as conn:
+            if await repo.get_store(conn, str(store_id)) is None:
+                raise _store_not_found(str(store_id))
+            row = await repo.insert_product(
+                conn,
+                id=str(uuid.uuid4()),
+                store_id=str(store_id),
+                name=data.name,
+                price_minor=data.price_minor,
+                stock=data.stock,
+                option_groups=msgspec.to_builtins(data.option_groups),
+            )
+        return product_view(row)
+
+    @get("/{store_id:uuid}/products")
+    async def list_products(
+        self, store_id: FromPath[uuid.UUID], resources: AppResources
+    ) -> ProductList:
+        async with resources.engine.connect() as conn:
+            if await repo.get_store(conn, str(store_id)) is None:
+                raise _store_not_found(str(store_id))
+            rows = await repo.list_products(conn, str(store_id))
+        return ProductList(items=[product_view(row) for row in rows])
+
+    @post("/{store_id:uuid}/coupons", guards=[admin_only])
+    async def create_coupon(
+        self, store_id: FromPath[uuid.UUID], data: JSONBody[CouponCreate], resources: AppResources
+    ) -> CouponView:
+        if data.kind == "percent" and data.value > 100:
+            raise _invalid("value", "a percent coupon takes 1 to 100")
+        values: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "store_id": str(store_id),
+            "code": data.code.upper(),
+            "kind": data.kind,
+            "value": data.value,
+            "min_subtotal_minor": data.min_subtotal_minor,
+            "max_uses": data.max_uses,
+        }
+        async with resources.engine.begin() as conn:
+            if await repo.get_store(conn, str(store_id)) is None:
+                raise _store_not_found(str(store_id))
+            row = await repo.insert_coupon(conn, **values)
+        if row is None:
+            raise ApiError(409, "coupon_exists", f"the store already has a coupon {values['code']}")
+        return coupon_view(row)

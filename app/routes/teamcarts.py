@@ -1,0 +1,260 @@
+"""TeamCart routes: open, join, items, lobby, lock and quote, COD, confirm, cancel.
+
+Each handler calls one use case in ``app.use_cases.teamcarts`` and answers with the cart view
+(``realtime.cart_view``), the same shape the WebSocket pushes. Rules and refusals live in the
+domain; this module only translates HTTP to commands and back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post, put
+from litestar.params import FromPath, JSONBody
+from litestar.security.jwt import Token
+from litestar.status_codes import HTTP_200_OK, HTTP_304_NOT_MODIFIED
+
+from app.auth import Principal
+from app.resources import AppResources
+from app.routes.orders import OrderCreated
+from app.use_cases import teamcarts as use
+from domain.order import DeliveryAddress
+from realtime.cart_view import CartView, ItemView, cart_view
+
+AuthRequest = Request[Principal, Token, Any]
+
+
+class CartCreate(msgspec.Struct, forbid_unknown_fields=True):
+    store_id: uuid.UUID
+    deadline: datetime | None = None
+
+
+class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
+    invite_code: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class ItemCreate(msgspec.Struct, forbid_unknown_fields=True):
+    product_id: uuid.UUID
+    quantity: int
+    options: list[str] = msgspec.field(default_factory=list)
+
+
+class ItemUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    quantity: int
+
+
+class ItemAdded(ItemView):
+    cart: CartView
+
+
+class ReadyUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    ready: bool
+
+
+class TipUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    amount_minor: int
+
+
+class CouponRequest(msgspec.Struct, forbid_unknown_fields=True):
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+
+
+class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+    line2: str | None = None
+
+
+class ConfirmRequest(msgspec.Struct, forbid_unknown_fields=True):
+    delivery_address: AddressIn
+
+
+CartId = FromPath[uuid.UUID]
+
+
+class TeamCartController(Controller):
+    path = "/api/v1/teamcarts"
+    tags = ["teamcart"]  # noqa: RUF012
+
+    @post("/")
+    async def open_cart(
+        self, request: AuthRequest, data: JSONBody[CartCreate], resources: AppResources
+    ) -> CartView:
+        """Open a cart for a store; the caller is its host."""
+        cart = await use.open_cart(
+            resources.engine, request.user, str(data.store_id), data.deadline
+        )
+        return cart_view(cart)
+
+    @post("/join", status_code=HTTP_200_OK)
+    async def join(
+        self, request: AuthRequest, data: JSONBody[JoinRequest], resources: AppResources
+    ) -> CartView:
+        """Join by invite code; joining again is harmless."""
+        return cart_view(await use.join_cart(resources.engine, request.user, data.invite_code))
+
+    @get("/{cart_id:uuid}")
+    async def get_cart(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        resources: AppResources,
+    ) -> Response[CartView | None]:
+        """The cart view, with ``ETag: "<version>"``; ``If-None-Match`` → 304 when unchanged."""
+        cart = await use.get_cart_for_member(resources.engine, request.user.user_id, str(cart_id))
+        etag = f'"{cart.version}"'
+        headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+        if_none_match = request.headers.get("if-none-match", "")
+        if etag in {tag.strip() for tag in if_none_match.split(",")}:
+            return Response(None, status_code=HTTP_304_NOT_MODIFIED, headers=headers)
+        return Response(cart_view(cart), headers=headers)
+
+    @post("/{cart_id:uuid}/items")
+    async def add_item(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        data: JSONBody[ItemCreate],
+        resources: AppResources,
+    ) -> ItemAdded:
+        """Add one of the caller's own items (while open)."""
+        cart, item_id = await use.add_item(
+            resources.engine,
+            request.user,
+            str(cart_id),
+            str(data.product_id),
+            data.quantity,
+            data.options,
+        )
+        view = cart_view(cart)
+        item = next(item for item in view.items if item.item_id == item_id)
+        return ItemAdded(**msgspec.structs.asdict(item), cart=view)
+
+    @patch("/{cart_id:uuid}/items/{item_id:uuid}")
+    async def change_item(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        item_id: FromPath[uuid.UUID],
+        data: JSONBody[ItemUpdate],
+        resources: AppResources,
+    ) -> CartView:
+        cart = await use.change_item_quantity(
+            resources.engine, request.user, str(cart_id), str(item_id), data.quantity
+        )
+        return cart_view(cart)
+
+    @delete("/{cart_id:uuid}/items/{item_id:uuid}")
+    async def remove_item(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        item_id: FromPath[uuid.UUID],
+        resources: AppResources,
+    ) -> None:
+        await use.remove_item(resources.engine, request.user, str(cart_id), str(item_id))
+
+    @delete("/{cart_id:uuid}/members/{user_id:uuid}")
+    async def remove_member(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        user_id: FromPath[uuid.UUID],
+        resources: AppResources,
+    ) -> None:
+        """The host removes a guest, or a guest leaves; their items go with them."""
+        await use.remove_member(resources.engine, request.user, str(cart_id), str(user_id))
+
+    @put("/{cart_id:uuid}/ready")
+    async def set_ready(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        data: JSONBody[ReadyUpdate],
+        resources: AppResources,
+    ) -> CartView:
+        cart = await use.set_ready(resources.engine, request.user, str(cart_id), data.ready)
+        return cart_view(cart)
+
+    @post("/{cart_id:uuid}/lock", status_code=HTTP_200_OK)
+    async def lock(
+        self, request: AuthRequest, cart_id: CartId, resources: AppResources
+    ) -> CartView:
+        """Host only: freeze items, reserve stock, compute every member's share."""
+        return cart_view(await use.lock_cart(resources.engine, request.user, str(cart_id)))
+
+    @post("/{cart_id:uuid}/unlock", status_code=HTTP_200_OK)
+    async def unlock(
+        self, request: AuthRequest, cart_id: CartId, resources: AppResources
+    ) -> CartView:
+        return cart_view(await use.unlock_cart(resources.engine, request.user, str(cart_id)))
+
+    @put("/{cart_id:uuid}/tip")
+    async def set_tip(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        data: JSONBody[TipUpdate],
+        resources: AppResources,
+    ) -> CartView:
+        cart = await use.set_tip(resources.engine, request.user, str(cart_id), data.amount_minor)
+        return cart_view(cart)
+
+    @put("/{cart_id:uuid}/coupon")
+    async def apply_coupon(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        data: JSONBody[CouponRequest],
+        resources: AppResources,
+    ) -> CartView:
+        cart = await use.apply_coupon(resources.engine, request.user, str(cart_id), data.code)
+        return cart_view(cart)
+
+    @delete("/{cart_id:uuid}/coupon", status_code=HTTP_200_OK)
+    async def remove_coupon(
+        self, request: AuthRequest, cart_id: CartId, resources: AppResources
+    ) -> CartView:
+        return cart_view(await use.remove_coupon(resources.engine, request.user, str(cart_id)))
+
+    @post("/{cart_id:uuid}/payments/cod", status_code=HTTP_200_OK)
+    async def commit_cod(
+        self, request: AuthRequest, cart_id: CartId, resources: AppResources
+    ) -> CartView:
+        """The caller will pay their own share in cash; the server computes the amount."""
+        return cart_view(await use.commit_cod(resources.engine, request.user, str(cart_id)))
+
+    @post("/{cart_id:uuid}/confirm")
+    async def confirm(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        data: JSONBody[ConfirmRequest],
+        resources: AppResources,
+    ) -> OrderCreated:
+        """Host only, on a ready_to_confirm cart: it becomes an Order."""
+        address = data.delivery_address
+        order = await use.confirm_cart(
+            resources.engine,
+            request.user,
+            str(cart_id),
+            DeliveryAddress(
+                line1=address.line1,
+                line2=address.line2,
+                city=address.city,
+                postal_code=address.postal_code,
+                country=address.country,
+            ),
+        )
+        return OrderCreated(order_id=order.id, number=order.number)
+
+    @post("/{cart_id:uuid}/cancel", status_code=HTTP_200_OK)
+    async def cancel(
+        self, request: AuthRequest, cart_id: CartId, resources: AppResources
+    ) -> CartView:
+        return cart_view(await use.cancel_cart(resources.engine, request.user, str(cart_id)))

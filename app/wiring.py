@@ -1,0 +1,104 @@
+"""The one place that joins the parts: ``create_app(settings)`` builds the Litestar app.
+
+Plugins are created once here. Nothing connects at import time or while building: the
+database engine and Redis client connect lazily and are closed on shutdown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.problem_details import ProblemDetailsPlugin
+from litestar.plugins.prometheus import PrometheusController
+from redis.asyncio import Redis
+
+from app.auth import build_jwt_auth
+from app.config import Settings
+from app.errors import problem_details_config, unexpected_exception_handler
+from app.observability import RequestIdMiddleware, prometheus_config, structlog_plugin
+from app.persistence.database import create_engine
+from app.resources import Resources
+from app.routes.catalog import CatalogController
+from app.routes.health import HealthController
+from app.routes.orders import OrderController
+from app.routes.sessions import SessionController
+from app.routes.teamcarts import TeamCartController
+
+MAX_REQUEST_BODY_BYTES = 1 << 20
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    openmetrics_format = False
+
+
+def build_resources(settings: Settings) -> Resources:
+    """The engine and Redis client for resolved settings (every service named)."""
+    if settings.database_url is None or settings.redis_url is None:
+        raise ValueError(
+            "create_app needs TEAMCART_DATABASE_URL and TEAMCART_REDIS_URL resolved; "
+            "start the server with `teamcart serve`, which runs the embedded services"
+        )
+    if settings.jwt_secret is None:
+        raise ValueError("create_app needs a JWT secret; `teamcart serve` provides one")
+    return Resources(
+        settings=settings,
+        engine=create_engine(settings.database_url),
+        redis=Redis.from_url(settings.redis_url, decode_responses=False),
+    )
+
+
+def create_app(settings: Settings, *, debug: bool = False) -> Litestar:
+    """Build the ASGI application for fully resolved settings."""
+    resources = build_resources(settings)
+    jwt_auth = build_jwt_auth(resources.jwt_secret)
+    metrics = prometheus_config()
+
+    async def provide_resources() -> Resources:
+        return resources
+
+    async def close_resources() -> None:
+        await resources.close()
+
+    exception_handlers: dict[Any, Any] = {Exception: unexpected_exception_handler}
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            MetricsController,
+            SessionController,
+            CatalogController,
+            TeamCartController,
+            OrderController,
+        ],
+        dependencies={"resources": Provide(provide_resources)},
+        plugins=[
+            ProblemDetailsPlugin(problem_details_config()),
+            structlog_plugin(level=settings.log_level, as_json=settings.log_json),
+        ],
+        middleware=[RequestIdMiddleware(), metrics.middleware],
+        on_app_init=[jwt_auth.on_app_init],
+        on_shutdown=[close_resources],
+        exception_handlers=exception_handlers,
+        openapi_config=OpenAPIConfig(
+            title="TeamCart",
+            version="1",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                }
+            ),
+        ),
+        cors_config=CORSConfig(allow_origins=[settings.public_url] if settings.public_url else []),
+        request_max_body_size=MAX_REQUEST_BODY_BYTES,
+        state=State({"resources": resources}),
+        debug=debug,
+    )

@@ -1,0 +1,133 @@
+"""The cart view of API.md, built from a ``TeamCart``: what HTTP answers and WebSockets push.
+
+One function makes it, so the HTTP response, the Redis view model and every WebSocket update
+are the same shape. Presence (who is connected) is not part of the aggregate; callers pass
+the set of online user ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+
+import msgspec
+
+from domain.teamcart import TeamCart
+
+
+class PaymentView(msgspec.Struct):
+    status: str
+    method: str | None
+    amount_minor: int
+
+
+class MemberView(msgspec.Struct):
+    user_id: str
+    display_name: str
+    role: str
+    ready: bool
+    online: bool
+    subtotal_minor: int
+    share_minor: int
+    payment: PaymentView
+
+
+class ItemView(msgspec.Struct):
+    item_id: str
+    user_id: str
+    product_id: str
+    name: str
+    unit_price_minor: int
+    quantity: int
+    options: list[str]
+    line_total_minor: int
+
+
+class CartView(msgspec.Struct):
+    id: str
+    store_id: str
+    status: str
+    version: int
+    quote_version: int
+    currency: str
+    invite_code: str
+    deadline: datetime | None
+    host_user_id: str
+    subtotal_minor: int
+    delivery_fee_minor: int
+    tax_minor: int
+    tip_minor: int
+    discount_minor: int
+    total_minor: int
+    order_id: str | None
+    members: list[MemberView]
+    items: list[ItemView]
+
+
+def cart_view(cart: TeamCart, online: Collection[str] = ()) -> CartView:
+    """The view of ``cart`` for its members. Amounts are the quote's once locked; while open,
+    the running subtotal with the store's delivery fee (no tax or share yet)."""
+    subtotals = cart.member_subtotals
+    quote = cart.quote
+    if quote is not None:
+        totals = (
+            quote.subtotal_minor,
+            quote.delivery_fee_minor,
+            quote.tax_minor,
+            quote.tip_minor,
+            quote.discount_minor,
+            quote.total_minor,
+        )
+    else:
+        subtotal = cart.subtotal_minor
+        fee = cart.store.delivery_fee_minor
+        totals = (subtotal, fee, 0, 0, 0, subtotal + fee)
+    subtotal_minor, fee_minor, tax_minor, tip_minor, discount_minor, total_minor = totals
+    return CartView(
+        id=cart.id,
+        store_id=cart.store.store_id,
+        status=cart.status.value,
+        version=cart.version,
+        quote_version=cart.quote_version,
+        currency=cart.currency,
+        invite_code=cart.invite_code,
+        deadline=cart.deadline,
+        host_user_id=cart.host_user_id,
+        subtotal_minor=subtotal_minor,
+        delivery_fee_minor=fee_minor,
+        tax_minor=tax_minor,
+        tip_minor=tip_minor,
+        discount_minor=discount_minor,
+        total_minor=total_minor,
+        order_id=cart.order_id,
+        members=[
+            MemberView(
+                user_id=member.user_id,
+                display_name=member.display_name,
+                role=member.role.value,
+                ready=member.ready,
+                online=member.user_id in online,
+                subtotal_minor=subtotals.get(member.user_id, 0),
+                share_minor=quote.share_of(member.user_id) if quote is not None else 0,
+                payment=PaymentView(
+                    status=member.payment.status.value,
+                    method=member.payment.method.value if member.payment.method else None,
+                    amount_minor=member.payment.amount_minor,
+                ),
+            )
+            for member in cart.members.values()
+        ],
+        items=[
+            ItemView(
+                item_id=item.item_id,
+                user_id=item.user_id,
+                product_id=item.product_id,
+                name=item.name,
+                unit_price_minor=item.unit_price_minor,
+                quantity=item.quantity,
+                options=list(item.options),
+                line_total_minor=item.line_total_minor,
+            )
+            for item in cart.items.values()
+        ],
+    )

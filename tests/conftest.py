@@ -1,0 +1,83 @@
+"""Shared fixtures: one migrated PostgreSQL database and one Redis per test session, the
+app built on them, and HTTP clients with guest and admin tokens."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from app.auth import issue_token
+from app.config import Settings
+from app.persistence import schema
+from app.wiring import create_app
+from tests.services import fresh_database, postgres_server, redis_server
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(services_dir: Path) -> Iterator[str]:
+    with postgres_server(services_dir) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server_url: str) -> Iterator[str]:
+    """A database migrated to head with Alembic (never ``create_all``)."""
+    with fresh_database(postgres_server_url) as url:
+        schema.upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def redis_url(services_dir: Path) -> Iterator[str]:
+    with redis_server(services_dir) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str, services_dir: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        data_dir=services_dir / "data",
+        jwt_secret=secrets.token_urlsafe(48),
+        log_json=True,
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture(scope="session")
+def app(settings: Settings) -> Litestar:
+    return create_app(settings)
+
+
+@pytest.fixture(scope="session")
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session")
+def admin_headers(settings: Settings) -> dict[str, str]:
+    assert settings.jwt_secret is not None
+    return bearer(issue_token(settings.jwt_secret, display_name="Admin", admin=True).token)
+
+
+@pytest.fixture
+async def guest_headers(client: AsyncTestClient[Litestar]) -> dict[str, str]:
+    response = await client.post("/api/v1/sessions", json={"display_name": "Guest"})
+    assert response.status_code == 201, response.text
+    return bearer(response.json()["token"])
