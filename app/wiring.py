@@ -6,6 +6,8 @@ database engine and Redis client connect lazily and are closed on shutdown.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar
@@ -22,6 +24,7 @@ from redis.asyncio import Redis
 from app.auth import build_jwt_auth
 from app.config import Settings
 from app.errors import problem_details_config, unexpected_exception_handler
+from app.idempotency import IdempotencyMiddleware
 from app.observability import RequestIdMiddleware, prometheus_config, structlog_plugin
 from app.persistence.database import create_engine
 from app.resources import Resources
@@ -30,6 +33,7 @@ from app.routes.health import HealthController
 from app.routes.orders import OrderController
 from app.routes.sessions import SessionController
 from app.routes.teamcarts import TeamCartController
+from app.workers import running_sweeper
 
 MAX_REQUEST_BODY_BYTES = 1 << 20
 
@@ -64,7 +68,12 @@ def create_app(settings: Settings, *, debug: bool = False) -> Litestar:
     async def provide_resources() -> Resources:
         return resources
 
-    async def close_resources() -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        async with running_sweeper(
+            resources.engine, settings.payment_window, settings.sweep_interval_seconds
+        ):
+            yield
         await resources.close()
 
     exception_handlers: dict[Any, Any] = {Exception: unexpected_exception_handler}
@@ -82,9 +91,13 @@ def create_app(settings: Settings, *, debug: bool = False) -> Litestar:
             ProblemDetailsPlugin(problem_details_config()),
             structlog_plugin(level=settings.log_level, as_json=settings.log_json),
         ],
-        middleware=[RequestIdMiddleware(), metrics.middleware],
+        middleware=[
+            RequestIdMiddleware(),
+            metrics.middleware,
+            IdempotencyMiddleware(resources.engine),
+        ],
         on_app_init=[jwt_auth.on_app_init],
-        on_shutdown=[close_resources],
+        lifespan=[lifespan],
         exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(
             title="TeamCart",

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import issue_token
 from app.config import Settings
 from app.persistence import schema
+from app.persistence.database import create_engine
 from app.wiring import create_app
 from tests.services import fresh_database, postgres_server, redis_server
 
@@ -53,6 +55,14 @@ def settings(database_url: str, redis_url: str, services_dir: Path) -> Settings:
         log_json=True,
         log_level="WARNING",
     )
+
+
+@pytest.fixture(scope="session")
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """The tests' own engine: the app's lives on the test client's event loop."""
+    test_engine = create_engine(database_url, pool_size=5)
+    yield test_engine
+    await test_engine.dispose()
 
 
 @pytest.fixture(scope="session")
