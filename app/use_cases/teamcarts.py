@@ -29,6 +29,7 @@ from app.persistence.tables import coupons
 from domain.errors import CouponExhausted, NotAMember, OutOfStock
 from domain.order import DeliveryAddress, Order
 from domain.teamcart import CartStatus, TeamCart
+from realtime.cart_view import cart_view
 
 log = structlog.get_logger("teamcart.carts")
 
@@ -71,7 +72,7 @@ async def _run(
                 command(cart)
                 await cart_repo.save_cart(conn, cart, expected)
                 result = await effect(conn, cart)
-                await append_events(conn, cart.pull_events())
+                await append_events(conn, cart.pull_events(), cart_view(cart))
                 return cart, result
         except cart_repo.VersionConflict:
             log.info("version_conflict", teamcart_id=cart_id, attempt=attempt)
@@ -98,7 +99,7 @@ async def open_cart(
             now=utcnow(),
         )
         await cart_repo.insert_cart(conn, cart)
-        await append_events(conn, cart.pull_events())
+        await append_events(conn, cart.pull_events(), cart_view(cart))
     log.info("cart_opened", teamcart_id=cart.id, store_id=store_id)
     return cart
 
