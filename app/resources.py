@@ -1,4 +1,4 @@
-"""The long-lived things a running server holds: settings, the database engine, Redis.
+"""The long-lived things a running server holds: settings, the database engine, Redis, Stripe.
 
 Built once by ``app.wiring.create_app`` and handed to route handlers as the ``resources``
 dependency. Creating them connects to nothing; closing them releases their pools.
@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.payments.gateway import PaymentGateway
 
 
 @dataclass(slots=True)
@@ -20,13 +21,19 @@ class Resources:
     settings: Settings
     engine: AsyncEngine
     redis: Redis
+    gateway: PaymentGateway
 
     @property
     def jwt_secret(self) -> str:
         assert self.settings.jwt_secret is not None, "create_app requires a resolved JWT secret"
         return self.settings.jwt_secret
 
+    @property
+    def publishable_key(self) -> str:
+        return self.settings.stripe_publishable_key or ""
+
     async def close(self) -> None:
+        await self.gateway.close()
         await self.redis.aclose()
         await self.engine.dispose()
 

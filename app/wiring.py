@@ -23,16 +23,20 @@ from redis.asyncio import Redis
 
 from app.auth import build_jwt_auth
 from app.config import Settings
+from app.embedded import EMULATOR_SECRET_KEY
 from app.errors import problem_details_config, unexpected_exception_handler
 from app.idempotency import IdempotencyMiddleware
 from app.observability import RequestIdMiddleware, prometheus_config, structlog_plugin
+from app.payments.gateway import StripeGateway
 from app.persistence.database import create_engine
 from app.resources import Resources
 from app.routes.catalog import CatalogController
 from app.routes.health import HealthController
 from app.routes.orders import OrderController
+from app.routes.payments import PaymentController
 from app.routes.sessions import SessionController
 from app.routes.teamcarts import TeamCartController
+from app.routes.webhooks import StripeWebhookController
 from app.workers import running_sweeper
 
 MAX_REQUEST_BODY_BYTES = 1 << 20
@@ -56,6 +60,9 @@ def build_resources(settings: Settings) -> Resources:
         settings=settings,
         engine=create_engine(settings.database_url),
         redis=Redis.from_url(settings.redis_url, decode_responses=False),
+        gateway=StripeGateway(
+            settings.stripe_secret_key or EMULATOR_SECRET_KEY, api_base=settings.stripe_api_base
+        ),
     )
 
 
@@ -71,7 +78,10 @@ def create_app(settings: Settings, *, debug: bool = False) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         async with running_sweeper(
-            resources.engine, settings.payment_window, settings.sweep_interval_seconds
+            resources.engine,
+            resources.gateway,
+            settings.payment_window,
+            settings.sweep_interval_seconds,
         ):
             yield
         await resources.close()
@@ -85,6 +95,8 @@ def create_app(settings: Settings, *, debug: bool = False) -> Litestar:
             CatalogController,
             TeamCartController,
             OrderController,
+            PaymentController,
+            StripeWebhookController,
         ],
         dependencies={"resources": Provide(provide_resources)},
         plugins=[

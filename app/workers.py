@@ -2,7 +2,8 @@
 
 The sweeper wakes every ``TEAMCART_SWEEP_INTERVAL_SECONDS``: it locks open carts whose
 deadline passed (or expires them if empty), expires locked carts whose payment window is
-over, and purges idempotency keys older than 24 hours. Every process runs one; they never
+over (refunding any online payments it holds), and purges idempotency keys older than 24
+hours. Every process runs one; they never
 double-apply because each cart change goes through the cart's version check.
 """
 
@@ -17,21 +18,26 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.idempotency import purge_expired_keys
+from app.payments.gateway import PaymentGateway
 from app.use_cases.teamcarts import expire_due_carts
 
 log = structlog.get_logger("teamcart.workers")
 
 
-async def sweep_once(engine: AsyncEngine, payment_window: timedelta) -> int:
-    changed = await expire_due_carts(engine, payment_window)
+async def sweep_once(
+    engine: AsyncEngine, gateway: PaymentGateway, payment_window: timedelta
+) -> int:
+    changed = await expire_due_carts(engine, gateway, payment_window)
     await purge_expired_keys(engine)
     return changed
 
 
-async def _sweep_forever(engine: AsyncEngine, payment_window: timedelta, interval: float) -> None:
+async def _sweep_forever(
+    engine: AsyncEngine, gateway: PaymentGateway, payment_window: timedelta, interval: float
+) -> None:
     while True:
         try:
-            await sweep_once(engine, payment_window)
+            await sweep_once(engine, gateway, payment_window)
         except Exception:  # a database blip must not end the loop
             log.exception("sweep_failed")
         await asyncio.sleep(interval)
@@ -39,10 +45,12 @@ async def _sweep_forever(engine: AsyncEngine, payment_window: timedelta, interva
 
 @contextlib.asynccontextmanager
 async def running_sweeper(
-    engine: AsyncEngine, payment_window: timedelta, interval: float
+    engine: AsyncEngine, gateway: PaymentGateway, payment_window: timedelta, interval: float
 ) -> AsyncIterator[None]:
     """Run the sweeper for as long as the context is open (the app's lifespan)."""
-    task = asyncio.create_task(_sweep_forever(engine, payment_window, interval), name="sweeper")
+    task = asyncio.create_task(
+        _sweep_forever(engine, gateway, payment_window, interval), name="sweeper"
+    )
     try:
         yield
     finally:

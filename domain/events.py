@@ -216,6 +216,32 @@ class PaymentFailed(MemberPaymentEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentRefunded(MemberPaymentEvent):
+    """A member's online payment was given back (by us or in the Stripe dashboard)."""
+
+    name: ClassVar[str] = "payment_refunded"
+
+    amount_minor: int
+    payment_intent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentUnderReview(MemberPaymentEvent):
+    """The card holder disputed a member's payment; an operator must look at it."""
+
+    name: ClassVar[str] = "payment_under_review"
+
+    payment_intent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CartPaymentsReopened(CartEvent):
+    """A ready cart lost a settled payment (refund or dispute) and is locked again."""
+
+    name: ClassVar[str] = "cart_payments_reopened"
+
+
+@dataclass(frozen=True, slots=True)
 class CartReadyToConfirm(CartEvent):
     """Every member who owes money has committed to COD or paid online."""
 
@@ -301,6 +327,9 @@ EVENT_TYPES: Mapping[str, type[DomainEvent]] = types.MappingProxyType(
             CodCommitted,
             OnlinePaymentRecorded,
             PaymentFailed,
+            PaymentRefunded,
+            PaymentUnderReview,
+            CartPaymentsReopened,
             CartReadyToConfirm,
             CartConverted,
             CartCancelled,

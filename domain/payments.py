@@ -27,5 +27,7 @@ SETTLED_STATUSES: frozenset[PaymentStatus] = frozenset(
 )
 """A member in one of these has done their part for the cart to become ready."""
 
-INACTIVE_STATUSES: frozenset[PaymentStatus] = frozenset({PaymentStatus.NONE, PaymentStatus.FAILED})
-"""While every member is in one of these, nobody has committed or started paying."""
+INACTIVE_STATUSES: frozenset[PaymentStatus] = frozenset(
+    {PaymentStatus.NONE, PaymentStatus.FAILED, PaymentStatus.REFUNDED}
+)
+"""While every member is in one of these, nobody has committed or holds money in the cart."""

@@ -50,6 +50,7 @@ from domain.events import (
     CartExpired,
     CartLocked,
     CartOpened,
+    CartPaymentsReopened,
     CartReadyToConfirm,
     CartUnlocked,
     CodCommitted,
@@ -63,6 +64,8 @@ from domain.events import (
     MemberReadyChanged,
     OnlinePaymentRecorded,
     PaymentFailed,
+    PaymentRefunded,
+    PaymentUnderReview,
     TipSet,
 )
 from domain.money import is_whole_number
@@ -592,10 +595,10 @@ class TeamCart:
     ) -> None:
         """Record a captured online payment of the member's whole share (from a webhook).
 
-        The same PaymentIntent again is a no-op. It supersedes a COD commitment. Refused when
-        it was made against another quote (``QuoteChanged``), in another currency, for another
-        amount (``AmountMismatch``), or when the cart is not locked: the caller must then
-        refund it.
+        The same PaymentIntent again is a no-op. Refused when the member already paid another
+        way or committed to cash (``AlreadyPaid``), when it was made against another quote
+        (``QuoteChanged``), in another currency, for another amount (``AmountMismatch``), or
+        when the cart is not locked: the caller must then refund it.
         """
         member = self._members.get(user_id)
         if member is None:
@@ -604,6 +607,8 @@ class TeamCart:
             if member.payment.reference == payment_intent_id:
                 return
             raise errors.AlreadyPaid()
+        if member.payment.status in (PaymentStatus.COD_COMMITTED, PaymentStatus.REVIEW):
+            raise errors.AlreadyPaid(f"The member's payment is already {member.payment.status}.")
         if self.status not in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
             raise errors.CartNotLocked(f"The cart is {self.status}, not locked.")
         if quote_version != self.quote_version:
@@ -660,6 +665,72 @@ class TeamCart:
                 payment_intent_id=payment_intent_id,
             )
         )
+
+    def record_refund(self, user_id: str, payment_intent_id: str, amount_minor: int) -> None:
+        """Note that an online payment of this member was refunded; works in any cart state.
+
+        The member's payment becomes ``refunded`` when it was this PaymentIntent, or when the
+        member had no settled payment (a stray payment we refunded: they see it came back).
+        A refund of a duplicate payment leaves a member who paid or committed otherwise as
+        they are. Refunding a settled payment of a ready cart locks it again.
+        """
+        member = self._members.get(user_id)
+        if member is None:
+            raise errors.MemberNotFound()
+        payment = member.payment
+        ours = payment.reference == payment_intent_id
+        unsettled = payment.status in (
+            PaymentStatus.NONE,
+            PaymentStatus.PENDING,
+            PaymentStatus.FAILED,
+        )
+        if not ours and not unsettled:
+            return
+        if ours and payment.status is PaymentStatus.REFUNDED:
+            return
+        self._members[user_id] = replace(
+            member,
+            payment=MemberPayment(
+                PaymentStatus.REFUNDED, PaymentMethod.ONLINE, amount_minor, payment_intent_id
+            ),
+        )
+        self._record(
+            PaymentRefunded(
+                cart_id=self.id,
+                version=self._next_version(),
+                user_id=user_id,
+                amount_minor=amount_minor,
+                payment_intent_id=payment_intent_id,
+            )
+        )
+        self._reopen_if_unsettled()
+
+    def flag_payment_for_review(self, user_id: str, payment_intent_id: str) -> bool:
+        """A dispute was opened on this member's payment: it needs an operator's look.
+
+        Returns whether the PaymentIntent was this member's recorded payment (else nothing
+        changes: the caller still records and alerts).
+        """
+        member = self._members.get(user_id)
+        if member is None:
+            raise errors.MemberNotFound()
+        if member.payment.reference != payment_intent_id:
+            return False
+        if member.payment.status is PaymentStatus.REVIEW:
+            return True
+        self._members[user_id] = replace(
+            member, payment=replace(member.payment, status=PaymentStatus.REVIEW)
+        )
+        self._record(
+            PaymentUnderReview(
+                cart_id=self.id,
+                version=self._next_version(),
+                user_id=user_id,
+                payment_intent_id=payment_intent_id,
+            )
+        )
+        self._reopen_if_unsettled()
+        return True
 
     # --- the end of the cart ------------------------------------------------------------------
 
@@ -850,6 +921,17 @@ class TeamCart:
         ):
             self.status = CartStatus.READY_TO_CONFIRM
             self._record(CartReadyToConfirm(cart_id=self.id, version=self._next_version()))
+
+    def _reopen_if_unsettled(self) -> None:
+        if self.status is not CartStatus.READY_TO_CONFIRM:
+            return
+        if any(
+            member.payment.status not in SETTLED_STATUSES
+            for member in self._members.values()
+            if self.share_of(member.user_id) > 0
+        ):
+            self.status = CartStatus.LOCKED
+            self._record(CartPaymentsReopened(cart_id=self.id, version=self._next_version()))
 
     def _clear_ready(self, user_id: str) -> None:
         member = self._members[user_id]

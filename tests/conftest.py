@@ -14,10 +14,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import issue_token
 from app.config import Settings
+from app.embedded import (
+    EMULATOR_PUBLISHABLE_KEY,
+    EMULATOR_SECRET_KEY,
+    WEBHOOK_PATH,
+    register_emulator_webhook,
+    stripe_emulator,
+)
+from app.payments.gateway import StripeGateway
 from app.persistence import schema
 from app.persistence.database import create_engine
 from app.wiring import create_app
-from tests.services import fresh_database, postgres_server, redis_server
+from tests.services import fresh_database, postgres_server, redis_server, serving
+from tests.stripe_events import WEBHOOK_SECRET
 
 
 @pytest.fixture(scope="session")
@@ -46,15 +55,45 @@ def redis_url(services_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str, services_dir: Path) -> Settings:
+def stripe_api_base(services_dir: Path) -> Iterator[str]:
+    """The real localstripe emulator, as a child process, for the whole session."""
+    with stripe_emulator(services_dir / "localstripe.log") as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_url: str, redis_url: str, services_dir: Path, stripe_api_base: str
+) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=redis_url,
         data_dir=services_dir / "data",
         jwt_secret=secrets.token_urlsafe(48),
+        stripe_api_base=stripe_api_base,
+        stripe_secret_key=EMULATOR_SECRET_KEY,
+        stripe_publishable_key=EMULATOR_PUBLISHABLE_KEY,
+        stripe_webhook_secrets=(WEBHOOK_SECRET, "whsec_" + secrets.token_urlsafe(16)),
         log_json=True,
         log_level="WARNING",
     )
+
+
+@pytest.fixture(scope="session")
+async def gateway(settings: Settings) -> AsyncIterator[StripeGateway]:
+    assert settings.stripe_secret_key is not None
+    stripe_gateway = StripeGateway(settings.stripe_secret_key, api_base=settings.stripe_api_base)
+    yield stripe_gateway
+    await stripe_gateway.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings) -> Iterator[str]:
+    """The app served by uvicorn on a free port, with the emulator's webhooks pointed at it."""
+    with serving(create_app(settings)) as base:
+        assert settings.stripe_api_base is not None
+        register_emulator_webhook(settings.stripe_api_base, base + WEBHOOK_PATH, WEBHOOK_SECRET)
+        yield base
 
 
 @pytest.fixture(scope="session")

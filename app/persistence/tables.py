@@ -282,3 +282,58 @@ idempotency_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 Index("ix_idempotency_keys_created_at", idempotency_keys.c.created_at)
+
+# --- Payments --------------------------------------------------------------------------------
+
+# Every PaymentIntent we created, so a retry reuses the open one and nothing is created twice.
+payment_intents = Table(
+    "payment_intents",
+    metadata,
+    Column("id", Text, primary_key=True),  # Stripe's pi_…
+    Column("cart_id", UUID(as_uuid=False), ForeignKey("teamcarts.id"), nullable=False),
+    Column("user_id", UUID(as_uuid=False), nullable=False),
+    Column("quote_version", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("client_secret", Text, nullable=False),
+    # open → succeeded | failed | canceled; refunded once money went back
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    UniqueConstraint(
+        "cart_id",
+        "user_id",
+        "quote_version",
+        "attempt",
+        name="uq_payment_intents_cart_id_user_id_quote_version_attempt",
+    ),
+)
+Index("ix_payment_intents_cart_id_status", payment_intents.c.cart_id, payment_intents.c.status)
+
+# The webhook inbox: one row per Stripe event id, so each event takes effect exactly once.
+stripe_events = Table(
+    "stripe_events",
+    metadata,
+    Column("id", Text, primary_key=True),  # Stripe's evt_…
+    Column("type", Text, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("payment_intent_id", Text, nullable=True),
+    Column("cart_id", UUID(as_uuid=False), nullable=True),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# Every refund we asked for or Stripe told us about, by Stripe's refund id.
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("id", Text, primary_key=True),  # Stripe's re_…
+    Column("payment_intent_id", Text, nullable=False, index=True),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)

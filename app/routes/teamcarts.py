@@ -257,4 +257,8 @@ class TeamCartController(Controller):
     async def cancel(
         self, request: AuthRequest, cart_id: CartId, resources: AppResources
     ) -> CartView:
-        return cart_view(await use.cancel_cart(resources.engine, request.user, str(cart_id)))
+        """Host only: gives stock back and refunds every captured online payment."""
+        cart = await use.cancel_cart(
+            resources.engine, resources.gateway, request.user, str(cart_id)
+        )
+        return cart_view(cart)

@@ -21,11 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.auth import Principal
 from app.errors import ApiError
+from app.payments.gateway import PaymentGateway
 from app.persistence import carts as cart_repo
 from app.persistence import catalog as catalog_repo
 from app.persistence import orders as order_repo
 from app.persistence.outbox import append_events
 from app.persistence.tables import coupons
+from app.use_cases.payments import (
+    ensure_no_open_intents,
+    mark_paid_members_refunded,
+    refund_paid_members,
+)
 from domain.errors import CouponExhausted, NotAMember, OutOfStock
 from domain.order import DeliveryAddress, Order
 from domain.teamcart import CartStatus, TeamCart
@@ -202,15 +208,26 @@ async def unlock_cart(engine: AsyncEngine, actor: Principal, cart_id: str) -> Te
         engine,
         cart_id,
         lambda cart: cart.unlock(actor.user_id),
-        lambda conn, cart: cart_repo.release_stock(conn, cart.id),
+        _release_unless_paying,
     )
     return cart
+
+
+async def _release_unless_paying(conn: AsyncConnection, cart: TeamCart) -> None:
+    await ensure_no_open_intents(conn, cart.id)
+    await cart_repo.release_stock(conn, cart.id)
+
+
+async def _no_open_intents(conn: AsyncConnection, cart: TeamCart) -> None:
+    await ensure_no_open_intents(conn, cart.id)
 
 
 async def set_tip(
     engine: AsyncEngine, actor: Principal, cart_id: str, amount_minor: int
 ) -> TeamCart:
-    cart, _ = await _run(engine, cart_id, lambda cart: cart.set_tip(actor.user_id, amount_minor))
+    cart, _ = await _run(
+        engine, cart_id, lambda cart: cart.set_tip(actor.user_id, amount_minor), _no_open_intents
+    )
     return cart
 
 
@@ -221,12 +238,16 @@ async def apply_coupon(engine: AsyncEngine, actor: Principal, cart_id: str, code
     if row is None:
         raise ApiError(404, "coupon_not_found", f"this store has no coupon {code.upper()}")
     terms = catalog_repo.coupon_terms(row)
-    cart, _ = await _run(engine, cart_id, lambda cart: cart.apply_coupon(actor.user_id, terms))
+    cart, _ = await _run(
+        engine, cart_id, lambda cart: cart.apply_coupon(actor.user_id, terms), _no_open_intents
+    )
     return cart
 
 
 async def remove_coupon(engine: AsyncEngine, actor: Principal, cart_id: str) -> TeamCart:
-    cart, _ = await _run(engine, cart_id, lambda cart: cart.remove_coupon(actor.user_id))
+    cart, _ = await _run(
+        engine, cart_id, lambda cart: cart.remove_coupon(actor.user_id), _no_open_intents
+    )
     return cart
 
 
@@ -280,18 +301,26 @@ async def _count_coupon_use(conn: AsyncConnection, store_id: str, code: str) -> 
         raise CouponExhausted(f"Coupon {code} has been used up; remove it and confirm again.")
 
 
-async def cancel_cart(engine: AsyncEngine, actor: Principal, cart_id: str) -> TeamCart:
-    """Cancel, giving back reserved stock. (Online payments are refunded by the payments flow.)"""
-    cart, _ = await _run(
-        engine,
-        cart_id,
-        lambda cart: cart.cancel(actor.user_id, utcnow()),
-        lambda conn, cart: cart_repo.release_stock(conn, cart.id),
-    )
+async def cancel_cart(
+    engine: AsyncEngine, gateway: PaymentGateway, actor: Principal, cart_id: str
+) -> TeamCart:
+    """Cancel: give back reserved stock and refund every online payment already captured."""
+
+    def cancel(cart: TeamCart) -> None:
+        cart.cancel(actor.user_id, utcnow())
+        mark_paid_members_refunded(cart)
+
+    async def give_back(conn: AsyncConnection, cart: TeamCart) -> None:
+        await cart_repo.release_stock(conn, cart.id)
+        await refund_paid_members(conn, gateway, cart, "cart_cancelled")
+
+    cart, _ = await _run(engine, cart_id, cancel, give_back)
     return cart
 
 
-async def expire_due_carts(engine: AsyncEngine, payment_window: timedelta) -> int:
+async def expire_due_carts(
+    engine: AsyncEngine, gateway: PaymentGateway, payment_window: timedelta
+) -> int:
     """Auto-lock or expire every cart whose deadline or payment window has passed.
 
     Safe with many processes: two sweepers racing on one cart meet at its version check, and
@@ -303,19 +332,22 @@ async def expire_due_carts(engine: AsyncEngine, payment_window: timedelta) -> in
     changed = 0
     for cart_id in candidates:
         try:
-            changed += await _expire_one(engine, cart_id, payment_window)
+            changed += await _expire_one(engine, gateway, cart_id, payment_window)
         except Exception:  # one bad cart must not stop the sweep
             log.exception("expiry_failed", teamcart_id=cart_id)
     return changed
 
 
-async def _expire_one(engine: AsyncEngine, cart_id: str, payment_window: timedelta) -> bool:
+async def _expire_one(
+    engine: AsyncEngine, gateway: PaymentGateway, cart_id: str, payment_window: timedelta
+) -> bool:
     now = utcnow()
     status_before: list[CartStatus] = []
 
     def expire(cart: TeamCart) -> None:
         status_before.append(cart.status)
-        cart.expire_if_due(now, payment_window)
+        if cart.expire_if_due(now, payment_window) and cart.status is CartStatus.EXPIRED:
+            mark_paid_members_refunded(cart)
 
     async def move_stock(conn: AsyncConnection, cart: TeamCart) -> None:
         if cart.status is status_before[-1]:
@@ -324,6 +356,7 @@ async def _expire_one(engine: AsyncEngine, cart_id: str, payment_window: timedel
             await cart_repo.reserve_stock(conn, cart)
         elif cart.status is CartStatus.EXPIRED:
             await cart_repo.release_stock(conn, cart.id)
+            await refund_paid_members(conn, gateway, cart, "cart_expired")
 
     try:
         cart, _ = await _run(engine, cart_id, expire, move_stock)

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.payments.gateway import StripeGateway
 from app.persistence.tables import orders
 from app.use_cases.teamcarts import expire_due_carts
 from tests.builders import Client, create_product, create_store
@@ -183,7 +184,10 @@ async def test_concurrent_confirms_create_one_order(
 
 
 async def test_sweeper_locks_due_carts_and_expires_unpaid_ones(
-    client: Client, engine: AsyncEngine, admin_headers: dict[str, str]
+    client: Client,
+    engine: AsyncEngine,
+    gateway: StripeGateway,
+    admin_headers: dict[str, str],
 ) -> None:
     store = await create_store(client, admin_headers)
     product = await create_product(client, admin_headers, store["id"], stock=9, option_groups=[])
@@ -205,13 +209,13 @@ async def test_sweeper_locks_due_carts_and_expires_unpaid_ones(
     )
     await asyncio.sleep(1.2)
 
-    await expire_due_carts(engine, timedelta(minutes=30))
+    await expire_due_carts(engine, gateway, timedelta(minutes=30))
     assert (await client.get(full_url, headers=host)).json()["status"] == "locked"
     empty_view = await client.get(f"/api/v1/teamcarts/{empty['id']}", headers=host)
     assert empty_view.json()["status"] == "expired"
     assert (await stock_of(client, host, store["id"]))[product["id"]] == 7
 
-    await expire_due_carts(engine, timedelta(0))  # the payment window is over
+    await expire_due_carts(engine, gateway, timedelta(0))  # the payment window is over
     assert (await client.get(full_url, headers=host)).json()["status"] == "expired"
     assert (await stock_of(client, host, store["id"]))[product["id"]] == 9
     assert_problem(

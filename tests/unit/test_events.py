@@ -75,7 +75,19 @@ def _events_of_a_full_flow() -> list[events.DomainEvent]:
     cancelled.cancel("h", NOW)
     expired = TeamCart.open(an_id(), a_store(), "h", "H", an_invite_code(), None, NOW)
     expired.expire(NOW)
-    return [*recorded, *cancelled.pull_events(), *expired.pull_events()]
+
+    disputed = TeamCart.open(an_id(), a_store(), "h", "H", an_invite_code(), None, NOW)
+    disputed.add_item("h", "i4", a_product(disputed.store), 1, [], NOW)
+    disputed.lock("h", NOW)
+    disputed.record_online_payment("h", disputed.share_of("h"), "USD", 1, "pi_2")
+    disputed.flag_payment_for_review("h", "pi_2")  # ready → locked again
+    disputed.record_refund("h", "pi_2", disputed.share_of("h"))
+    return [
+        *recorded,
+        *cancelled.pull_events(),
+        *expired.pull_events(),
+        *disputed.pull_events(),
+    ]
 
 
 def test_the_full_flow_produces_every_event_type() -> None:

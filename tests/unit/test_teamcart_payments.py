@@ -122,15 +122,67 @@ def test_the_same_payment_twice_is_a_no_op_and_another_one_is_refused() -> None:
         cart.record_online_payment(guest, 3622, "USD", 1, "pi_2")
 
 
-def test_an_online_payment_supersedes_a_cod_commitment() -> None:
+def test_an_online_payment_after_a_cod_commitment_is_refused_for_refund() -> None:
     cart, host, guest = a_locked_cart()
     cart.commit_cod(host)
     cart.commit_cod(guest)
     assert cart.status is CartStatus.READY_TO_CONFIRM
     cart.pull_events()
-    cart.record_online_payment(guest, 3622, "USD", 1, "pi_1")
+    with pytest.raises(errors.AlreadyPaid):
+        cart.record_online_payment(guest, 3622, "USD", 1, "pi_1")
+    assert cart.members[guest].payment.status is PaymentStatus.COD_COMMITTED
+    assert cart.pull_events() == []
+
+
+def test_refunding_a_stray_payment_shows_it_refunded_without_touching_the_cart() -> None:
+    cart, _, guest = a_locked_cart()
+    cart.pull_events()
+    cart.record_refund(guest, "pi_stale", 3622)
+    assert cart.members[guest].payment == MemberPayment(
+        PaymentStatus.REFUNDED, PaymentMethod.ONLINE, 3622, "pi_stale"
+    )
+    assert cart.status is CartStatus.LOCKED
+    assert [type(e) for e in cart.pull_events()] == [events.PaymentRefunded]
+    version = cart.version
+    cart.record_refund(guest, "pi_stale", 3622)  # a second notice of the same refund
+    assert cart.version == version
+
+
+def test_refunding_a_duplicate_payment_keeps_the_members_real_payment() -> None:
+    cart, _host, guest = a_locked_cart()
+    cart.record_online_payment(guest, 3622, "USD", 1, "pi_real")
+    cart.pull_events()
+    cart.record_refund(guest, "pi_duplicate", 3622)
     assert cart.members[guest].payment.status is PaymentStatus.PAID_ONLINE
-    assert [type(event) for event in cart.pull_events()] == [events.OnlinePaymentRecorded]
+    assert cart.members[guest].payment.reference == "pi_real"
+    assert cart.pull_events() == []
+
+
+def test_refund_or_dispute_of_a_settled_payment_reopens_a_ready_cart() -> None:
+    cart, host, guest = a_locked_cart()
+    cart.commit_cod(host)
+    cart.record_online_payment(guest, 3622, "USD", 1, "pi_1")
+    assert cart.status is CartStatus.READY_TO_CONFIRM
+    cart.pull_events()
+    assert cart.flag_payment_for_review(guest, "pi_1")
+    assert cart.members[guest].payment.status is PaymentStatus.REVIEW
+    assert cart.status is CartStatus.LOCKED
+    assert [type(e) for e in cart.pull_events()] == [
+        events.PaymentUnderReview,
+        events.CartPaymentsReopened,
+    ]
+    assert not cart.flag_payment_for_review(guest, "pi_other")
+    cart.record_refund(guest, "pi_1", 3622)
+    assert cart.members[guest].payment.status is PaymentStatus.REFUNDED
+
+
+def test_a_member_whose_payment_was_refunded_can_pay_again() -> None:
+    cart, _host, guest = a_locked_cart()
+    cart.record_refund(guest, "pi_stale", 3622)
+    assert not cart.has_payment_activity
+    cart.record_online_payment(guest, 3622, "USD", 1, "pi_new")
+    assert cart.members[guest].payment.status is PaymentStatus.PAID_ONLINE
+    assert cart.members[guest].payment.reference == "pi_new"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,156 @@
+"""The payment gateway: what the use cases need from Stripe, and its Stripe SDK implementation.
+
+``PaymentGateway`` is the protocol; ``StripeGateway`` implements it on the official ``stripe``
+SDK's async client, with a configurable API base so the same code talks to Stripe or to the
+``localstripe`` emulator. Every call that creates something passes an idempotency key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import stripe
+from stripe.params import PaymentIntentListParams
+
+
+class GatewayError(Exception):
+    """Stripe could not be reached or refused the call; the caller may retry later."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntentInfo:
+    id: str
+    client_secret: str
+    status: str
+    amount: int  # in Stripe's units for the currency (app.payments.amounts)
+    currency: str  # upper case ISO 4217
+    metadata: Mapping[str, str]
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefundInfo:
+    id: str
+    payment_intent_id: str
+    amount: int
+    currency: str
+    status: str
+
+
+class PaymentGateway(Protocol):
+    async def create_payment_intent(
+        self, *, amount: int, currency: str, metadata: Mapping[str, str], idempotency_key: str
+    ) -> IntentInfo: ...
+
+    async def retrieve_payment_intent(self, intent_id: str) -> IntentInfo: ...
+
+    async def cancel_payment_intent(self, intent_id: str) -> None: ...
+
+    async def refund_payment_intent(
+        self, intent_id: str, *, idempotency_key: str, reason: str
+    ) -> RefundInfo: ...
+
+    def list_payment_intents(self, *, created_since: int) -> AsyncIterator[IntentInfo]: ...
+
+    async def close(self) -> None: ...
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """The SDK's StripeObject as a plain dict (it is not a Mapping)."""
+    data: dict[str, Any] = obj.to_dict()
+    return data
+
+
+def _intent(obj: Any) -> IntentInfo:
+    obj = _plain(obj)
+    return IntentInfo(
+        id=obj["id"],
+        client_secret=obj["client_secret"] or "",
+        status=obj["status"],
+        amount=int(obj["amount"]),
+        currency=str(obj["currency"]).upper(),
+        metadata=dict(obj["metadata"] or {}),
+        created=int(obj["created"]),
+    )
+
+
+class StripeGateway:
+    """``PaymentGateway`` on the stripe SDK (``StripeClient`` with an async HTTP client)."""
+
+    def __init__(self, secret_key: str, *, api_base: str | None = None) -> None:
+        base_addresses: dict[str, str] = {}
+        if api_base is not None:
+            base_addresses = {"api": api_base, "files": api_base, "connect": api_base}
+        self._http = stripe.HTTPXClient(allow_sync_methods=True)
+        self._client = stripe.StripeClient(
+            secret_key,
+            base_addresses=base_addresses,  # type: ignore[arg-type]
+            http_client=self._http,
+            max_network_retries=2,
+        )
+
+    async def close(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+    async def create_payment_intent(
+        self, *, amount: int, currency: str, metadata: Mapping[str, str], idempotency_key: str
+    ) -> IntentInfo:
+        try:
+            intent = await self._client.v1.payment_intents.create_async(
+                params={
+                    "amount": amount,
+                    "currency": currency.lower(),
+                    "metadata": dict(metadata),
+                },
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return _intent(intent)
+
+    async def retrieve_payment_intent(self, intent_id: str) -> IntentInfo:
+        try:
+            return _intent(await self._client.v1.payment_intents.retrieve_async(intent_id))
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+
+    async def cancel_payment_intent(self, intent_id: str) -> None:
+        try:
+            await self._client.v1.payment_intents.cancel_async(intent_id)
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+
+    async def refund_payment_intent(
+        self, intent_id: str, *, idempotency_key: str, reason: str
+    ) -> RefundInfo:
+        try:
+            created = await self._client.v1.refunds.create_async(
+                params={"payment_intent": intent_id, "metadata": {"teamcart_reason": reason}},
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        refund = _plain(created)
+        return RefundInfo(
+            id=refund["id"],
+            payment_intent_id=intent_id,
+            amount=int(refund["amount"]),
+            currency=str(refund["currency"]).upper(),
+            status=str(refund.get("status") or "succeeded"),
+        )
+
+    async def list_payment_intents(self, *, created_since: int) -> AsyncIterator[IntentInfo]:
+        params: PaymentIntentListParams = {"limit": 100}
+        while True:
+            try:
+                page = await self._client.v1.payment_intents.list_async(params=params)
+            except stripe.StripeError as exc:
+                raise GatewayError(str(exc)) from exc
+            for obj in page.data:
+                if int(obj["created"]) >= created_since:
+                    yield _intent(obj)
+            if not page.has_more or not page.data:
+                return
+            params["starting_after"] = page.data[-1]["id"]

@@ -1,0 +1,35 @@
+"""Stripe webhook signatures, checked with the SDK on the raw body.
+
+``Stripe-Signature`` carries a timestamp and one or more ``v1`` signatures; the SDK accepts
+the event when any of them matches and the timestamp is within the tolerance. Several secrets
+may be configured during rotation: the event is genuine if it verifies with any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import stripe
+
+TOLERANCE_SECONDS = 300
+
+
+class InvalidSignature(Exception):
+    """Missing, malformed, wrong or stale ``Stripe-Signature``."""
+
+
+def verify_signature(payload: bytes, header: str | None, secrets: Sequence[str]) -> None:
+    if not header:
+        raise InvalidSignature("no Stripe-Signature header")
+    if not secrets:
+        raise InvalidSignature("no webhook secret is configured")
+    text = payload.decode("utf-8")
+    last: Exception | None = None
+    for secret in secrets:
+        try:
+            stripe.WebhookSignature.verify_header(text, header, secret, TOLERANCE_SECONDS)
+        except stripe.SignatureVerificationError as exc:
+            last = exc
+            continue
+        return
+    raise InvalidSignature(str(last) if last else "signature does not match")

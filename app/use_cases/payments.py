@@ -1,0 +1,606 @@
+"""Online payments: starting a member's PaymentIntent, and what each Stripe event means.
+
+The money rules (ARCHITECTURE.md): the server computes every amount; a payment whose amount,
+currency or quote doesn't match what is owed never marks a member paid; every payment Stripe
+captured for a cart ends recorded or refunded; each Stripe event takes effect once.
+
+``handle_stripe_event`` runs one event in one transaction: the event id goes into the
+``stripe_events`` inbox first (a duplicate delivery stops there), then the effect, the cart's
+save (version-checked) and its outbox events, then the recorded outcome. Anything that can't
+be recorded is refunded inside that transaction; if the refund call fails, everything rolls
+back and Stripe delivers the event again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Histogram
+from sqlalchemy import RowMapping, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.auth import Principal
+from app.errors import ApiError
+from app.payments.amounts import stripe_exponent, to_stripe
+from app.payments.gateway import GatewayError, IntentInfo, PaymentGateway
+from app.persistence import carts as cart_repo
+from app.persistence.outbox import append_events
+from app.persistence.tables import (
+    order_payments,
+    payment_intents,
+    refunds,
+    stripe_events,
+    teamcarts,
+)
+from domain import errors
+from domain.money import exponent
+from domain.payments import PaymentStatus
+from domain.teamcart import CartStatus, TeamCart
+from realtime.cart_view import cart_view
+
+log = structlog.get_logger("teamcart.payments")
+
+WEBHOOKS = Counter(
+    "teamcart_webhooks_total", "Stripe webhook events by type and outcome", ["type", "outcome"]
+)
+WEBHOOK_SECONDS = Histogram(
+    "teamcart_webhook_seconds",
+    "Time to process one Stripe webhook, signature to answer",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+AMOUNT_MISMATCHES = Counter(
+    "teamcart_payment_amount_mismatches_total",
+    "Captured payments whose amount, currency or quote did not match what was owed",
+)
+REFUNDS = Counter("teamcart_refunds_total", "Refunds we asked Stripe for, by reason", ["reason"])
+ALERTS = Counter(
+    "teamcart_payment_alerts_total",
+    "Payment events that need an operator (rejections, disputes, failed refunds)",
+    ["kind"],
+)
+
+MAX_ATTEMPTS = 3
+PAYABLE_STATUSES = frozenset({PaymentStatus.NONE, PaymentStatus.FAILED, PaymentStatus.REFUNDED})
+
+
+@dataclass(frozen=True, slots=True)
+class OnlinePayment:
+    payment_intent_id: str
+    client_secret: str
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an event did: applied, duplicate, ignored, refunded or review, and why."""
+
+    outcome: str
+    reason: str | None = None
+    payment_intent_id: str | None = None
+    cart_id: str | None = None
+
+
+# --- starting a payment ----------------------------------------------------------------------
+
+
+def _check_payable(cart: TeamCart, user_id: str) -> int:
+    """The member's share, if they may start paying it online now."""
+    if not cart.is_member(user_id):
+        raise errors.NotAMember()
+    if cart.status is not CartStatus.LOCKED:
+        raise errors.CartNotLocked(f"The cart is {cart.status}; online payment needs it locked.")
+    payment = cart.members[user_id].payment
+    if payment.status not in PAYABLE_STATUSES:
+        raise errors.AlreadyPaid(f"Your payment is already {payment.status}.")
+    share = cart.share_of(user_id)
+    if share == 0:
+        raise errors.NothingOwed()
+    return share
+
+
+async def start_online_payment(
+    engine: AsyncEngine, gateway: PaymentGateway, actor: Principal, cart_id: str
+) -> OnlinePayment:
+    """Create (or reuse) the member's PaymentIntent for their share of the current quote."""
+    async with engine.connect() as conn:
+        cart = await cart_repo.load_cart(conn, cart_id)
+        if cart is None:
+            raise ApiError(404, "cart_not_found", f"no cart with id {cart_id}")
+        share = _check_payable(cart, actor.user_id)
+        existing = (
+            (
+                await conn.execute(
+                    select(payment_intents)
+                    .where(
+                        payment_intents.c.cart_id == cart_id,
+                        payment_intents.c.user_id == actor.user_id,
+                        payment_intents.c.quote_version == cart.quote_version,
+                    )
+                    .order_by(payment_intents.c.attempt.desc())
+                    .limit(1)
+                )
+            )
+            .mappings()
+            .one_or_none()
+        )
+    if existing is not None and existing["status"] == "open":
+        return _online_payment(existing)
+    attempt = 1 if existing is None else existing["attempt"] + 1
+    try:
+        amount = to_stripe(share, cart.currency)
+    except ValueError as exc:
+        raise ApiError(422, "currency_not_payable_online", str(exc)) from exc
+    created = await _create_intent(gateway, cart, actor.user_id, amount, attempt)
+    intent = created.id
+
+    async with engine.begin() as conn:
+        # The cart row lock orders us against tip/coupon/unlock, which refuse open intents.
+        current = (
+            await conn.execute(
+                select(teamcarts.c.quote_version, teamcarts.c.status)
+                .where(teamcarts.c.id == cart_id)
+                .with_for_update()
+            )
+        ).one()
+        if current.quote_version != cart.quote_version or current.status != CartStatus.LOCKED:
+            await _cancel_quietly(gateway, intent)
+            raise errors.QuoteChanged("The cart's quote changed; start the payment again.")
+        inserted = await conn.execute(
+            insert(payment_intents)
+            .values(
+                id=intent,
+                cart_id=cart_id,
+                user_id=actor.user_id,
+                quote_version=cart.quote_version,
+                attempt=attempt,
+                amount_minor=share,
+                currency=cart.currency,
+                client_secret=created.client_secret,
+                status="open",
+            )
+            .on_conflict_do_nothing()
+            .returning(*payment_intents.c)
+        )
+        row = inserted.mappings().one_or_none()
+        if row is None:  # a concurrent call won this attempt: use its intent
+            row = (
+                (
+                    await conn.execute(
+                        select(payment_intents).where(
+                            payment_intents.c.cart_id == cart_id,
+                            payment_intents.c.user_id == actor.user_id,
+                            payment_intents.c.quote_version == cart.quote_version,
+                            payment_intents.c.attempt == attempt,
+                        )
+                    )
+                )
+                .mappings()
+                .one()
+            )
+    if row["id"] != intent:
+        await _cancel_quietly(gateway, intent)
+    log.info(
+        "payment_intent_started",
+        teamcart_id=cart_id,
+        member_user_id=actor.user_id,
+        payment_intent_id=row["id"],
+        attempt=attempt,
+    )
+    return _online_payment(row)
+
+
+async def _create_intent(
+    gateway: PaymentGateway, cart: TeamCart, user_id: str, amount: int, attempt: int
+) -> IntentInfo:
+    try:
+        intent = await gateway.create_payment_intent(
+            amount=amount,
+            currency=cart.currency,
+            metadata={
+                "source": "teamcart",
+                "teamcart_id": cart.id,
+                "member_user_id": user_id,
+                "quote_version": str(cart.quote_version),
+                "purpose": "member_payment",
+            },
+            idempotency_key=f"teamcart-{cart.id}-{user_id}-q{cart.quote_version}-a{attempt}",
+        )
+    except GatewayError as exc:
+        log.warning("payment_intent_create_failed", teamcart_id=cart.id, error=str(exc))
+        raise ApiError(502, "payment_provider_unavailable", "Stripe did not answer") from exc
+    return intent
+
+
+async def _cancel_quietly(gateway: PaymentGateway, intent_id: str) -> None:
+    try:
+        await gateway.cancel_payment_intent(intent_id)
+    except GatewayError:
+        log.warning("payment_intent_cancel_failed", payment_intent_id=intent_id)
+
+
+def _online_payment(row: RowMapping) -> OnlinePayment:
+    return OnlinePayment(
+        payment_intent_id=row["id"],
+        client_secret=row["client_secret"],
+        amount_minor=row["amount_minor"],
+        currency=row["currency"],
+    )
+
+
+async def ensure_no_open_intents(conn: AsyncConnection, cart_id: str) -> None:
+    """Tip, coupon and unlock change what members owe: refused while anyone is paying."""
+    open_intents = await conn.execute(
+        select(func.count())
+        .select_from(payment_intents)
+        .where(payment_intents.c.cart_id == cart_id, payment_intents.c.status == "open")
+    )
+    if open_intents.scalar_one():
+        raise errors.PaymentActivityStarted("A member has started paying online.")
+
+
+# --- refunds ---------------------------------------------------------------------------------
+
+
+def from_stripe(amount: int, currency: str) -> int:
+    """Stripe's amount back in our minor units, for display of money we give back."""
+    return amount // int(10 ** (stripe_exponent(currency) - exponent(currency)))
+
+
+async def refund_intent(
+    conn: AsyncConnection,
+    gateway: PaymentGateway,
+    payment_intent_id: str,
+    *,
+    amount: int,
+    currency: str,
+    reason: str,
+    cart_id: str | None = None,
+) -> None:
+    """Give a captured payment back, once: our refunds table guards the Stripe call."""
+    already = await conn.execute(
+        select(refunds.c.id).where(refunds.c.payment_intent_id == payment_intent_id).limit(1)
+    )
+    if already.first() is not None:
+        return
+    refund = await gateway.refund_payment_intent(
+        payment_intent_id, idempotency_key=f"refund-{payment_intent_id}", reason=reason
+    )
+    await conn.execute(
+        insert(refunds)
+        .values(
+            id=refund.id,
+            payment_intent_id=payment_intent_id,
+            amount_minor=refund.amount,
+            currency=currency,
+            status=refund.status,
+            reason=reason,
+        )
+        .on_conflict_do_nothing()
+    )
+    await _set_intent_status(conn, payment_intent_id, "refunded")
+    REFUNDS.labels(reason=reason).inc()
+    log.warning(
+        "payment_refunded",
+        payment_intent_id=payment_intent_id,
+        teamcart_id=cart_id,
+        amount=amount,
+        currency=currency,
+        reason=reason,
+    )
+
+
+async def refund_paid_members(
+    conn: AsyncConnection, gateway: PaymentGateway, cart: TeamCart, reason: str
+) -> None:
+    """Refund every online payment a cancelled or expired cart recorded as refunded."""
+    for member in cart.members.values():
+        payment = member.payment
+        if payment.status is PaymentStatus.REFUNDED and payment.reference:
+            await refund_intent(
+                conn,
+                gateway,
+                payment.reference,
+                amount=to_stripe(payment.amount_minor, cart.currency),
+                currency=cart.currency,
+                reason=reason,
+                cart_id=cart.id,
+            )
+
+
+def mark_paid_members_refunded(cart: TeamCart) -> None:
+    """Domain half of cancel/expiry refunds: every ``paid_online`` member shows refunded."""
+    for member in cart.paid_online_members:
+        assert member.payment.reference is not None
+        cart.record_refund(member.user_id, member.payment.reference, member.payment.amount_minor)
+
+
+async def _set_order_payment_status(conn: AsyncConnection, intent_id: str, status: str) -> None:
+    """A converted cart's payments live on its order too: keep the order's record in step."""
+    await conn.execute(
+        update(order_payments).where(order_payments.c.reference == intent_id).values(status=status)
+    )
+
+
+async def _set_intent_status(conn: AsyncConnection, intent_id: str, status: str) -> None:
+    await conn.execute(
+        update(payment_intents)
+        .where(payment_intents.c.id == intent_id)
+        .values(status=status, updated_at=func.now())
+    )
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+
+async def handle_stripe_event(
+    engine: AsyncEngine, gateway: PaymentGateway, event: Mapping[str, Any]
+) -> Outcome:
+    """Apply one verified Stripe event exactly once; raise on transient failure (→ 503)."""
+    started = time.perf_counter()
+    event_type = str(event["type"])
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            outcome = await _handle_once(engine, gateway, event)
+        except cart_repo.VersionConflict:
+            continue  # a cart command saved first: redo the whole event on fresh state
+        WEBHOOKS.labels(type=event_type, outcome=outcome.outcome).inc()
+        WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+        return outcome
+    raise ApiError(503, "service_unavailable", "the cart kept changing; Stripe will retry")
+
+
+async def _handle_once(
+    engine: AsyncEngine, gateway: PaymentGateway, event: Mapping[str, Any]
+) -> Outcome:
+    event_id = str(event["id"])
+    event_type = str(event["type"])
+    obj: Mapping[str, Any] = event["data"]["object"]
+    async with engine.begin() as conn:
+        claimed = await conn.execute(
+            insert(stripe_events)
+            .values(id=event_id, type=event_type, outcome="processing")
+            .on_conflict_do_nothing()
+            .returning(stripe_events.c.id)
+        )
+        if claimed.first() is None:
+            return Outcome("duplicate")
+        outcome = await _apply(conn, gateway, event_type, obj)
+        await conn.execute(
+            update(stripe_events)
+            .where(stripe_events.c.id == event_id)
+            .values(
+                outcome=outcome.outcome,
+                reason=outcome.reason,
+                payment_intent_id=outcome.payment_intent_id,
+                cart_id=outcome.cart_id,
+            )
+        )
+    log.info(
+        "stripe_event",
+        event_id=event_id,
+        type=event_type,
+        outcome=outcome.outcome,
+        reason=outcome.reason,
+        payment_intent_id=outcome.payment_intent_id,
+        teamcart_id=outcome.cart_id,
+    )
+    return outcome
+
+
+async def _apply(
+    conn: AsyncConnection, gateway: PaymentGateway, event_type: str, obj: Mapping[str, Any]
+) -> Outcome:
+    if event_type.startswith("payment_intent."):
+        metadata = obj.get("metadata") or {}
+        intent_id = str(obj.get("id"))
+        if metadata.get("teamcart_id"):
+            return await _apply_to_cart(conn, gateway, event_type, obj, metadata)
+        if metadata.get("order_id"):
+            return Outcome(
+                "ignored", "unrouted: single-payer orders are not handled yet", intent_id
+            )
+        return Outcome("ignored", "not a TeamCart payment", intent_id)
+    if event_type in {"charge.refunded", "refund.created", "refund.updated"}:
+        return await _apply_refund(conn, event_type, obj)
+    if event_type == "charge.dispute.created":
+        return await _apply_dispute(conn, obj)
+    return Outcome("ignored", f"{event_type} is not handled")
+
+
+async def _save(conn: AsyncConnection, cart: TeamCart, expected_version: int) -> None:
+    await cart_repo.save_cart(conn, cart, expected_version)
+    await append_events(conn, cart.pull_events(), cart_view(cart))
+
+
+async def _apply_to_cart(
+    conn: AsyncConnection,
+    gateway: PaymentGateway,
+    event_type: str,
+    intent: Mapping[str, Any],
+    metadata: Mapping[str, Any],
+) -> Outcome:
+    intent_id = str(intent["id"])
+    cart_id = str(metadata["teamcart_id"])
+    user_id = str(metadata.get("member_user_id", ""))
+    cart = await cart_repo.load_cart(conn, cart_id)
+    currency = str(intent.get("currency", "")).upper()
+    received = int(intent.get("amount_received") or intent.get("amount") or 0)
+
+    if event_type == "payment_intent.succeeded":
+        if cart is None or not cart.is_member(user_id):
+            ALERTS.labels(kind="unknown_cart_payment").inc()
+            await refund_intent(
+                conn,
+                gateway,
+                intent_id,
+                amount=received,
+                currency=currency,
+                reason="unknown_cart_or_member",
+                cart_id=cart_id,
+            )
+            return Outcome("refunded", "unknown_cart_or_member", intent_id, None)
+        expected = cart.version
+        try:
+            _check_matches_owed(cart, user_id, metadata, currency, received)
+            cart.record_online_payment(
+                user_id, cart.share_of(user_id), currency, cart.quote_version, intent_id
+            )
+        except errors.DomainError as refusal:
+            await refund_intent(
+                conn,
+                gateway,
+                intent_id,
+                amount=received,
+                currency=currency,
+                reason=refusal.code,
+                cart_id=cart_id,
+            )
+            cart.record_refund(user_id, intent_id, from_stripe(received, currency))
+            await _save(conn, cart, expected)
+            ALERTS.labels(kind="rejected_payment").inc()
+            log.warning(
+                "payment_rejected",
+                teamcart_id=cart_id,
+                member_user_id=user_id,
+                payment_intent_id=intent_id,
+                reason=refusal.code,
+                detail=refusal.detail,
+            )
+            return Outcome("refunded", refusal.code, intent_id, cart_id)
+        await _save(conn, cart, expected)
+        await _set_intent_status(conn, intent_id, "succeeded")
+        return Outcome("applied", None, intent_id, cart_id)
+
+    if cart is None or not cart.is_member(user_id):
+        return Outcome("ignored", "unknown cart or member", intent_id, cart_id)
+    if event_type == "payment_intent.payment_failed":
+        expected = cart.version
+        try:
+            cart.mark_payment_failed(user_id, intent_id)
+        except errors.DomainError as refusal:
+            await _set_intent_status(conn, intent_id, "failed")
+            return Outcome("ignored", refusal.code, intent_id, cart_id)
+        await _save(conn, cart, expected)
+        await _set_intent_status(conn, intent_id, "failed")
+        return Outcome("applied", None, intent_id, cart_id)
+    if event_type == "payment_intent.canceled":
+        await conn.execute(
+            update(payment_intents)
+            .where(payment_intents.c.id == intent_id, payment_intents.c.status == "open")
+            .values(status="canceled", updated_at=func.now())
+        )
+        return Outcome("applied", None, intent_id, cart_id)
+    return Outcome("ignored", f"{event_type} is not handled", intent_id, cart_id)
+
+
+def _check_matches_owed(
+    cart: TeamCart, user_id: str, metadata: Mapping[str, Any], currency: str, received: int
+) -> None:
+    """Compare in Stripe's units what was captured with what this member owes right now."""
+    try:
+        quote_version = int(metadata.get("quote_version", -1))
+    except ValueError:
+        quote_version = -1
+    if quote_version != cart.quote_version:
+        AMOUNT_MISMATCHES.inc()
+        raise errors.QuoteChanged(
+            f"Paid against quote {quote_version}, the cart is at {cart.quote_version}."
+        )
+    if currency != cart.currency:
+        AMOUNT_MISMATCHES.inc()
+        raise errors.CurrencyMismatch(f"Paid in {currency}, owed in {cart.currency}.")
+    owed = to_stripe(cart.share_of(user_id), cart.currency)
+    if received != owed:
+        AMOUNT_MISMATCHES.inc()
+        raise errors.AmountMismatch(f"Paid {received}, owed {owed} ({currency}, Stripe units).")
+
+
+async def _cart_of_intent(conn: AsyncConnection, intent_id: str) -> tuple[str, str] | None:
+    row = (
+        await conn.execute(
+            select(payment_intents.c.cart_id, payment_intents.c.user_id).where(
+                payment_intents.c.id == intent_id
+            )
+        )
+    ).one_or_none()
+    return None if row is None else (str(row.cart_id), str(row.user_id))
+
+
+async def _apply_refund(conn: AsyncConnection, event_type: str, obj: Mapping[str, Any]) -> Outcome:
+    """Sync refunds by refund id: ours and ones made in the Stripe dashboard."""
+    if event_type == "charge.refunded":
+        intent_id = str(obj.get("payment_intent") or "")
+        currency = str(obj.get("currency", "")).upper()
+        listed = (obj.get("refunds") or {}).get("data") or []
+        fully = bool(obj.get("refunded"))
+    else:
+        intent_id = str(obj.get("payment_intent") or "")
+        currency = str(obj.get("currency", "")).upper()
+        listed = [obj]
+        fully = obj.get("status") == "succeeded"
+    for refund in listed:
+        await conn.execute(
+            insert(refunds)
+            .values(
+                id=str(refund["id"]),
+                payment_intent_id=intent_id,
+                amount_minor=int(refund.get("amount") or 0),
+                currency=currency,
+                status=str(refund.get("status") or "succeeded"),
+                reason="stripe",
+            )
+            .on_conflict_do_update(
+                index_elements=[refunds.c.id],
+                set_={"status": str(refund.get("status") or "succeeded"), "updated_at": func.now()},
+            )
+        )
+        if refund.get("status") == "failed":
+            ALERTS.labels(kind="refund_failed").inc()
+            log.error("refund_failed", payment_intent_id=intent_id, refund_id=refund["id"])
+    owner = await _cart_of_intent(conn, intent_id)
+    if owner is None or not fully:
+        return Outcome(
+            "applied" if listed else "ignored",
+            None if owner else "unknown intent",
+            intent_id,
+            owner[0] if owner else None,
+        )
+    cart_id, user_id = owner
+    cart = await cart_repo.load_cart(conn, cart_id)
+    if cart is None:
+        return Outcome("ignored", "unknown cart", intent_id, cart_id)
+    expected = cart.version
+    amount = sum(int(r.get("amount") or 0) for r in listed)
+    cart.record_refund(user_id, intent_id, from_stripe(amount, currency))
+    await _save(conn, cart, expected)
+    await _set_intent_status(conn, intent_id, "refunded")
+    await _set_order_payment_status(conn, intent_id, PaymentStatus.REFUNDED.value)
+    return Outcome("applied", None, intent_id, cart_id)
+
+
+async def _apply_dispute(conn: AsyncConnection, dispute: Mapping[str, Any]) -> Outcome:
+    intent_id = str(dispute.get("payment_intent") or "")
+    ALERTS.labels(kind="dispute").inc()
+    log.error(
+        "payment_disputed",
+        payment_intent_id=intent_id,
+        dispute_id=dispute.get("id"),
+        reason=dispute.get("reason"),
+    )
+    owner = await _cart_of_intent(conn, intent_id)
+    if owner is None:
+        return Outcome("review", "dispute on an unknown payment", intent_id)
+    cart_id, user_id = owner
+    cart = await cart_repo.load_cart(conn, cart_id)
+    if cart is not None:
+        expected = cart.version
+        cart.flag_payment_for_review(user_id, intent_id)
+        await _save(conn, cart, expected)
+    await _set_order_payment_status(conn, intent_id, PaymentStatus.REVIEW.value)
+    return Outcome("review", str(dispute.get("reason") or "dispute"), intent_id, cart_id)

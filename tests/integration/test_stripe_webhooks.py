@@ -1,0 +1,375 @@
+"""Webhook intake with hand-built, correctly signed, real-shaped Stripe events.
+
+Covers what the emulator can't produce on demand: duplicates racing through two app
+instances, out-of-order events, payments that must be refunded, refunds and disputes made in
+the Stripe dashboard, bad signatures, garbage bodies and a database that is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.config import Settings
+from app.payments.gateway import StripeGateway
+from app.persistence.tables import outbox, refunds, stripe_events
+from app.wiring import create_app
+from tests.builders import Client, create_product, create_store
+from tests.integration.test_group_flow import open_cart, session, uid
+from tests.integration.test_http_basics import assert_problem
+from tests.integration.test_online_payments import VISA, pay_with_card
+from tests.stripe_events import (
+    WEBHOOK_SECRET,
+    body_and_headers,
+    charge_refunded,
+    dispute,
+    event,
+    payment_intent,
+    sign,
+    teamcart_metadata,
+)
+
+HOOK = "/api/v1/webhooks/stripe"
+
+
+async def deliver(client: Client, evt: dict[str, Any], **sign_kwargs: Any) -> httpx.Response:
+    body, headers = body_and_headers(evt, **sign_kwargs)
+    return await client.post(HOOK, content=body, headers=headers)
+
+
+async def locked_cart(
+    client: Client, admin: dict[str, str]
+) -> tuple[str, dict[str, str], dict[str, str], dict[str, Any]]:
+    """A locked USD cart with a host and a guest who both owe something."""
+    store = await create_store(client, admin, delivery_fee_minor=200, tax_rate_bps=1000)
+    product = await create_product(client, admin, store["id"], price_minor=1500, option_groups=[])
+    host = await session(client, "Host")
+    guest = await session(client, "Guest")
+    cart = await open_cart(client, host, store["id"])
+    url = f"/api/v1/teamcarts/{cart['id']}"
+    await client.post(
+        "/api/v1/teamcarts/join", json={"invite_code": cart["invite_code"]}, headers=guest
+    )
+    for person in (host, guest):
+        await client.post(
+            url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=person
+        )
+    view = (await client.post(url + "/lock", headers=host)).json()
+    assert view["status"] == "locked"
+    return url, host, guest, view
+
+
+def share(view: dict[str, Any], user_id: str) -> int:
+    return int(next(m["share_minor"] for m in view["members"] if m["user_id"] == user_id))
+
+
+def payment_of(view: dict[str, Any], user_id: str) -> dict[str, Any]:
+    payment: dict[str, Any] = next(m for m in view["members"] if m["user_id"] == user_id)["payment"]
+    return payment
+
+
+def succeeded(view: dict[str, Any], user_id: str, intent_id: str, **changes: Any) -> dict[str, Any]:
+    obj = payment_intent(
+        intent_id,
+        amount=changes.pop("amount", share(view, user_id)),
+        currency=changes.pop("currency", view["currency"]),
+        metadata=teamcart_metadata(
+            view["id"], user_id, changes.pop("quote_version", view["quote_version"])
+        ),
+    )
+    return event("payment_intent.succeeded", obj)
+
+
+async def captured_intent(
+    gateway: StripeGateway, api_base: str, *, amount: int, currency: str = "USD"
+) -> str:
+    """A PaymentIntent the emulator really captured (so a refund is real, too)."""
+    intent = await gateway.create_payment_intent(
+        amount=amount,
+        currency=currency,
+        metadata={"source": "tests"},
+        idempotency_key=str(uuid.uuid4()),
+    )
+    assert await pay_with_card(api_base, intent.id, VISA) == "succeeded"
+    return intent.id
+
+
+async def count(engine: AsyncEngine, table: Any, *where: Any) -> int:
+    async with engine.connect() as conn:
+        result = await conn.execute(select(func.count()).select_from(table).where(*where))
+        return int(result.scalar_one())
+
+
+@pytest.fixture
+async def second_client(settings: Settings) -> AsyncIterator[Client]:
+    """Another app instance on the same database and Redis: a second server process."""
+    async with AsyncTestClient(app=create_app(settings)) as other:
+        yield other
+
+
+async def test_one_event_delivered_five_times_at_once_through_two_instances_applies_once(
+    client: Client, second_client: Client, engine: AsyncEngine, admin_headers: dict[str, str]
+) -> None:
+    url, _, guest, view = await locked_cart(client, admin_headers)
+    evt = succeeded(view, uid(guest), f"pi_{uuid.uuid4().hex[:14]}")
+    body, headers = body_and_headers(evt)
+    responses = await asyncio.gather(
+        *(
+            (client if i % 2 else second_client).post(HOOK, content=body, headers=headers)
+            for i in range(5)
+        )
+    )
+    assert [r.status_code for r in responses] == [200] * 5
+    outcomes = sorted(r.json()["outcome"] for r in responses)
+    assert outcomes == ["applied", "duplicate", "duplicate", "duplicate", "duplicate"]
+    after = (await client.get(url, headers=guest)).json()
+    assert payment_of(after, uid(guest))["status"] == "paid_online"
+    assert after["version"] == view["version"] + 1
+    assert await count(engine, stripe_events, stripe_events.c.id == evt["id"]) == 1
+    assert (
+        await count(
+            engine,
+            outbox,
+            outbox.c.aggregate_id == view["id"],
+            outbox.c.event_type == "online_payment_recorded",
+        )
+        == 1
+    )
+
+
+async def test_a_failure_arriving_after_success_does_not_downgrade(
+    client: Client, admin_headers: dict[str, str]
+) -> None:
+    url, _, guest, view = await locked_cart(client, admin_headers)
+    intent = f"pi_{uuid.uuid4().hex[:14]}"
+    assert (await deliver(client, succeeded(view, uid(guest), intent))).json()["outcome"] == (
+        "applied"
+    )
+    failed = event(
+        "payment_intent.payment_failed",
+        payment_intent(
+            intent,
+            amount=share(view, uid(guest)),
+            currency="usd",
+            metadata=teamcart_metadata(view["id"], uid(guest), 1),
+            status="requires_payment_method",
+        ),
+    )
+    assert (await deliver(client, failed)).status_code == 200
+    after = (await client.get(url, headers=guest)).json()
+    assert payment_of(after, uid(guest))["status"] == "paid_online"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"amount": -1}, "amount_mismatch"),
+        ({"currency": "EUR"}, "currency_mismatch"),
+        ({"quote_version": 0}, "quote_changed"),
+    ],
+)
+async def test_a_payment_that_does_not_match_what_is_owed_is_refunded(
+    client: Client,
+    engine: AsyncEngine,
+    gateway: StripeGateway,
+    stripe_api_base: str,
+    admin_headers: dict[str, str],
+    change: dict[str, Any],
+    reason: str,
+) -> None:
+    url, _, guest, view = await locked_cart(client, admin_headers)
+    owed = share(view, uid(guest))
+    amount = owed - 1 if "amount" in change else owed
+    intent = await captured_intent(gateway, stripe_api_base, amount=amount)
+    changes = {**change, "amount": amount}
+    response = await deliver(client, succeeded(view, uid(guest), intent, **changes))
+    assert response.status_code == 200
+    assert response.json() == {"received": True, "outcome": "refunded", "reason": reason}
+    after = (await client.get(url, headers=guest)).json()
+    payment = payment_of(after, uid(guest))
+    assert payment["status"] == "refunded"
+    assert after["status"] == "locked"
+    assert await count(engine, refunds, refunds.c.payment_intent_id == intent) == 1
+
+    # Stripe delivering the same payment again (a new event id) refunds nothing more.
+    again = await deliver(client, succeeded(view, uid(guest), intent, **changes))
+    assert again.json()["outcome"] == "refunded"
+    assert await count(engine, refunds, refunds.c.payment_intent_id == intent) == 1
+
+
+async def test_a_payment_after_cancel_is_refunded_and_cancel_refunds_paid_members(
+    client: Client,
+    engine: AsyncEngine,
+    gateway: StripeGateway,
+    stripe_api_base: str,
+    admin_headers: dict[str, str],
+) -> None:
+    url, host, guest, view = await locked_cart(client, admin_headers)
+    paid = await captured_intent(gateway, stripe_api_base, amount=share(view, uid(host)))
+    assert (await deliver(client, succeeded(view, uid(host), paid))).json()["outcome"] == "applied"
+
+    cancelled = (await client.post(url + "/cancel", headers=host)).json()
+    assert cancelled["status"] == "cancelled"
+    assert payment_of(cancelled, uid(host))["status"] == "refunded"
+    assert await count(engine, refunds, refunds.c.payment_intent_id == paid) == 1
+
+    late = await captured_intent(gateway, stripe_api_base, amount=share(view, uid(guest)))
+    response = await deliver(client, succeeded(view, uid(guest), late))
+    assert response.json()["outcome"] == "refunded"
+    assert response.json()["reason"] == "cart_not_locked"
+    after = (await client.get(url, headers=guest)).json()
+    assert payment_of(after, uid(guest))["status"] == "refunded"
+    assert await count(engine, refunds, refunds.c.payment_intent_id == late) == 1
+
+
+async def test_a_second_payment_by_a_member_who_already_paid_is_refunded(
+    client: Client, gateway: StripeGateway, stripe_api_base: str, admin_headers: dict[str, str]
+) -> None:
+    url, _host, guest, view = await locked_cart(client, admin_headers)
+    first = await captured_intent(gateway, stripe_api_base, amount=share(view, uid(guest)))
+    second = await captured_intent(gateway, stripe_api_base, amount=share(view, uid(guest)))
+    assert (await deliver(client, succeeded(view, uid(guest), first))).json()["outcome"] == (
+        "applied"
+    )
+    response = await deliver(client, succeeded(view, uid(guest), second))
+    assert response.json()["outcome"] == "refunded"
+    assert response.json()["reason"] == "already_paid"
+    payment = payment_of((await client.get(url, headers=guest)).json(), uid(guest))
+    assert payment["status"] == "paid_online"  # the real payment stands
+
+
+async def test_dashboard_refund_and_dispute_are_synced(
+    client: Client, engine: AsyncEngine, admin_headers: dict[str, str]
+) -> None:
+    url, _host, guest, view = await locked_cart(client, admin_headers)
+    # Start a real intent so the server knows which member it belongs to.
+    started = (await client.post(url + "/payments/online", headers=guest)).json()
+    intent = started["payment_intent_id"]
+    assert (await deliver(client, succeeded(view, uid(guest), intent))).json()["outcome"] == (
+        "applied"
+    )
+    disputed = await deliver(
+        client,
+        event(
+            "charge.dispute.created",
+            dispute(intent, amount=share(view, uid(guest)), currency="usd"),
+        ),
+    )
+    assert disputed.json()["outcome"] == "review"
+    after = (await client.get(url, headers=guest)).json()
+    assert payment_of(after, uid(guest))["status"] == "review"
+
+    refund_id = f"re_{uuid.uuid4().hex[:14]}"
+    refunded = event(
+        "charge.refunded",
+        charge_refunded(
+            intent, amount=share(view, uid(guest)), currency="usd", refund_id=refund_id
+        ),
+    )
+    assert (await deliver(client, refunded)).json()["outcome"] == "applied"
+    after = (await client.get(url, headers=guest)).json()
+    assert payment_of(after, uid(guest))["status"] == "refunded"
+    assert await count(engine, refunds, refunds.c.id == refund_id) == 1
+
+
+async def test_bad_stale_and_missing_signatures_are_400_and_store_nothing(
+    client: Client, engine: AsyncEngine, settings: Settings
+) -> None:
+    evt = event(
+        "payment_intent.succeeded", payment_intent("pi_x", amount=1, currency="usd", metadata={})
+    )
+    body = json.dumps(evt).encode()
+    cases = {
+        "missing": {},
+        "malformed": {"Stripe-Signature": "nonsense"},
+        "wrong secret": {"Stripe-Signature": sign(body, secret="whsec_not_ours")},
+        "stale": {"Stripe-Signature": sign(body, timestamp=int(time.time()) - 301)},
+        "tampered": {"Stripe-Signature": sign(body + b" ")},
+    }
+    for name, headers in cases.items():
+        response = await client.post(HOOK, content=body, headers=headers)
+        assert response.status_code == 400, name
+        assert response.json()["code"] == "invalid_signature", name
+    assert await count(engine, stripe_events, stripe_events.c.id == evt["id"]) == 0
+
+    # During secret rotation, an event signed with the second configured secret is accepted.
+    rotated = await client.post(
+        HOOK,
+        content=body,
+        headers={"Stripe-Signature": sign(body, secret=settings.stripe_webhook_secrets[1])},
+    )
+    assert rotated.status_code == 200
+    assert rotated.json()["outcome"] == "ignored"
+    # Several v1 signatures: one valid one is enough.
+    ts = int(time.time())
+    fresh = {**evt, "id": f"evt_{uuid.uuid4().hex[:20]}"}
+    body = json.dumps(fresh).encode()
+    good = sign(body, timestamp=ts).split(",")[1]
+    several = f"t={ts},v1={'0' * 64},{good}"
+    assert (
+        await client.post(HOOK, content=body, headers={"Stripe-Signature": several})
+    ).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json at all",
+        b"[]",
+        b'{"id": "evt_1"}',
+        b'{"id": "evt_2", "type": "x", "data": 1}',
+        b"\xff\xfe\x00",
+    ],
+)
+async def test_garbage_bodies_are_4xx_and_store_nothing(
+    client: Client, engine: AsyncEngine, body: bytes
+) -> None:
+    before = await count(engine, stripe_events)
+    response = await client.post(HOOK, content=body, headers={"Stripe-Signature": sign(body)})
+    assert_problem(response, 400, "malformed_event")
+    assert await count(engine, stripe_events) == before
+
+
+async def test_database_down_is_503_then_applied_on_redelivery(
+    client: Client, settings: Settings, engine: AsyncEngine, admin_headers: dict[str, str]
+) -> None:
+    url, _, guest, view = await locked_cart(client, admin_headers)
+    evt = succeeded(view, uid(guest), f"pi_{uuid.uuid4().hex[:14]}")
+    body, headers = body_and_headers(evt)
+    unreachable = settings.replace(database_url="postgresql://postgres@127.0.0.1:9/teamcart")
+    down: Litestar = create_app(unreachable)
+    async with AsyncTestClient(app=down) as broken:
+        response = await broken.post(HOOK, content=body, headers=headers)
+    assert_problem(response, 503, "service_unavailable")
+    assert await count(engine, stripe_events, stripe_events.c.id == evt["id"]) == 0
+
+    redelivered = await client.post(HOOK, content=body, headers=headers)
+    assert redelivered.json()["outcome"] == "applied"
+    after = (await client.get(url, headers=guest)).json()
+    assert payment_of(after, uid(guest))["status"] == "paid_online"
+
+
+async def test_events_that_are_not_ours_are_acknowledged_and_ignored(client: Client) -> None:
+    other = event(
+        "payment_intent.succeeded",
+        payment_intent("pi_other", amount=500, currency="usd", metadata={}),
+    )
+    assert (await deliver(client, other)).json() == {
+        "received": True,
+        "outcome": "ignored",
+        "reason": "not a TeamCart payment",
+    }
+    unhandled = event("customer.created", {"id": "cus_1", "object": "customer"})
+    assert (await deliver(client, unhandled)).json()["outcome"] == "ignored"
+    assert WEBHOOK_SECRET.startswith("whsec_")
