@@ -1,4 +1,4 @@
-"""The ``teamcart`` command: ``serve``, ``migrate``, ``seed-demo`` and ``token``.
+"""The ``teamcart`` command: ``serve``, ``migrate``, ``seed-demo``, ``token``, ``reconcile``.
 
 Each command reads the same ``TEAMCART_*`` settings as the server. Where the database or Redis
 URL is unset, the command starts (or joins) the embedded ones under the data folder, so
@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from app.config import Settings, SettingsError, settings_to_env
-from app.embedded import embedded_services, ensure_jwt_secret
+from app.embedded import EMULATOR_SECRET_KEY, embedded_services, ensure_jwt_secret
 from app.persistence import schema
+
+if TYPE_CHECKING:
+    from app.use_cases.payments import Unrecorded
 
 log = logging.getLogger("teamcart.cli")
 
@@ -35,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("migrate", help="apply database migrations up to the newest")
     commands.add_parser("seed-demo", help="create the demo store and print its ids")
+
+    reconcile = commands.add_parser(
+        "reconcile", help="find captured Stripe payments we never recorded (and repair them)"
+    )
+    reconcile.add_argument("--since", default="3d", type=_duration, help="e.g. 3d, 12h, 90m")
+    reconcile.add_argument("--fix", action="store_true", help="record or refund each one")
 
     token = commands.add_parser("token", help="print a bearer token")
     token.add_argument("--admin", action="store_true", help="with the admin role")
@@ -66,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             schema.upgrade(resolved.database_url)
             print(json.dumps(asyncio.run(_seed(resolved.database_url)), indent=2))
         return 0
+    if args.command == "reconcile":
+        return _reconcile(settings, args.since, fix=args.fix)
     if args.command == "token":
         from app.auth import issue_token
 
@@ -123,6 +138,50 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         )
     log.info("stopped")
     return 0
+
+
+def _duration(text: str) -> timedelta:
+    match = re.fullmatch(r"(\d+)([dhm])", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"expected a duration like 3d, 12h or 90m, not {text!r}")
+    number, unit = int(match.group(1)), match.group(2)
+    return timedelta(**{{"d": "days", "h": "hours", "m": "minutes"}[unit]: number})
+
+
+def _reconcile(settings: Settings, since: timedelta, *, fix: bool) -> int:
+    if settings.uses_stripe_emulator:
+        print(
+            "teamcart: reconcile talks to Stripe: set TEAMCART_STRIPE_SECRET_KEY "
+            "(or TEAMCART_STRIPE_API_BASE for an emulator)",
+            file=sys.stderr,
+        )
+        return 2
+    with embedded_services(settings, redis=False) as resolved:
+        assert resolved.database_url is not None
+        found = asyncio.run(_reconcile_async(resolved, since, fix=fix))
+    for item in found:
+        print(json.dumps(dataclasses.asdict(item)))
+    verb = "repaired" if fix else "found"
+    print(f"{len(found)} unrecorded captured payment(s) {verb}", file=sys.stderr)
+    return 1 if found and not fix else 0
+
+
+async def _reconcile_async(settings: Settings, since: timedelta, *, fix: bool) -> list[Unrecorded]:
+    from app.payments.gateway import StripeGateway
+    from app.persistence.database import create_engine
+    from app.use_cases.payments import reconcile
+
+    assert settings.database_url is not None
+    engine = create_engine(settings.database_url, pool_size=2)
+    gateway = StripeGateway(
+        settings.stripe_secret_key or EMULATOR_SECRET_KEY, api_base=settings.stripe_api_base
+    )
+    started = int((datetime.now(UTC) - since).timestamp())
+    try:
+        return await reconcile(engine, gateway, since=started, fix=fix)
+    finally:
+        await gateway.close()
+        await engine.dispose()
 
 
 def _connect_host(host: str) -> str:

@@ -21,6 +21,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per transaction (measured ~10% of webhook CPU).
+        # A connection that died with the server fails its statement; the request answers
+        # 503 (webhooks) or 500 and the pool replaces the connection.
         pool_recycle=1800,
     )

@@ -13,6 +13,7 @@ back and Stripe delivers the event again.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy import RowMapping, func, select, update
+from sqlalchemy import RowMapping, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -35,6 +36,7 @@ from app.persistence.tables import (
     payment_intents,
     refunds,
     stripe_events,
+    teamcart_members,
     teamcarts,
 )
 from domain import errors
@@ -327,12 +329,15 @@ async def _set_order_payment_status(conn: AsyncConnection, intent_id: str, statu
     )
 
 
+_SET_INTENT_STATUS = (
+    update(payment_intents)
+    .where(payment_intents.c.id == bindparam("_id"))
+    .values(status=bindparam("status"), updated_at=func.now())
+)
+
+
 async def _set_intent_status(conn: AsyncConnection, intent_id: str, status: str) -> None:
-    await conn.execute(
-        update(payment_intents)
-        .where(payment_intents.c.id == intent_id)
-        .values(status=status, updated_at=func.now())
-    )
+    await conn.execute(_SET_INTENT_STATUS, {"_id": intent_id, "status": status})
 
 
 # --- webhooks --------------------------------------------------------------------------------
@@ -355,6 +360,11 @@ async def handle_stripe_event(
     raise ApiError(503, "service_unavailable", "the cart kept changing; Stripe will retry")
 
 
+# Built once: the inbox statements run for every delivery.
+_CLAIM_EVENT = insert(stripe_events).on_conflict_do_nothing().returning(stripe_events.c.id)
+_RECORD_OUTCOME = update(stripe_events).where(stripe_events.c.id == bindparam("_id"))
+
+
 async def _handle_once(
     engine: AsyncEngine, gateway: PaymentGateway, event: Mapping[str, Any]
 ) -> Outcome:
@@ -363,23 +373,20 @@ async def _handle_once(
     obj: Mapping[str, Any] = event["data"]["object"]
     async with engine.begin() as conn:
         claimed = await conn.execute(
-            insert(stripe_events)
-            .values(id=event_id, type=event_type, outcome="processing")
-            .on_conflict_do_nothing()
-            .returning(stripe_events.c.id)
+            _CLAIM_EVENT, {"id": event_id, "type": event_type, "outcome": "processing"}
         )
         if claimed.first() is None:
             return Outcome("duplicate")
         outcome = await _apply(conn, gateway, event_type, obj)
         await conn.execute(
-            update(stripe_events)
-            .where(stripe_events.c.id == event_id)
-            .values(
-                outcome=outcome.outcome,
-                reason=outcome.reason,
-                payment_intent_id=outcome.payment_intent_id,
-                cart_id=outcome.cart_id,
-            )
+            _RECORD_OUTCOME,
+            {
+                "_id": event_id,
+                "outcome": outcome.outcome,
+                "reason": outcome.reason,
+                "payment_intent_id": outcome.payment_intent_id,
+                "cart_id": outcome.cart_id,
+            },
         )
     log.info(
         "stripe_event",
@@ -604,3 +611,76 @@ async def _apply_dispute(conn: AsyncConnection, dispute: Mapping[str, Any]) -> O
         await _save(conn, cart, expected)
     await _set_order_payment_status(conn, intent_id, PaymentStatus.REVIEW.value)
     return Outcome("review", str(dispute.get("reason") or "dispute"), intent_id, cart_id)
+
+
+# --- reconciliation --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Unrecorded:
+    """A payment Stripe captured for a cart that we have neither recorded nor refunded."""
+
+    payment_intent_id: str
+    cart_id: str
+    member_user_id: str
+    amount: int
+    currency: str
+    fixed_as: str | None = None
+
+
+async def _is_accounted_for(conn: AsyncConnection, intent_id: str) -> bool:
+    for query in (
+        select(teamcart_members.c.user_id).where(teamcart_members.c.payment_reference == intent_id),
+        select(order_payments.c.user_id).where(order_payments.c.reference == intent_id),
+        select(refunds.c.id).where(refunds.c.payment_intent_id == intent_id),
+    ):
+        if (await conn.execute(query.limit(1))).first() is not None:
+            return True
+    return False
+
+
+async def reconcile(
+    engine: AsyncEngine, gateway: PaymentGateway, *, since: int, fix: bool
+) -> list[Unrecorded]:
+    """Find captured TeamCart payments since ``since`` (unix time) that we never recorded.
+
+    With ``fix``, each is run through the same path as its ``payment_intent.succeeded``
+    webhook (an inbox id of ``reconcile:<intent>``): recorded if it still matches what the
+    member owes, refunded otherwise.
+    """
+    found: list[Unrecorded] = []
+    async for intent in gateway.list_payment_intents(created_since=since):
+        if intent.status != "succeeded" or intent.metadata.get("source") != "teamcart":
+            continue
+        async with engine.connect() as conn:
+            if await _is_accounted_for(conn, intent.id):
+                continue
+        finding = Unrecorded(
+            payment_intent_id=intent.id,
+            cart_id=intent.metadata.get("teamcart_id", ""),
+            member_user_id=intent.metadata.get("member_user_id", ""),
+            amount=intent.amount,
+            currency=intent.currency,
+        )
+        if fix:
+            outcome = await handle_stripe_event(
+                engine,
+                gateway,
+                {
+                    "id": f"reconcile:{intent.id}",
+                    "type": "payment_intent.succeeded",
+                    "data": {
+                        "object": {
+                            "id": intent.id,
+                            "amount": intent.amount,
+                            "amount_received": intent.amount,
+                            "currency": intent.currency.lower(),
+                            "metadata": dict(intent.metadata),
+                            "status": intent.status,
+                        }
+                    },
+                },
+            )
+            finding = dataclasses.replace(finding, fixed_as=outcome.outcome)
+        found.append(finding)
+    return found
