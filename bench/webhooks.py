@@ -86,28 +86,52 @@ def failed_event(cart_id: str, user_id: str, quote_version: int) -> dict[str, An
 
 async def prepare_carts(base: str, carts: int) -> list[tuple[str, str, int]]:
     """Open and lock ``carts`` carts of two members; return (cart, member, quote_version)."""
-    admin = {"Authorization": "Bearer " + issue_token(JWT_SECRET, display_name="Admin",
-                                                      admin=True).token}
+    admin = {
+        "Authorization": "Bearer " + issue_token(JWT_SECRET, display_name="Admin", admin=True).token
+    }
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-        store = (await http.post("/api/v1/stores", headers=admin, json={
-            "name": "Bench", "currency": "USD", "delivery_fee_minor": 300,
-            "tax_rate_bps": 800})).json()
-        product = (await http.post(f"/api/v1/stores/{store['id']}/products", headers=admin,
-                                   json={"name": "Dish", "price_minor": 1000})).json()
+        store = (
+            await http.post(
+                "/api/v1/stores",
+                headers=admin,
+                json={
+                    "name": "Bench",
+                    "currency": "USD",
+                    "delivery_fee_minor": 300,
+                    "tax_rate_bps": 800,
+                },
+            )
+        ).json()
+        product = (
+            await http.post(
+                f"/api/v1/stores/{store['id']}/products",
+                headers=admin,
+                json={"name": "Dish", "price_minor": 1000},
+            )
+        ).json()
 
         async def one() -> list[tuple[str, str, int]]:
             people = []
             for name in ("Host", "Guest"):
                 token = (await http.post("/api/v1/sessions", json={"display_name": name})).json()
                 people.append(({"Authorization": f"Bearer {token['token']}"}, token["user_id"]))
-            cart = (await http.post("/api/v1/teamcarts", json={"store_id": store["id"]},
-                                    headers=people[0][0])).json()
+            cart = (
+                await http.post(
+                    "/api/v1/teamcarts", json={"store_id": store["id"]}, headers=people[0][0]
+                )
+            ).json()
             url = f"/api/v1/teamcarts/{cart['id']}"
-            await http.post("/api/v1/teamcarts/join", json={"invite_code": cart["invite_code"]},
-                            headers=people[1][0])
+            await http.post(
+                "/api/v1/teamcarts/join",
+                json={"invite_code": cart["invite_code"]},
+                headers=people[1][0],
+            )
             for headers, _ in people:
-                await http.post(url + "/items", json={"product_id": product["id"],
-                                                      "quantity": 1}, headers=headers)
+                await http.post(
+                    url + "/items",
+                    json={"product_id": product["id"], "quantity": 1},
+                    headers=headers,
+                )
             locked = (await http.post(url + "/lock", headers=people[0][0])).json()
             return [(cart["id"], user_id, locked["quote_version"]) for _, user_id in people]
 
@@ -118,8 +142,9 @@ async def prepare_carts(base: str, carts: int) -> list[tuple[str, str, int]]:
     return members
 
 
-async def throughput(base: str, members: list[tuple[str, str, int]], seconds: float,
-                     concurrency: int) -> tuple[float, dict[str, int]]:
+async def throughput(
+    base: str, members: list[tuple[str, str, int]], seconds: float, concurrency: int
+) -> tuple[float, dict[str, int]]:
     outcomes: dict[str, int] = {}
     done = 0
     deadline = time.perf_counter() + seconds
@@ -130,10 +155,12 @@ async def throughput(base: str, members: list[tuple[str, str, int]], seconds: fl
             nonlocal done
             while time.perf_counter() < deadline:
                 body, headers = signed(failed_event(*random.choice(members)))
-                response = await http.post("/api/v1/webhooks/stripe", content=body,
-                                           headers=headers)
-                key = (response.json().get("outcome") if response.status_code == 200
-                       else str(response.status_code))
+                response = await http.post("/api/v1/webhooks/stripe", content=body, headers=headers)
+                key = (
+                    response.json().get("outcome")
+                    if response.status_code == 200
+                    else str(response.status_code)
+                )
                 outcomes[key] = outcomes.get(key, 0) + 1
                 done += 1
 
@@ -143,8 +170,9 @@ async def throughput(base: str, members: list[tuple[str, str, int]], seconds: fl
     return done / elapsed, outcomes
 
 
-async def latency_at_rate(base: str, members: list[tuple[str, str, int]], seconds: float,
-                          rate: float) -> tuple[list[float], int]:
+async def latency_at_rate(
+    base: str, members: list[tuple[str, str, int]], seconds: float, rate: float
+) -> tuple[list[float], int]:
     """Open loop: send at a fixed rate whatever the answers do; measure each ack."""
     latencies: list[float] = []
     errors = 0
@@ -156,9 +184,7 @@ async def latency_at_rate(base: str, members: list[tuple[str, str, int]], second
             body, headers = signed(failed_event(*random.choice(members)))
             sent = time.perf_counter()
             try:
-                response = await http.post(
-                    "/api/v1/webhooks/stripe", content=body, headers=headers
-                )
+                response = await http.post("/api/v1/webhooks/stripe", content=body, headers=headers)
             except httpx.HTTPError:
                 errors += 1
                 return
@@ -214,20 +240,33 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> di
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TEAMCART_")}
-    env.update({
-        "TEAMCART_DATABASE_URL": database_url,
-        "TEAMCART_REDIS_URL": redis_url,
-        "TEAMCART_JWT_SECRET": JWT_SECRET,
-        "TEAMCART_STRIPE_SECRET_KEY": "sk_test_bench",
-        "TEAMCART_STRIPE_API_BASE": "http://127.0.0.1:9",  # no refunds happen in this mix
-        "TEAMCART_STRIPE_WEBHOOK_SECRET": SECRET,
-        "TEAMCART_LOG_LEVEL": "WARNING",
-        "TEAMCART_DATA_DIR": str(Path(args.tmp) / "data"),
-    })
+    env.update(
+        {
+            "TEAMCART_DATABASE_URL": database_url,
+            "TEAMCART_REDIS_URL": redis_url,
+            "TEAMCART_JWT_SECRET": JWT_SECRET,
+            "TEAMCART_STRIPE_SECRET_KEY": "sk_test_bench",
+            "TEAMCART_STRIPE_API_BASE": "http://127.0.0.1:9",  # no refunds happen in this mix
+            "TEAMCART_STRIPE_WEBHOOK_SECRET": SECRET,
+            "TEAMCART_LOG_LEVEL": "WARNING",
+            "TEAMCART_DATA_DIR": str(Path(args.tmp) / "data"),
+        }
+    )
     server = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers",
-         str(args.workers)],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         async with httpx.AsyncClient(timeout=2) as probe:
