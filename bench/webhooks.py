@@ -252,7 +252,7 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> di
             "TEAMCART_DATA_DIR": str(Path(args.tmp) / "data"),
         }
     )
-    server = subprocess.Popen(
+    server = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
         [
             sys.executable,
             "-m",
