@@ -1,4 +1,5 @@
-"""The long-lived things a running server holds: settings, the database engine, Redis, Stripe.
+"""The long-lived things a running server holds: settings, the database engine, Redis, Stripe,
+and the real-time parts (``app.hub.Live``: view model, projection, dispatcher, WebSocket hub).
 
 Built once by ``app.wiring.create_app`` and handed to route handlers as the ``resources``
 dependency. Creating them connects to nothing; closing them releases their pools.
@@ -13,6 +14,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
+from app.hub import Live
 from app.payments.gateway import PaymentGateway
 
 
@@ -22,6 +24,7 @@ class Resources:
     engine: AsyncEngine
     redis: Redis
     gateway: PaymentGateway
+    live: Live
 
     @property
     def jwt_secret(self) -> str:

@@ -25,6 +25,7 @@ from app.auth import build_jwt_auth
 from app.config import Settings
 from app.embedded import EMULATOR_SECRET_KEY
 from app.errors import problem_details_config, unexpected_exception_handler
+from app.hub import build_live
 from app.idempotency import IdempotencyMiddleware
 from app.observability import RequestIdMiddleware, prometheus_config, structlog_plugin
 from app.payments.gateway import StripeGateway
@@ -36,7 +37,9 @@ from app.routes.orders import OrderController
 from app.routes.payments import PaymentController
 from app.routes.sessions import SessionController
 from app.routes.teamcarts import TeamCartController
+from app.routes.web import index, invite, static_files
 from app.routes.webhooks import StripeWebhookController
+from app.routes.ws import cart_socket
 from app.workers import running_sweeper
 
 MAX_REQUEST_BODY_BYTES = 1 << 20
@@ -56,10 +59,13 @@ def build_resources(settings: Settings) -> Resources:
         )
     if settings.jwt_secret is None:
         raise ValueError("create_app needs a JWT secret; `teamcart serve` provides one")
+    engine = create_engine(settings.database_url)
+    redis = Redis.from_url(settings.redis_url, decode_responses=False)
     return Resources(
         settings=settings,
-        engine=create_engine(settings.database_url),
-        redis=Redis.from_url(settings.redis_url, decode_responses=False),
+        engine=engine,
+        redis=redis,
+        live=build_live(engine, redis, settings.database_url),
         gateway=StripeGateway(
             settings.stripe_secret_key or EMULATOR_SECRET_KEY, api_base=settings.stripe_api_base
         ),
@@ -77,11 +83,14 @@ def create_app(settings: Settings, *, debug: bool = False) -> Litestar:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
-        async with running_sweeper(
-            resources.engine,
-            resources.gateway,
-            settings.payment_window,
-            settings.sweep_interval_seconds,
+        async with (
+            running_sweeper(
+                resources.engine,
+                resources.gateway,
+                settings.payment_window,
+                settings.sweep_interval_seconds,
+            ),
+            resources.live.running(),
         ):
             yield
         await resources.close()
@@ -97,11 +106,16 @@ def create_app(settings: Settings, *, debug: bool = False) -> Litestar:
             OrderController,
             PaymentController,
             StripeWebhookController,
+            cart_socket,
+            index,
+            invite,
+            static_files,
         ],
         dependencies={"resources": Provide(provide_resources)},
         plugins=[
             ProblemDetailsPlugin(problem_details_config()),
             structlog_plugin(level=settings.log_level, as_json=settings.log_json),
+            resources.live.channels,
         ],
         middleware=[
             RequestIdMiddleware(),

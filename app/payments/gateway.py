@@ -19,6 +19,10 @@ class GatewayError(Exception):
     """Stripe could not be reached or refused the call; the caller may retry later."""
 
 
+class CardDeclined(Exception):
+    """The card was refused; the message is Stripe's, fit to show the card holder."""
+
+
 @dataclass(frozen=True, slots=True)
 class IntentInfo:
     id: str
@@ -47,6 +51,8 @@ class PaymentGateway(Protocol):
     async def retrieve_payment_intent(self, intent_id: str) -> IntentInfo: ...
 
     async def cancel_payment_intent(self, intent_id: str) -> None: ...
+
+    async def confirm_payment_intent(self, intent_id: str, payment_method: str) -> str: ...
 
     async def refund_payment_intent(
         self, intent_id: str, *, idempotency_key: str, reason: str
@@ -121,6 +127,22 @@ class StripeGateway:
             await self._client.v1.payment_intents.cancel_async(intent_id)
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
+
+    async def confirm_payment_intent(self, intent_id: str, payment_method: str) -> str:
+        """Attach a payment method made by Stripe.js and confirm; the new status.
+
+        Raises ``CardDeclined`` with Stripe's message when the card is refused.
+        """
+        try:
+            await self._client.v1.payment_intents.update_async(
+                intent_id, params={"payment_method": payment_method}
+            )
+            confirmed = await self._client.v1.payment_intents.confirm_async(intent_id)
+        except stripe.CardError as exc:
+            raise CardDeclined(exc.user_message or str(exc)) from exc
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return str(_plain(confirmed)["status"])
 
     async def refund_payment_intent(
         self, intent_id: str, *, idempotency_key: str, reason: str

@@ -7,17 +7,19 @@ PaymentIntent with Stripe.js, and the result arrives by webhook (``app.routes.we
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, post
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
 from litestar.security.jwt import Token
 from litestar.status_codes import HTTP_200_OK
 
 from app.auth import Principal
 from app.resources import AppResources
 from app.use_cases import payments as use
+
+STRIPE_JS = "https://js.stripe.com/v3/"
 
 
 class OnlinePaymentView(msgspec.Struct):
@@ -27,6 +29,19 @@ class OnlinePaymentView(msgspec.Struct):
     currency: str
     publishable_key: str
     stripe_js_url: str
+    # True when Stripe.js can only tokenise the card (the emulator's): the page then sends
+    # the card's id to …/payments/online/confirm instead of calling confirmCardPayment.
+    confirm_on_server: bool
+
+
+class ConfirmRequest(msgspec.Struct, forbid_unknown_fields=True):
+    payment_intent_id: Annotated[str, msgspec.Meta(pattern="^pi_[A-Za-z0-9_]+$")]
+    payment_method: Annotated[str, msgspec.Meta(pattern="^(pm|card|src)_[A-Za-z0-9_]+$")]
+
+
+class ConfirmAnswer(msgspec.Struct):
+    payment_intent_id: str
+    status: str
 
 
 class PaymentController(Controller):
@@ -51,7 +66,28 @@ class PaymentController(Controller):
             amount_minor=payment.amount_minor,
             currency=payment.currency,
             publishable_key=resources.publishable_key,
-            stripe_js_url=f"{api_base}/js.stripe.com/v3/"
-            if api_base
-            else "https://js.stripe.com/v3/",
+            stripe_js_url=f"{api_base}/js.stripe.com/v3/" if api_base else STRIPE_JS,
+            confirm_on_server=api_base is not None,
         )
+
+    @post("/{cart_id:uuid}/payments/online/confirm", status_code=HTTP_200_OK)
+    async def confirm_online_payment(
+        self,
+        request: Request[Principal, Token, Any],
+        cart_id: FromPath[uuid.UUID],
+        data: JSONBody[ConfirmRequest],
+        resources: AppResources,
+    ) -> ConfirmAnswer:
+        """Confirm the caller's own open PaymentIntent with a card tokenised by Stripe.js.
+
+        402 ``card_declined`` carries Stripe's message for the card holder.
+        """
+        status = await use.confirm_online_payment(
+            resources.engine,
+            resources.gateway,
+            request.user,
+            str(cart_id),
+            data.payment_intent_id,
+            data.payment_method,
+        )
+        return ConfirmAnswer(payment_intent_id=data.payment_intent_id, status=status)

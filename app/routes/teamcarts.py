@@ -105,14 +105,18 @@ class TeamCartController(Controller):
         cart_id: CartId,
         resources: AppResources,
     ) -> Response[CartView | None]:
-        """The cart view, with ``ETag: "<version>"``; ``If-None-Match`` → 304 when unchanged."""
-        cart = await use.get_cart_for_member(resources.engine, request.user.user_id, str(cart_id))
-        etag = f'"{cart.version}"'
+        """The cart view, with ``ETag: "<version>"``; ``If-None-Match`` → 304 when unchanged.
+
+        Served from the Redis view model, with who is online now (ADR 0004)."""
+        view = await use.read_cart_view(
+            resources.engine, resources.live.projection, request.user.user_id, str(cart_id)
+        )
+        etag = f'"{view.version}"'
         headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
         if_none_match = request.headers.get("if-none-match", "")
         if etag in {tag.strip() for tag in if_none_match.split(",")}:
             return Response(None, status_code=HTTP_304_NOT_MODIFIED, headers=headers)
-        return Response(cart_view(cart), headers=headers)
+        return Response(view, headers=headers)
 
     @post("/{cart_id:uuid}/items")
     async def add_item(

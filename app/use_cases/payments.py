@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.auth import Principal
 from app.errors import ApiError
 from app.payments.amounts import stripe_exponent, to_stripe
-from app.payments.gateway import GatewayError, IntentInfo, PaymentGateway
+from app.payments.gateway import CardDeclined, GatewayError, IntentInfo, PaymentGateway
 from app.persistence import carts as cart_repo
 from app.persistence.outbox import append_events
 from app.persistence.tables import (
@@ -233,6 +233,45 @@ def _online_payment(row: RowMapping) -> OnlinePayment:
         amount_minor=row["amount_minor"],
         currency=row["currency"],
     )
+
+
+async def confirm_online_payment(
+    engine: AsyncEngine,
+    gateway: PaymentGateway,
+    actor: Principal,
+    cart_id: str,
+    payment_intent_id: str,
+    payment_method: str,
+) -> str:
+    """Confirm the caller's own open PaymentIntent with a payment method from Stripe.js.
+
+    For Stripe.js builds that create a payment method but do not confirm (the emulator's),
+    and any client that prefers confirming on the server. The outcome still arrives by
+    webhook; this returns Stripe's status (``succeeded``, ``processing``, …).
+    """
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(payment_intents.c.status).where(
+                    payment_intents.c.id == payment_intent_id,
+                    payment_intents.c.cart_id == cart_id,
+                    payment_intents.c.user_id == actor.user_id,
+                )
+            )
+        ).one_or_none()
+    if row is None:
+        raise ApiError(404, "payment_not_found", "no such payment of yours on this cart")
+    if row.status != "open":
+        raise ApiError(409, "payment_not_open", f"this payment is already {row.status}")
+    try:
+        return await gateway.confirm_payment_intent(payment_intent_id, payment_method)
+    except CardDeclined as exc:
+        # Known failed now: a retry starts a new attempt (the webhook will agree later).
+        async with engine.begin() as conn:
+            await _set_intent_status(conn, payment_intent_id, "failed")
+        raise ApiError(402, "card_declined", str(exc)) from exc
+    except GatewayError as exc:
+        raise ApiError(502, "payment_provider_unavailable", "Stripe did not answer") from exc
 
 
 async def ensure_no_open_intents(conn: AsyncConnection, cart_id: str) -> None:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import structlog
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.auth import Principal
@@ -26,7 +26,7 @@ from app.persistence import carts as cart_repo
 from app.persistence import catalog as catalog_repo
 from app.persistence import orders as order_repo
 from app.persistence.outbox import append_events
-from app.persistence.tables import coupons
+from app.persistence.tables import coupons, teamcarts
 from app.use_cases.payments import (
     ensure_no_open_intents,
     mark_paid_members_refunded,
@@ -35,7 +35,8 @@ from app.use_cases.payments import (
 from domain.errors import CouponExhausted, NotAMember, OutOfStock
 from domain.order import DeliveryAddress, Order
 from domain.teamcart import CartStatus, TeamCart
-from realtime.cart_view import cart_view
+from realtime.cart_view import CartView, cart_view
+from realtime.projection import Projection
 
 log = structlog.get_logger("teamcart.carts")
 
@@ -134,6 +135,34 @@ async def get_cart_for_member(engine: AsyncEngine, user_id: str, cart_id: str) -
     if not cart.is_member(user_id):
         raise NotAMember()
     return cart
+
+
+async def read_cart_view(
+    engine: AsyncEngine, projection: Projection, user_id: str, cart_id: str
+) -> CartView:
+    """A member's view of the cart, with presence, served from the Redis view model.
+
+    The view is rebuilt on a miss. In the few milliseconds after a commit before the
+    projection has applied it, the view is behind the cart's version (one primary-key read):
+    the cart is then read from PostgreSQL, so a client always reads its own writes.
+    """
+    async with engine.connect() as conn:
+        version = (
+            await conn.execute(select(teamcarts.c.version).where(teamcarts.c.id == cart_id))
+        ).scalar_one_or_none()
+    live = None if version is None else await projection.current(cart_id)
+    if version is None or live is None:
+        raise cart_not_found(cart_id)
+    view = live.cart
+    if view.version < version:
+        async with engine.connect() as conn:
+            cart = await cart_repo.load_cart(conn, cart_id)
+        if cart is None:
+            raise cart_not_found(cart_id)
+        view = cart_view(cart, live.online)
+    if all(member.user_id != user_id for member in view.members):
+        raise NotAMember()
+    return view
 
 
 # --- items and members -----------------------------------------------------------------------

@@ -1,0 +1,37 @@
+"""The browser client: ``/`` and invite links ``/join/<code>`` serve the page; ``/static/``
+serves its CSS and JavaScript modules, shipped inside the package (no build step)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from litestar import Response, get
+from litestar.params import FromPath
+from litestar.static_files import create_static_files_router
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+
+
+@functools.cache
+def _page_bytes() -> bytes:
+    return (WEB_DIR / "index.html").read_bytes()
+
+
+def _page() -> Response[bytes]:
+    return Response(_page_bytes(), media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+@get("/", include_in_schema=False, sync_to_thread=False)
+def index() -> Response[bytes]:
+    return _page()
+
+
+@get("/join/{code:str}", include_in_schema=False, sync_to_thread=False)
+def invite(code: FromPath[str]) -> Response[bytes]:
+    return _page()
+
+
+static_files = create_static_files_router(
+    path="/static", directories=[WEB_DIR], include_in_schema=False, send_as_attachment=False
+)

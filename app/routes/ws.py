@@ -1,0 +1,117 @@
+"""``GET /ws/teamcarts/{id}``: a member's live view of one cart (API.md, "Real time").
+
+The socket is accepted, then authenticated with the ``token`` query parameter or, failing
+that, a first message ``{"type": "auth", "token": …}`` within a few seconds (4401 otherwise).
+An unknown cart closes with 4404 and a non-member with 4403. A member's socket joins the
+process's hub (:mod:`realtime.hub`), which subscribes, marks them online and sends the
+snapshot, then every update. This handler only reads the client's messages: ``ping`` →
+``pong``, ``resync`` → a fresh snapshot, anything else → an ``error`` message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any, Final
+
+import msgspec
+from litestar import WebSocket, websocket
+from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.params import FromPath
+from litestar.security.jwt import Token
+
+from app.auth import Principal, principal_from_token
+from app.resources import AppResources, Resources
+from realtime.hub import HubUnavailable
+from realtime.protocol import (
+    CLOSE_CART_NOT_FOUND,
+    CLOSE_NOT_A_MEMBER,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_UNAUTHENTICATED,
+    PONG_TEXT,
+    Auth,
+    Error,
+    Ping,
+    Resync,
+    decode_client_message,
+    encode_text,
+)
+
+AUTH_TIMEOUT_SECONDS: Final = 10.0
+JWT_ALGORITHM: Final = "HS256"
+
+
+def _principal(token: str, secret: str) -> Principal | None:
+    try:
+        return principal_from_token(Token.decode(token, secret, JWT_ALGORITHM))
+    except NotAuthorizedException:
+        return None
+
+
+async def _authenticate(socket: WebSocket[Any, Any, Any], secret: str) -> Principal | None:
+    token = socket.query_params.get("token")
+    if token:
+        return _principal(token, secret)
+    try:
+        async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
+            first = await socket.receive_data("text")
+        message = decode_client_message(first)
+    except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return _principal(message.token, secret) if isinstance(message, Auth) else None
+
+
+def _text_of(event: Any) -> str | bytes:
+    return event.get("text") or event.get("bytes") or b""
+
+
+@websocket("/ws/teamcarts/{cart_id:uuid}")
+async def cart_socket(
+    socket: WebSocket[Any, Any, Any], cart_id: FromPath[uuid.UUID], resources: AppResources
+) -> None:
+    """Live updates of one cart for one of its members."""
+    await socket.accept()
+    with contextlib.suppress(WebSocketDisconnect):  # the client left during the handshake
+        await _serve(socket, str(cart_id), resources)
+
+
+async def _serve(socket: WebSocket[Any, Any, Any], cart_id: str, resources: Resources) -> None:
+    principal = await _authenticate(socket, resources.jwt_secret)
+    if principal is None:
+        await socket.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
+        return
+    live = resources.live
+    view = await live.projection.current(cart_id)
+    if view is None:
+        await socket.close(CLOSE_CART_NOT_FOUND, "cart_not_found")
+        return
+    if all(member.user_id != principal.user_id for member in view.cart.members):
+        await socket.close(CLOSE_NOT_A_MEMBER, "not_a_member")
+        return
+
+    async def close(code: int) -> None:
+        await socket.close(code)
+
+    try:
+        connection = await live.hub.connect(cart_id, principal.user_id, socket.send_text, close)
+    except HubUnavailable:
+        await socket.close(CLOSE_TRY_AGAIN_LATER, "try_again_later")
+        return
+    try:
+        while True:
+            event = await socket.receive()
+            if event["type"] == "websocket.disconnect":
+                break
+            try:
+                message = decode_client_message(_text_of(event))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                connection.reply(encode_text(Error("unknown_message", str(exc))))
+                continue
+            if isinstance(message, Ping):
+                connection.reply(PONG_TEXT)
+            elif isinstance(message, Resync):
+                connection.resync()
+            # a late ``auth`` message changes nothing: the socket is already authenticated
+    finally:
+        await live.hub.disconnect(connection)

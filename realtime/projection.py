@@ -1,0 +1,123 @@
+"""The projection: committed cart events → the Redis view model → channel ``teamcart:{id}``.
+
+Each outbox row of a cart carries the whole cart view as of its version (ADR 0004), so
+projecting an event is one compare-and-set (:meth:`ViewStore.apply`):
+
+- ``applied``: the view moved from ``v-1`` to ``v``; the update is published on the cart's
+  channel with the members online now overlaid, for every process's hub to forward.
+- ``duplicate``: the view is already at ``v`` or newer (a redelivery, or a rebuild got there
+  first); nothing happens.
+- ``gap``: the view is older than ``v-1`` or missing (expired, Redis restarted, an event went
+  astray); the view is rebuilt from PostgreSQL through the injected loader and written only
+  if newer, and the rebuilt view is published as a snapshot frame, which a subscriber's
+  stream forwards only if it is ahead of what that client has.
+
+Reads (:meth:`Projection.current`) serve the stored view and rebuild it on a miss. Delivery
+is at-least-once and the handler is idempotent by version, so the dispatcher may retry
+freely. Nothing here imports ``app``: the loader and the publisher are passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from realtime.cart_view import CartView
+from realtime.protocol import Snapshot, snapshot_frame, update_frame, update_message
+from realtime.view_store import ApplyOutcome, ViewStore
+
+ViewLoader = Callable[[str], Awaitable[CartView | None]]
+"""Builds a cart's view from the source of truth; ``None`` when the cart does not exist."""
+Publish = Callable[[str, bytes], Awaitable[None]]
+"""Publishes a hub frame on a channel."""
+
+_encoder = msgspec.json.Encoder()
+_view_decoder = msgspec.json.Decoder(CartView)
+
+
+def channel_for(cart_id: str) -> str:
+    return f"teamcart:{cart_id}"
+
+
+def with_presence(view: CartView, online: Collection[str]) -> CartView:
+    """The view with each member's ``online`` flag set from presence."""
+    return msgspec.structs.replace(
+        view,
+        members=[
+            msgspec.structs.replace(member, online=member.user_id in online)
+            for member in view.members
+        ],
+    )
+
+
+class Outcome(enum.Enum):
+    """What projecting one event did (counted by the dispatcher's metrics)."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    GAP = "gap"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveView:
+    """A cart view with presence overlaid, as served to members."""
+
+    version: int
+    cart: CartView
+    online: frozenset[str]
+
+
+class Projection:
+    def __init__(self, views: ViewStore, publish: Publish, load_view: ViewLoader) -> None:
+        self.views = views
+        self._publish = publish
+        self._load_view = load_view
+
+    async def project(
+        self, cart_id: str, version: int, event_type: str, payload: Mapping[str, Any]
+    ) -> Outcome:
+        """Apply one committed event (an outbox row's payload: ``{"event", "view"}``)."""
+        raw_view = payload.get("view")
+        if raw_view is None:  # not written by append_events with a view: rebuild instead
+            await self.rebuild(cart_id)
+            return Outcome.GAP
+        view = msgspec.convert(raw_view, CartView)
+        if view.version != version:
+            view = msgspec.structs.replace(view, version=version)
+        result = await self.views.apply(cart_id, version, _encoder.encode(view), view.status)
+        if result.outcome is ApplyOutcome.DUPLICATE:
+            return Outcome.DUPLICATE
+        if result.outcome is ApplyOutcome.GAP:
+            await self.rebuild(cart_id)
+            return Outcome.GAP
+        cart = with_presence(view, result.online)
+        message = update_message(version, event_type, dict(payload.get("event") or {}), cart)
+        await self._publish(channel_for(cart_id), update_frame(message))
+        return Outcome.APPLIED
+
+    async def rebuild(self, cart_id: str) -> LiveView | None:
+        """Rebuild the view from the source of truth; write and publish it if newer."""
+        view = await self._load_view(cart_id)
+        if view is None:
+            return None
+        result = await self.views.write_if_newer(
+            cart_id, view.version, _encoder.encode(view), view.status
+        )
+        cart = with_presence(view, result.online)
+        if result.written:
+            await self._publish(
+                channel_for(cart_id), snapshot_frame(Snapshot(version=view.version, cart=cart))
+            )
+        return LiveView(view.version, cart, result.online)
+
+    async def current(self, cart_id: str) -> LiveView | None:
+        """The stored view with presence, rebuilt on a miss; ``None``: no such cart."""
+        stored = await self.views.read(cart_id)
+        if stored is None:
+            return await self.rebuild(cart_id)
+        view = _view_decoder.decode(stored.view_json)
+        return LiveView(stored.version, with_presence(view, stored.online), stored.online)

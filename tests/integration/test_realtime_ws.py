@@ -1,0 +1,282 @@
+"""``/ws/teamcarts/{id}`` through a real uvicorn server (the ``live_server`` fixture).
+
+Commands go through the test client's app, a second instance on the same PostgreSQL and
+Redis: whichever of the two dispatchers projects an event, the update reaches the socket
+through Redis, as between two processes. Every receive has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from redis.asyncio import Redis
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from realtime.projection import channel_for
+from realtime.protocol import FrameHeader, Presence, encode_frame, encode_text
+from tests.builders import Client, create_product, create_store
+from tests.integration.test_group_flow import open_cart, session, uid
+
+RECEIVE_TIMEOUT = 5.0
+
+
+def token_of(headers: dict[str, str]) -> str:
+    return headers["Authorization"].removeprefix("Bearer ")
+
+
+def ws_url(base: str, cart_id: str, headers: dict[str, str] | None = None) -> str:
+    url = base.replace("http://", "ws://", 1) + f"/ws/teamcarts/{cart_id}"
+    return url if headers is None else f"{url}?token={token_of(headers)}"
+
+
+async def receive(ws: ClientConnection, within: float = RECEIVE_TIMEOUT) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), within))
+    return message
+
+
+async def receive_type(
+    ws: ClientConnection, kind: str, within: float = RECEIVE_TIMEOUT
+) -> dict[str, Any]:
+    """The next message of one type, skipping others (presence comes and goes)."""
+    async with asyncio.timeout(within):
+        while (message := await receive(ws, within))["type"] != kind:
+            pass
+    return message
+
+
+async def updates_until(
+    ws: ClientConnection, version: int, within: float = RECEIVE_TIMEOUT
+) -> list[dict[str, Any]]:
+    """Every update and snapshot (not presence) up to and including ``version``."""
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(within):
+        while not seen or seen[-1]["version"] < version:
+            message = await receive(ws, within)
+            if message["type"] in {"update", "snapshot"}:
+                seen.append(message)
+    return seen
+
+
+async def read_until_closed(ws: ClientConnection, within: float = RECEIVE_TIMEOUT) -> int:
+    """Read until the server closes; the number of messages read."""
+    read = 0
+    async with asyncio.timeout(within):
+        try:
+            while True:
+                await ws.recv()
+                read += 1
+        except ConnectionClosed:
+            pass
+    return read
+
+
+async def close_code(ws: ClientConnection) -> int | None:
+    """Read until the server closes; the close code it sent."""
+    await read_until_closed(ws)
+    return ws.close_code
+
+
+async def cart_with_product(
+    client: Client, admin: dict[str, str]
+) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+    store = await create_store(client, admin)
+    product = await create_product(client, admin, store["id"], option_groups=[])
+    host = await session(client, "Host")
+    cart = await open_cart(client, host, store["id"])
+    return host, cart, product
+
+
+async def join(client: Client, cart: dict[str, Any], name: str) -> dict[str, str]:
+    guest = await session(client, name)
+    joined = await client.post(
+        "/api/v1/teamcarts/join", json={"invite_code": cart["invite_code"]}, headers=guest
+    )
+    assert joined.status_code == 200, joined.text
+    return guest
+
+
+async def test_refusals_close_with_the_protocols_codes(
+    client: Client, admin_headers: dict[str, str], live_server: str
+) -> None:
+    host, cart, _ = await cart_with_product(client, admin_headers)
+    stranger = await session(client, "Stranger")
+    async with connect(ws_url(live_server, cart["id"], stranger)) as ws:
+        assert await close_code(ws) == 4403
+    async with connect(ws_url(live_server, str(uuid.uuid4()), host)) as ws:
+        assert await close_code(ws) == 4404
+    async with connect(ws_url(live_server, cart["id"]) + "?token=forged") as ws:
+        assert await close_code(ws) == 4401
+    async with connect(ws_url(live_server, cart["id"])) as ws:
+        await ws.send(json.dumps({"type": "ping"}))  # the first message must be auth
+        assert await close_code(ws) == 4401
+    async with connect(ws_url(live_server, cart["id"])) as ws:  # auth as the first message
+        await ws.send(json.dumps({"type": "auth", "token": token_of(host)}))
+        snapshot = await receive(ws)
+        assert snapshot["type"] == "snapshot"
+        assert snapshot["version"] == 1
+        assert snapshot["cart"]["id"] == cart["id"]
+
+
+async def test_snapshot_then_every_update_in_order(
+    client: Client, admin_headers: dict[str, str], live_server: str
+) -> None:
+    host, cart, product = await cart_with_product(client, admin_headers)
+    url = f"/api/v1/teamcarts/{cart['id']}"
+    async with connect(ws_url(live_server, cart["id"], host)) as ws:
+        first = await receive(ws)
+        assert first["type"] == "snapshot"
+        assert first["version"] == 1
+        assert [m["online"] for m in first["cart"]["members"]] == [True]
+
+        guest = await join(client, cart, "Ana")  # v2
+        for member in (host, guest):  # v3, v4
+            added = await client.post(
+                url + "/items", json={"product_id": product["id"], "quantity": 2}, headers=member
+            )
+            assert added.status_code == 201, added.text
+        assert (await client.put(url + "/ready", json={"ready": True}, headers=guest)).is_success
+        assert (await client.post(url + "/lock", headers=host)).status_code == 200  # v6
+        assert (await client.post(url + "/payments/cod", headers=guest)).status_code == 200
+
+        updates = await updates_until(ws, 7)
+    assert [u["type"] for u in updates] == ["update"] * 6
+    assert [u["version"] for u in updates] == [2, 3, 4, 5, 6, 7]
+    assert [u["event"] for u in updates] == [
+        "member_joined",
+        "item_added",
+        "item_added",
+        "member_ready_changed",
+        "cart_locked",
+        "member_payment_updated",
+    ]
+    paid = updates[-1]
+    assert paid["user_id"] == uid(guest)
+    assert paid["payment"]["status"] == "cod_committed"
+    assert paid["cart"]["version"] == 7
+    assert paid["cart"]["status"] == "locked"
+
+
+async def test_ping_resync_and_presence(
+    client: Client, admin_headers: dict[str, str], live_server: str
+) -> None:
+    host, cart, _ = await cart_with_product(client, admin_headers)
+    guest = await join(client, cart, "Ana")
+    async with connect(ws_url(live_server, cart["id"], host)) as host_ws:
+        assert (await receive(host_ws))["version"] == 2
+        await host_ws.send(json.dumps({"type": "ping"}))
+        assert await receive_type(host_ws, "pong") == {"type": "pong"}
+        await host_ws.send(json.dumps({"type": "dance"}))
+        assert (await receive_type(host_ws, "error"))["code"] == "unknown_message"
+
+        async with connect(ws_url(live_server, cart["id"], guest)) as guest_ws:
+            guest_snapshot = await receive(guest_ws)
+            assert {m["user_id"]: m["online"] for m in guest_snapshot["cart"]["members"]} == {
+                uid(host): True,
+                uid(guest): True,
+            }
+            assert set((await receive_type(host_ws, "presence"))["online"]) == {
+                uid(host),
+                uid(guest),
+            }
+            view = await client.get(f"/api/v1/teamcarts/{cart['id']}", headers=host)
+            assert all(member["online"] for member in view.json()["members"])
+
+            await host_ws.send(json.dumps({"type": "resync"}))
+            again = await receive_type(host_ws, "snapshot")
+            assert again["version"] == 2
+        assert (await receive_type(host_ws, "presence"))["online"] == [uid(host)]
+    view = await client.get(f"/api/v1/teamcarts/{cart['id']}", headers=host)
+    assert not any(member["online"] for member in view.json()["members"])
+
+
+async def test_a_removed_member_is_closed_with_4403(
+    client: Client, admin_headers: dict[str, str], live_server: str
+) -> None:
+    host, cart, _ = await cart_with_product(client, admin_headers)
+    guest = await join(client, cart, "Ana")
+    async with connect(ws_url(live_server, cart["id"], guest)) as ws:
+        assert (await receive(ws))["type"] == "snapshot"
+        removed = await client.delete(
+            f"/api/v1/teamcarts/{cart['id']}/members/{uid(guest)}", headers=host
+        )
+        assert removed.status_code == 204, removed.text
+        assert await close_code(ws) == 4403
+
+
+def stalled_socket(base: str) -> socket.socket:
+    """A connected TCP socket with a tiny receive buffer: it fills after a few frames."""
+    parts = urlsplit(base)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((parts.hostname, parts.port))
+    sock.setblocking(False)
+    return sock
+
+
+async def test_a_stalled_client_is_dropped_and_never_delays_another(
+    client: Client, admin_headers: dict[str, str], live_server: str, redis_url: str
+) -> None:
+    host, cart, product = await cart_with_product(client, admin_headers)
+    guest = await join(client, cart, "Stalled")
+    channel = channel_for(cart["id"])
+    # Presence messages carry no version, so they can be flooded through the real channel
+    # without disturbing the cart's update sequence. Each is ~20 KB, at a pace a reading
+    # client keeps up with; the stalled one falls a whole backlog (64) behind.
+    padding = [str(uuid.uuid4()) for _ in range(500)]
+    flood = encode_frame(FrameHeader(kind="presence"), encode_text(Presence(padding)))
+    count = 300
+    redis = Redis.from_url(redis_url)
+    try:
+        async with (
+            connect(ws_url(live_server, cart["id"], host)) as healthy,
+            connect(
+                ws_url(live_server, cart["id"], guest),
+                sock=stalled_socket(live_server),
+                max_queue=1,
+            ) as stalled,
+        ):
+            assert (await receive(stalled))["type"] == "snapshot"
+            assert (await receive(healthy))["type"] == "snapshot"
+            # from here on the stalled client reads nothing; the healthy one reads all along
+
+            async def read_until_update() -> tuple[int, dict[str, Any]]:
+                flooded = 0
+                while (message := await receive(healthy))["type"] != "update":
+                    flooded += message["type"] == "presence" and len(message["online"]) == 500
+                return flooded, message
+
+            reading = asyncio.create_task(read_until_update())
+            started = time.monotonic()
+            for _ in range(count):
+                await redis.publish(channel, flood)
+                await asyncio.sleep(0.002)
+            committed = time.monotonic()
+            added = await client.post(
+                f"/api/v1/teamcarts/{cart['id']}/items",
+                json={"product_id": product["id"], "quantity": 1},
+                headers=host,
+            )
+            assert added.status_code == 201
+            async with asyncio.timeout(10):
+                flooded, update = await reading
+            assert flooded == count
+            assert update["version"] == 3
+            assert time.monotonic() - committed < 1.0
+            assert time.monotonic() - started < 10
+
+            received = await read_until_closed(stalled, 15)  # it reads again: what was
+            assert stalled.close_code == 4408  # buffered, then the close
+            assert received < count
+        async with httpx.AsyncClient(base_url=live_server) as http:
+            metrics = (await http.get("/metrics")).text
+        assert "teamcart_websocket_slow_disconnects_total 0.0" not in metrics
+    finally:
+        await redis.aclose()
