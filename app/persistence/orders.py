@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import RowMapping, exists, insert, or_, select, tuple_
+from sqlalchemy import RowMapping, exists, insert, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.persistence.tables import order_lines, order_number_seq, order_payments, orders
@@ -130,7 +130,13 @@ async def list_order_ids_for(
     """Ids of the orders the user may read, newest first, after the cursor ``before``."""
     query = select(orders.c.id).where(_visible_to(user_id))
     if before is not None:
-        query = query.where(tuple_(orders.c.created_at, orders.c.id) < tuple_(*before))
+        created_at, order_id = before
+        query = query.where(
+            tuple_(orders.c.created_at, orders.c.id)
+            < tuple_(
+                literal(created_at, orders.c.created_at.type), literal(order_id, orders.c.id.type)
+            )
+        )
     query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
     return [str(order_id) for order_id in (await conn.execute(query)).scalars()]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import uuid
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,7 +23,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, order_id = raw.split("|", 1)
-        return datetime.fromisoformat(created_at), order_id
+        moment = datetime.fromisoformat(created_at)
+        if moment.tzinfo is None:
+            raise ValueError("naive time")
+        return moment, str(uuid.UUID(order_id))
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ApiError(
             400,

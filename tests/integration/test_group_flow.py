@@ -188,3 +188,41 @@ async def test_etag_and_not_modified(client: Client, admin_headers: dict[str, st
     changed = await client.get(url, headers={**host, "If-None-Match": '"1"'})
     assert changed.status_code == 200
     assert changed.headers["etag"] == '"2"'
+
+
+async def test_orders_are_listed_newest_first_a_page_at_a_time(
+    client: Client, admin_headers: dict[str, str]
+) -> None:
+    store = await create_store(client, admin_headers)
+    product = await create_product(client, admin_headers, store["id"], option_groups=[])
+    host = await session(client, "Host")
+    stranger = await session(client, "Stranger")
+    placed = []
+    for _ in range(3):
+        cart = await open_cart(client, host, store["id"])
+        url = f"/api/v1/teamcarts/{cart['id']}"
+        await client.post(
+            url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=host
+        )
+        await client.post(url + "/lock", headers=host)
+        await client.post(url + "/payments/cod", headers=host)
+        confirmed = await client.post(
+            url + "/confirm", json={"delivery_address": ADDRESS}, headers=host
+        )
+        placed.append(confirmed.json()["order_id"])
+
+    first = (await client.get("/api/v1/orders?limit=2", headers=host)).json()
+    assert [o["id"] for o in first["items"]] == placed[::-1][:2]
+    assert first["next_cursor"]
+    second = await client.get(f"/api/v1/orders?limit=2&cursor={first['next_cursor']}", headers=host)
+    assert second.status_code == 200, second.text
+    assert [o["id"] for o in second.json()["items"]] == placed[:1]
+    assert second.json()["next_cursor"] is None
+
+    assert (await client.get("/api/v1/orders", headers=stranger)).json()["items"] == []
+    assert_problem(
+        await client.get(f"/api/v1/orders/{placed[0]}", headers=stranger), 403, "not_a_participant"
+    )
+    assert_problem(
+        await client.get("/api/v1/orders?cursor=garbage!", headers=host), 400, "validation_error"
+    )
