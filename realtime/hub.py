@@ -164,6 +164,9 @@ class LiveConnection:
 
     async def _send_snapshot(self) -> bool:
         live = await self._hub.projection.current(self.cart_id)
+        if live is not None and all(m.user_id != self.user_id for m in live.cart.members):
+            # The view can trail a just-committed join: rebuild from PostgreSQL, then decide.
+            live = await self._hub.projection.rebuild(self.cart_id)
         code = 0
         if live is None:
             code = CLOSE_CART_NOT_FOUND

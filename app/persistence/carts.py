@@ -210,6 +210,16 @@ async def save_cart(conn: AsyncConnection, cart: TeamCart, expected_version: int
     await _write_parts(conn, cart)
 
 
+async def is_member(conn: AsyncConnection, cart_id: str, user_id: str) -> bool:
+    """Whether the user is a member of the cart right now (one primary-key lookup)."""
+    found = await conn.execute(
+        select(teamcart_members.c.user_id).where(
+            teamcart_members.c.cart_id == cart_id, teamcart_members.c.user_id == user_id
+        )
+    )
+    return found.first() is not None
+
+
 async def find_cart_id_by_invite(conn: AsyncConnection, invite_code: str) -> str | None:
     result = await conn.execute(
         select(teamcarts.c.id).where(teamcarts.c.invite_code == invite_code)

@@ -20,10 +20,13 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 from litestar.params import FromPath
 from litestar.security.jwt import Token
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import Principal, principal_from_token
+from app.persistence import carts as cart_repo
 from app.resources import AppResources, Resources
 from realtime.hub import HubUnavailable
+from realtime.projection import Projection
 from realtime.protocol import (
     CLOSE_CART_NOT_FOUND,
     CLOSE_NOT_A_MEMBER,
@@ -62,6 +65,23 @@ async def _authenticate(socket: WebSocket[Any, Any, Any], secret: str) -> Princi
     return _principal(message.token, secret) if isinstance(message, Auth) else None
 
 
+async def _refusal(projection: Projection, engine: AsyncEngine, cart_id: str, user_id: str) -> int:
+    """The close code for a socket that may not watch the cart, or 0. (A function of its
+    own, so the view it reads is not kept alive for the connection's lifetime.)
+
+    The view can trail a just-committed join by a few milliseconds, so a user it doesn't
+    list is checked against PostgreSQL, the source of truth, before being refused.
+    """
+    live = await projection.current(cart_id)
+    if live is None:
+        return CLOSE_CART_NOT_FOUND
+    if any(member.user_id == user_id for member in live.cart.members):
+        return 0
+    async with engine.connect() as conn:
+        member = await cart_repo.is_member(conn, cart_id, user_id)
+    return 0 if member else CLOSE_NOT_A_MEMBER
+
+
 def _text_of(event: Any) -> str | bytes:
     return event.get("text") or event.get("bytes") or b""
 
@@ -82,12 +102,10 @@ async def _serve(socket: WebSocket[Any, Any, Any], cart_id: str, resources: Reso
         await socket.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
         return
     live = resources.live
-    view = await live.projection.current(cart_id)
-    if view is None:
-        await socket.close(CLOSE_CART_NOT_FOUND, "cart_not_found")
-        return
-    if all(member.user_id != principal.user_id for member in view.cart.members):
-        await socket.close(CLOSE_NOT_A_MEMBER, "not_a_member")
+    refusal = await _refusal(live.projection, resources.engine, cart_id, principal.user_id)
+    if refusal:
+        reason = "cart_not_found" if refusal == CLOSE_CART_NOT_FOUND else "not_a_member"
+        await socket.close(refusal, reason)
         return
 
     async def close(code: int) -> None:

@@ -340,7 +340,7 @@ function draw() {
           member.user_id === session.userId ? " — you" : "",
           member.ready ? h("span", { class: "badge ok" }, " ready") : ""),
         h("span", {}, cart.status === "open" ? money(member.subtotal_minor) : money(member.share_minor))),
-      h("div", { class: "row" }, h("span", { class: `badge payment ${tone}` }, label),
+      h("div", { class: "row" }, cart.status === "open" ? null : h("span", { class: `badge payment ${tone}` }, label),
         isHost && cart.status === "open" && member.role !== "host"
           ? h("button", { class: "secondary", onclick: (e) => act(e.target, () => api("DELETE", `/api/v1/teamcarts/${cart.id}/members/${member.user_id}`)) }, "Remove")
           : null));

@@ -280,3 +280,25 @@ async def test_a_stalled_client_is_dropped_and_never_delays_another(
         assert "teamcart_websocket_slow_disconnects_total 0.0" not in metrics
     finally:
         await redis.aclose()
+
+
+async def test_a_member_who_just_joined_is_let_in_even_if_the_view_lags(
+    client: Client, admin_headers: dict[str, str], live_server: str, redis_url: str
+) -> None:
+    """The view can trail a join by milliseconds; membership is PostgreSQL's to decide."""
+    _, cart, _ = await cart_with_product(client, admin_headers)
+    guest = await join(client, cart, "Quick")
+    key = f"{{teamcart:{cart['id']}}}:view"
+    redis = Redis.from_url(redis_url)
+    try:
+        for _ in range(100):  # wait until the join has been projected…
+            if int(await redis.hget(key, "version") or 0) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        # …then put back the view from before the join, as if the projection lagged.
+        await redis.hset(key, mapping={"version": 1, "view": json.dumps(cart)})
+    finally:
+        await redis.aclose()
+    async with connect(ws_url(live_server, cart["id"], guest)) as ws:
+        first = await receive(ws)
+        assert first["type"] == "snapshot"
