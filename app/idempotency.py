@@ -7,7 +7,11 @@ scoped to the caller and kept in PostgreSQL for 24 hours:
 - the same key and the same request again: the kept response, with ``Idempotent-Replayed:
   true``, and nothing is done again;
 - the same key with another method, path or body: 422 ``idempotency_key_reused``;
-- the same key while the first request is still running: 409 ``idempotency_in_progress``.
+- the same key while the first request is still running: 409 ``idempotency_in_progress``
+  (a claim left by a process that died is taken over after ``CLAIM_LEASE``).
+
+5xx and 409 answers are not kept: both tell the client to try again, which must be able to
+succeed under the same key.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from app.errors import ApiError
 from app.persistence.tables import idempotency_keys
 
 KEY_LIFETIME = timedelta(hours=24)
+CLAIM_LEASE = timedelta(seconds=60)
+MAX_BODY_BYTES = 1 << 20  # the app's own request limit; read no more than that here
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_KEY_LENGTH = 200
 # Routes with their own exactly-once mechanism, or no caller to scope a key to.
@@ -53,13 +59,22 @@ def _request_hash(method: str, path: str, query: bytes, body: bytes) -> str:
     return digest.hexdigest()
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
 async def _read_body(receive: Receive) -> bytes:
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
             break
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
@@ -129,7 +144,13 @@ class IdempotencyMiddleware(ASGIMiddleware):
             )
             return
 
-        body = await _read_body(receive)
+        try:
+            body = await _read_body(receive)
+        except BodyTooLarge:
+            await _send_problem(
+                scope, send, ApiError(413, "payload_too_large", "the request body is too large")
+            )
+            return
         request_hash = _request_hash(scope["method"], path, scope.get("query_string", b""), body)
         stored = await self._claim(user.user_id, key, request_hash)
         if stored is not None:
@@ -177,13 +198,12 @@ class IdempotencyMiddleware(ASGIMiddleware):
     async def _claim(self, user_id: str, key: str, request_hash: str) -> dict[str, Any] | None:
         """Take the key for this request (None), or return what is already stored under it."""
         async with self.engine.begin() as conn:
-            await conn.execute(
-                delete(idempotency_keys).where(
-                    idempotency_keys.c.user_id == user_id,
-                    idempotency_keys.c.key == key,
-                    idempotency_keys.c.created_at < func.now() - KEY_LIFETIME,
-                )
+            mine = (idempotency_keys.c.user_id == user_id) & (idempotency_keys.c.key == key)
+            expired = idempotency_keys.c.created_at < func.now() - KEY_LIFETIME
+            abandoned = idempotency_keys.c.status_code.is_(None) & (
+                idempotency_keys.c.created_at < func.now() - CLAIM_LEASE
             )
+            await conn.execute(delete(idempotency_keys).where(mine & (expired | abandoned)))
             claimed = await conn.execute(
                 insert(idempotency_keys)
                 .values(user_id=user_id, key=key, request_hash=request_hash)
@@ -208,7 +228,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
     async def _settle(self, user_id: str, key: str, captured: dict[str, Any]) -> None:
         where = (idempotency_keys.c.user_id == user_id) & (idempotency_keys.c.key == key)
         async with self.engine.begin() as conn:
-            if captured["status"] >= 500:
+            if captured["status"] >= 500 or captured["status"] == 409:
                 await conn.execute(delete(idempotency_keys).where(where))  # may be retried
             else:
                 await conn.execute(

@@ -2,8 +2,8 @@
 
 The sweeper wakes every ``TEAMCART_SWEEP_INTERVAL_SECONDS``: it locks open carts whose
 deadline passed (or expires them if empty), expires locked carts whose payment window is
-over (refunding any online payments it holds), and purges idempotency keys older than 24
-hours. Every process runs one; they never
+over (owing a refund for every online payment it holds), retries refunds Stripe has not
+taken yet, and purges idempotency keys older than 24 hours. Every process runs one; they never
 double-apply because each cart change goes through the cart's version check.
 """
 
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.idempotency import purge_expired_keys
 from app.payments.gateway import PaymentGateway
+from app.use_cases.payments import carry_out_refunds
 from app.use_cases.teamcarts import expire_due_carts
 
 log = structlog.get_logger("teamcart.workers")
@@ -28,6 +29,7 @@ async def sweep_once(
     engine: AsyncEngine, gateway: PaymentGateway, payment_window: timedelta
 ) -> int:
     changed = await expire_due_carts(engine, gateway, payment_window)
+    await carry_out_refunds(engine, gateway)  # any refund whose first attempt failed
     await purge_expired_keys(engine)
     return changed
 

@@ -9,9 +9,11 @@ so a slow socket only ever delays itself. A socket whose backlog overflows is dr
 the room at once and closed with 4408 (the close frame goes out whenever the client reads
 again).
 
-Connecting follows the protocol's order: subscribe (and wait until a probe published on the
-channel comes back, so the subscription is live), mark the user online, then read and send
-the snapshot; frames arriving meanwhile wait behind it and are filtered by its version.
+Connecting follows the protocol's order: subscribe (and publish a probe on the channel until
+it comes back: Redis may process a SUBSCRIBE after a PUBLISH sent later on another
+connection, so only a returned probe proves the subscription live), mark the user online,
+then read and send the snapshot; frames arriving meanwhile wait behind it and are filtered by
+its version.
 
 The hub also keeps presence (:mod:`realtime.presence`) alive: every ``heartbeat_seconds`` it
 refreshes the entries of its live sockets in one pipeline and pushes a ``presence`` message
@@ -46,7 +48,7 @@ log = logging.getLogger("teamcart.realtime.hub")
 
 DEFAULT_MAX_BACKLOG: Final = 64
 DEFAULT_HEARTBEAT_SECONDS: Final = 3.0
-PROBE_TIMEOUT_SECONDS: Final = 2.0
+PROBE_TIMEOUT_SECONDS: Final = 10.0  # generous: a loaded 2-core CI machine took > 2 s
 
 SendText = Callable[[str], Awaitable[None]]
 CloseSocket = Callable[[int], Awaitable[None]]
@@ -303,14 +305,29 @@ class Hub:
             room.subscription = await self.link.subscribe(channel, room.deliver)
             room.probe_nonce = secrets.token_hex(8)
             room.probe_seen.clear()
-            await self.link.publish(channel, probe_frame(room.probe_nonce))
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-                    await room.probe_seen.wait()
+                    await self._until_probe_returns(room, channel)
             except TimeoutError:
                 subscription, room.subscription = room.subscription, None
                 await self.link.unsubscribe(subscription)
                 raise HubUnavailable(f"the subscription to {channel} did not come alive") from None
+
+    async def _until_probe_returns(self, room: _Room, channel: str) -> None:
+        """Publish the room's probe until it comes back through the subscription.
+
+        Sending SUBSCRIBE does not mean Redis has processed it: a message published on
+        another connection right after may still miss it. A probe that comes back proves
+        the subscription live, and so every update published after it will arrive.
+        """
+        wait = 0.005
+        while True:
+            await self.link.publish(channel, probe_frame(room.probe_nonce))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await room.probe_seen.wait()
+                return
+            wait = min(wait * 2, 0.2)
 
     async def _leave(self, connection: LiveConnection) -> bool:
         """Leave the room (unsubscribing when it empties); ``False`` if already out."""

@@ -31,7 +31,6 @@ does no I/O, so the rules are unit-tested without sockets.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final, Literal
 
@@ -234,7 +233,9 @@ class ClientStream:
         self.max_backlog = max_backlog
         self.version: int | None = None
         self.closed = False
-        self._queue: deque[HubFrame | str | _Marker] = deque((_Marker.SNAPSHOT,))
+        # A list, not a deque: it is nearly always empty, and an empty deque costs 600 bytes
+        # per connection where an empty list costs 56.
+        self._queue: list[HubFrame | str | _Marker] = [_Marker.SNAPSHOT]
         self._snapshot_pending = True
 
     @property
@@ -273,7 +274,7 @@ class ClientStream:
     def next_action(self) -> tuple[Action, str, int] | None:
         """The next thing to do as ``(action, text, code)``, or ``None`` when idle."""
         while self._queue and not self.closed:
-            item = self._queue.popleft()
+            item = self._queue.pop(0)
             if item is _Marker.SNAPSHOT:
                 self._snapshot_pending = False
                 return Action.READ_SNAPSHOT, "", 0

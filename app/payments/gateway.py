@@ -19,6 +19,10 @@ class GatewayError(Exception):
     """Stripe could not be reached or refused the call; the caller may retry later."""
 
 
+class AlreadyRefunded(Exception):
+    """Stripe says the charge is already fully refunded: the money is back, nothing to do."""
+
+
 class CardDeclined(Exception):
     """The card was refused; the message is Stripe's, fit to show the card holder."""
 
@@ -152,6 +156,10 @@ class StripeGateway:
                 params={"payment_intent": intent_id, "metadata": {"teamcart_reason": reason}},
                 options={"idempotency_key": idempotency_key},
             )
+        except stripe.InvalidRequestError as exc:
+            if exc.code == "charge_already_refunded":
+                raise AlreadyRefunded(intent_id) from exc
+            raise GatewayError(str(exc)) from exc
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
         refund = _plain(created)

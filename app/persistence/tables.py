@@ -337,3 +337,27 @@ refunds = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
+
+# A refund we owe: written in the same transaction as the decision (a rejected payment, a
+# cancelled or expired cart), carried out against Stripe after commit and retried by the
+# sweeper until done. So a Stripe failure never undoes the decision, and no decision is lost.
+refund_requests = Table(
+    "refund_requests",
+    metadata,
+    Column("payment_intent_id", Text, primary_key=True),
+    Column("cart_id", UUID(as_uuid=False), nullable=True),
+    Column("amount", BigInteger, nullable=False),  # Stripe's units, as captured
+    Column("currency", String(3), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(16), nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("status IN ('pending', 'done')", name="status_known"),
+)
+Index(
+    "ix_refund_requests_pending",
+    refund_requests.c.created_at,
+    postgresql_where=refund_requests.c.status == "pending",
+)

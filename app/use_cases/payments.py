@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,12 +28,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.auth import Principal
 from app.errors import ApiError
 from app.payments.amounts import stripe_exponent, to_stripe
-from app.payments.gateway import CardDeclined, GatewayError, IntentInfo, PaymentGateway
+from app.payments.gateway import (
+    AlreadyRefunded,
+    CardDeclined,
+    GatewayError,
+    IntentInfo,
+    PaymentGateway,
+)
 from app.persistence import carts as cart_repo
 from app.persistence.outbox import append_events
 from app.persistence.tables import (
     order_payments,
     payment_intents,
+    refund_requests,
     refunds,
     stripe_events,
     teamcart_members,
@@ -138,6 +145,14 @@ async def start_online_payment(
         amount = to_stripe(share, cart.currency)
     except ValueError as exc:
         raise ApiError(422, "currency_not_payable_online", str(exc)) from exc
+    if from_stripe(amount, cart.currency) != share:
+        # Stripe rounds three-decimal currencies to tens: it would charge a different amount.
+        raise ApiError(
+            422,
+            "amount_not_payable_online",
+            f"Stripe can't charge exactly {share} in {cart.currency} minor units; "
+            "please pay cash on delivery",
+        )
     created = await _create_intent(gateway, cart, actor.user_id, amount, attempt)
     intent = created.id
 
@@ -268,7 +283,7 @@ async def confirm_online_payment(
     except CardDeclined as exc:
         # Known failed now: a retry starts a new attempt (the webhook will agree later).
         async with engine.begin() as conn:
-            await _set_intent_status(conn, payment_intent_id, "failed")
+            await _mark_open_intent_failed(conn, payment_intent_id)
         raise ApiError(402, "card_declined", str(exc)) from exc
     except GatewayError as exc:
         raise ApiError(502, "payment_provider_unavailable", "Stripe did not answer") from exc
@@ -293,9 +308,8 @@ def from_stripe(amount: int, currency: str) -> int:
     return amount // int(10 ** (stripe_exponent(currency) - exponent(currency)))
 
 
-async def refund_intent(
+async def request_refund(
     conn: AsyncConnection,
-    gateway: PaymentGateway,
     payment_intent_id: str,
     *,
     amount: int,
@@ -303,31 +317,25 @@ async def refund_intent(
     reason: str,
     cart_id: str | None = None,
 ) -> None:
-    """Give a captured payment back, once: our refunds table guards the Stripe call."""
-    already = await conn.execute(
-        select(refunds.c.id).where(refunds.c.payment_intent_id == payment_intent_id).limit(1)
-    )
-    if already.first() is not None:
-        return
-    refund = await gateway.refund_payment_intent(
-        payment_intent_id, idempotency_key=f"refund-{payment_intent_id}", reason=reason
-    )
+    """Owe a refund, in the caller's transaction; ``carry_out_refunds`` pays it after commit.
+
+    One request per PaymentIntent, so however often a decision is repeated (redelivered
+    webhooks, retries) the money goes back once.
+    """
     await conn.execute(
-        insert(refunds)
+        insert(refund_requests)
         .values(
-            id=refund.id,
             payment_intent_id=payment_intent_id,
-            amount_minor=refund.amount,
+            cart_id=cart_id,
+            amount=amount,
             currency=currency,
-            status=refund.status,
             reason=reason,
         )
         .on_conflict_do_nothing()
     )
-    await _set_intent_status(conn, payment_intent_id, "refunded")
     REFUNDS.labels(reason=reason).inc()
     log.warning(
-        "payment_refunded",
+        "refund_requested",
         payment_intent_id=payment_intent_id,
         teamcart_id=cart_id,
         amount=amount,
@@ -336,22 +344,113 @@ async def refund_intent(
     )
 
 
-async def refund_paid_members(
-    conn: AsyncConnection, gateway: PaymentGateway, cart: TeamCart, reason: str
-) -> None:
-    """Refund every online payment a cancelled or expired cart recorded as refunded."""
+async def request_refunds_for_cart(conn: AsyncConnection, cart: TeamCart, reason: str) -> None:
+    """Owe a refund for every online payment a cancelled or expired cart marked refunded."""
     for member in cart.members.values():
         payment = member.payment
         if payment.status is PaymentStatus.REFUNDED and payment.reference:
-            await refund_intent(
+            await request_refund(
                 conn,
-                gateway,
                 payment.reference,
                 amount=to_stripe(payment.amount_minor, cart.currency),
                 currency=cart.currency,
                 reason=reason,
                 cart_id=cart.id,
             )
+
+
+REFUND_ALERT_AFTER_ATTEMPTS = 5
+
+
+async def carry_out_refunds(
+    engine: AsyncEngine,
+    gateway: PaymentGateway,
+    *,
+    payment_intent_ids: Sequence[str] | None = None,
+    cart_id: str | None = None,
+    limit: int = 50,
+) -> int:
+    """Ask Stripe for the refunds we owe (those named, or any pending); returns how many
+    were done. A failure leaves the request pending for the sweeper to retry; processes
+    share the work with ``FOR UPDATE SKIP LOCKED``."""
+    query = select(refund_requests.c.payment_intent_id).where(refund_requests.c.status == "pending")
+    if payment_intent_ids is not None:
+        query = query.where(refund_requests.c.payment_intent_id.in_(list(payment_intent_ids)))
+    if cart_id is not None:
+        query = query.where(refund_requests.c.cart_id == cart_id)
+    async with engine.connect() as conn:
+        pending = list((await conn.execute(query.limit(limit))).scalars())
+    done = 0
+    for intent_id in pending:
+        done += await _carry_out_refund(engine, gateway, intent_id)
+    return done
+
+
+async def _carry_out_refund(engine: AsyncEngine, gateway: PaymentGateway, intent_id: str) -> bool:
+    async with engine.begin() as conn:
+        request = (
+            (
+                await conn.execute(
+                    select(refund_requests)
+                    .where(
+                        refund_requests.c.payment_intent_id == intent_id,
+                        refund_requests.c.status == "pending",
+                    )
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            .mappings()
+            .one_or_none()
+        )
+        if request is None:
+            return False  # done already, or another process has it
+        try:
+            refund = await gateway.refund_payment_intent(
+                intent_id, idempotency_key=f"refund-{intent_id}", reason=request["reason"]
+            )
+        except AlreadyRefunded:
+            refund = None
+        except GatewayError as exc:
+            attempts = request["attempts"] + 1
+            await conn.execute(
+                update(refund_requests)
+                .where(refund_requests.c.payment_intent_id == intent_id)
+                .values(attempts=attempts, last_error=str(exc)[:500], updated_at=func.now())
+            )
+            if attempts >= REFUND_ALERT_AFTER_ATTEMPTS:
+                ALERTS.labels(kind="refund_stuck").inc()
+            log.error(
+                "refund_failed", payment_intent_id=intent_id, attempts=attempts, error=str(exc)
+            )
+            return False
+        if refund is not None:
+            await conn.execute(
+                insert(refunds)
+                .values(
+                    id=refund.id,
+                    payment_intent_id=intent_id,
+                    amount_minor=refund.amount,
+                    currency=request["currency"],
+                    status=refund.status,
+                    reason=request["reason"],
+                )
+                .on_conflict_do_nothing()
+            )
+        await conn.execute(
+            update(refund_requests)
+            .where(refund_requests.c.payment_intent_id == intent_id)
+            .values(status="done", attempts=request["attempts"] + 1, updated_at=func.now())
+        )
+        await _set_intent_status(conn, intent_id, "refunded")
+    log.warning(
+        "payment_refunded",
+        payment_intent_id=intent_id,
+        teamcart_id=request["cart_id"],
+        amount=request["amount"],
+        currency=request["currency"],
+        reason=request["reason"],
+    )
+    return True
 
 
 def mark_paid_members_refunded(cart: TeamCart) -> None:
@@ -375,6 +474,18 @@ _SET_INTENT_STATUS = (
 )
 
 
+_FAIL_OPEN_INTENT = (
+    update(payment_intents)
+    .where(payment_intents.c.id == bindparam("_id"), payment_intents.c.status == "open")
+    .values(status="failed", updated_at=func.now())
+)
+
+
+async def _mark_open_intent_failed(conn: AsyncConnection, intent_id: str) -> None:
+    """Only an open attempt can fail: a late failure never overwrites a success."""
+    await conn.execute(_FAIL_OPEN_INTENT, {"_id": intent_id})
+
+
 async def _set_intent_status(conn: AsyncConnection, intent_id: str, status: str) -> None:
     await conn.execute(_SET_INTENT_STATUS, {"_id": intent_id, "status": status})
 
@@ -394,6 +505,9 @@ async def handle_stripe_event(
         except cart_repo.VersionConflict:
             continue  # a cart command saved first: redo the whole event on fresh state
         WEBHOOKS.labels(type=event_type, outcome=outcome.outcome).inc()
+        if outcome.outcome == "refunded" and outcome.payment_intent_id:
+            # Committed: now give the money back. If Stripe fails, the sweeper retries.
+            await carry_out_refunds(engine, gateway, payment_intent_ids=[outcome.payment_intent_id])
         WEBHOOK_SECONDS.observe(time.perf_counter() - started)
         return outcome
     raise ApiError(503, "service_unavailable", "the cart kept changing; Stripe will retry")
@@ -481,9 +595,8 @@ async def _apply_to_cart(
     if event_type == "payment_intent.succeeded":
         if cart is None or not cart.is_member(user_id):
             ALERTS.labels(kind="unknown_cart_payment").inc()
-            await refund_intent(
+            await request_refund(
                 conn,
-                gateway,
                 intent_id,
                 amount=received,
                 currency=currency,
@@ -498,9 +611,8 @@ async def _apply_to_cart(
                 user_id, cart.share_of(user_id), currency, cart.quote_version, intent_id
             )
         except errors.DomainError as refusal:
-            await refund_intent(
+            await request_refund(
                 conn,
-                gateway,
                 intent_id,
                 amount=received,
                 currency=currency,
@@ -530,10 +642,10 @@ async def _apply_to_cart(
         try:
             cart.mark_payment_failed(user_id, intent_id)
         except errors.DomainError as refusal:
-            await _set_intent_status(conn, intent_id, "failed")
+            await _mark_open_intent_failed(conn, intent_id)
             return Outcome("ignored", refusal.code, intent_id, cart_id)
         await _save(conn, cart, expected)
-        await _set_intent_status(conn, intent_id, "failed")
+        await _mark_open_intent_failed(conn, intent_id)
         return Outcome("applied", None, intent_id, cart_id)
     if event_type == "payment_intent.canceled":
         await conn.execute(
@@ -567,30 +679,20 @@ def _check_matches_owed(
         raise errors.AmountMismatch(f"Paid {received}, owed {owed} ({currency}, Stripe units).")
 
 
-async def _cart_of_intent(conn: AsyncConnection, intent_id: str) -> tuple[str, str] | None:
-    row = (
-        await conn.execute(
-            select(payment_intents.c.cart_id, payment_intents.c.user_id).where(
-                payment_intents.c.id == intent_id
-            )
-        )
-    ).one_or_none()
-    return None if row is None else (str(row.cart_id), str(row.user_id))
-
-
 async def _apply_refund(conn: AsyncConnection, event_type: str, obj: Mapping[str, Any]) -> Outcome:
-    """Sync refunds by refund id: ours and ones made in the Stripe dashboard."""
+    """Sync refunds by refund id: ours and ones made in the Stripe dashboard.
+
+    A member's payment shows ``refunded`` only once refunds cover the whole capture; a
+    partial refund is recorded and alerted, and the member stays paid.
+    """
+    intent_id = str(obj.get("payment_intent") or "")
+    currency = str(obj.get("currency", "")).upper()
     if event_type == "charge.refunded":
-        intent_id = str(obj.get("payment_intent") or "")
-        currency = str(obj.get("currency", "")).upper()
         listed = (obj.get("refunds") or {}).get("data") or []
-        fully = bool(obj.get("refunded"))
     else:
-        intent_id = str(obj.get("payment_intent") or "")
-        currency = str(obj.get("currency", "")).upper()
         listed = [obj]
-        fully = obj.get("status") == "succeeded"
     for refund in listed:
+        status = str(refund.get("status") or "succeeded")
         await conn.execute(
             insert(refunds)
             .values(
@@ -598,36 +700,82 @@ async def _apply_refund(conn: AsyncConnection, event_type: str, obj: Mapping[str
                 payment_intent_id=intent_id,
                 amount_minor=int(refund.get("amount") or 0),
                 currency=currency,
-                status=str(refund.get("status") or "succeeded"),
+                status=status,
                 reason="stripe",
             )
             .on_conflict_do_update(
-                index_elements=[refunds.c.id],
-                set_={"status": str(refund.get("status") or "succeeded"), "updated_at": func.now()},
+                index_elements=[refunds.c.id], set_={"status": status, "updated_at": func.now()}
             )
         )
-        if refund.get("status") == "failed":
+        if status == "failed":
             ALERTS.labels(kind="refund_failed").inc()
             log.error("refund_failed", payment_intent_id=intent_id, refund_id=refund["id"])
-    owner = await _cart_of_intent(conn, intent_id)
-    if owner is None or not fully:
-        return Outcome(
-            "applied" if listed else "ignored",
-            None if owner else "unknown intent",
-            intent_id,
-            owner[0] if owner else None,
+    owner = await _intent_owner(conn, intent_id)
+    if owner is None:
+        return Outcome("ignored", "unknown intent", intent_id)
+    captured, refunded = await _captured_and_refunded(conn, intent_id, owner, obj, event_type)
+    if refunded < captured:
+        ALERTS.labels(kind="partial_refund").inc()
+        log.warning(
+            "partial_refund", payment_intent_id=intent_id, refunded=refunded, captured=captured
         )
-    cart_id, user_id = owner
-    cart = await cart_repo.load_cart(conn, cart_id)
-    if cart is None:
-        return Outcome("ignored", "unknown cart", intent_id, cart_id)
-    expected = cart.version
-    amount = sum(int(r.get("amount") or 0) for r in listed)
-    cart.record_refund(user_id, intent_id, from_stripe(amount, currency))
-    await _save(conn, cart, expected)
+        return Outcome(
+            "applied", f"partial refund: {refunded} of {captured}", intent_id, owner.cart_id
+        )
     await _set_intent_status(conn, intent_id, "refunded")
     await _set_order_payment_status(conn, intent_id, PaymentStatus.REFUNDED.value)
-    return Outcome("applied", None, intent_id, cart_id)
+    cart = await cart_repo.load_cart(conn, owner.cart_id)
+    if cart is None or not cart.is_member(owner.user_id):
+        ALERTS.labels(kind="refund_for_departed_member").inc()
+        return Outcome("applied", "the member is no longer in the cart", intent_id, owner.cart_id)
+    expected = cart.version
+    cart.record_refund(owner.user_id, intent_id, from_stripe(refunded, currency))
+    await _save(conn, cart, expected)
+    return Outcome("applied", None, intent_id, owner.cart_id)
+
+
+@dataclass(frozen=True, slots=True)
+class _Owner:
+    cart_id: str
+    user_id: str
+    amount_minor: int
+    currency: str
+
+
+async def _intent_owner(conn: AsyncConnection, intent_id: str) -> _Owner | None:
+    row = (
+        await conn.execute(
+            select(
+                payment_intents.c.cart_id,
+                payment_intents.c.user_id,
+                payment_intents.c.amount_minor,
+                payment_intents.c.currency,
+            ).where(payment_intents.c.id == intent_id)
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return _Owner(str(row.cart_id), str(row.user_id), row.amount_minor, row.currency)
+
+
+async def _captured_and_refunded(
+    conn: AsyncConnection,
+    intent_id: str,
+    owner: _Owner,
+    obj: Mapping[str, Any],
+    event_type: str,
+) -> tuple[int, int]:
+    """What was captured and what has been refunded so far, both in Stripe's units."""
+    if event_type == "charge.refunded" and obj.get("amount") is not None:
+        return int(obj["amount"]), int(obj.get("amount_refunded") or 0)
+    refunded = (
+        await conn.execute(
+            select(func.coalesce(func.sum(refunds.c.amount_minor), 0)).where(
+                refunds.c.payment_intent_id == intent_id, refunds.c.status == "succeeded"
+            )
+        )
+    ).scalar_one()
+    return to_stripe(owner.amount_minor, owner.currency), int(refunded)
 
 
 async def _apply_dispute(conn: AsyncConnection, dispute: Mapping[str, Any]) -> Outcome:
@@ -639,17 +787,16 @@ async def _apply_dispute(conn: AsyncConnection, dispute: Mapping[str, Any]) -> O
         dispute_id=dispute.get("id"),
         reason=dispute.get("reason"),
     )
-    owner = await _cart_of_intent(conn, intent_id)
+    owner = await _intent_owner(conn, intent_id)
     if owner is None:
         return Outcome("review", "dispute on an unknown payment", intent_id)
-    cart_id, user_id = owner
-    cart = await cart_repo.load_cart(conn, cart_id)
-    if cart is not None:
+    cart = await cart_repo.load_cart(conn, owner.cart_id)
+    if cart is not None and cart.is_member(owner.user_id):
         expected = cart.version
-        cart.flag_payment_for_review(user_id, intent_id)
+        cart.flag_payment_for_review(owner.user_id, intent_id)
         await _save(conn, cart, expected)
     await _set_order_payment_status(conn, intent_id, PaymentStatus.REVIEW.value)
-    return Outcome("review", str(dispute.get("reason") or "dispute"), intent_id, cart_id)
+    return Outcome("review", str(dispute.get("reason") or "dispute"), intent_id, owner.cart_id)
 
 
 # --- reconciliation --------------------------------------------------------------------------
@@ -668,10 +815,22 @@ class Unrecorded:
 
 
 async def _is_accounted_for(conn: AsyncConnection, intent_id: str) -> bool:
+    """Recorded as a member's payment (paid, under review or refunded), on an order, or
+    owed back. A failed attempt's id on a member does not count: that money was never
+    recorded."""
+    settled = ("paid_online", "review", "refunded")
     for query in (
-        select(teamcart_members.c.user_id).where(teamcart_members.c.payment_reference == intent_id),
+        select(teamcart_members.c.user_id).where(
+            teamcart_members.c.payment_reference == intent_id,
+            teamcart_members.c.payment_status.in_(settled),
+        ),
         select(order_payments.c.user_id).where(order_payments.c.reference == intent_id),
-        select(refunds.c.id).where(refunds.c.payment_intent_id == intent_id),
+        select(refund_requests.c.payment_intent_id).where(
+            refund_requests.c.payment_intent_id == intent_id
+        ),
+        select(refunds.c.id).where(
+            refunds.c.payment_intent_id == intent_id, refunds.c.status == "succeeded"
+        ),
     ):
         if (await conn.execute(query.limit(1))).first() is not None:
             return True

@@ -28,9 +28,10 @@ from app.persistence import orders as order_repo
 from app.persistence.outbox import append_events
 from app.persistence.tables import coupons, teamcarts
 from app.use_cases.payments import (
+    carry_out_refunds,
     ensure_no_open_intents,
     mark_paid_members_refunded,
-    refund_paid_members,
+    request_refunds_for_cart,
 )
 from domain.errors import CouponExhausted, NotAMember, OutOfStock
 from domain.order import DeliveryAddress, Order
@@ -341,9 +342,10 @@ async def cancel_cart(
 
     async def give_back(conn: AsyncConnection, cart: TeamCart) -> None:
         await cart_repo.release_stock(conn, cart.id)
-        await refund_paid_members(conn, gateway, cart, "cart_cancelled")
+        await request_refunds_for_cart(conn, cart, "cart_cancelled")
 
     cart, _ = await _run(engine, cart_id, cancel, give_back)
+    await carry_out_refunds(engine, gateway, cart_id=cart.id)  # committed; retried if it fails
     return cart
 
 
@@ -385,7 +387,7 @@ async def _expire_one(
             await cart_repo.reserve_stock(conn, cart)
         elif cart.status is CartStatus.EXPIRED:
             await cart_repo.release_stock(conn, cart.id)
-            await refund_paid_members(conn, gateway, cart, "cart_expired")
+            await request_refunds_for_cart(conn, cart, "cart_expired")
 
     try:
         cart, _ = await _run(engine, cart_id, expire, move_stock)
@@ -397,6 +399,8 @@ async def _expire_one(
             lambda cart: cart.expire(now),
             lambda conn, cart: cart_repo.release_stock(conn, cart.id),
         )
+    if cart.status is CartStatus.EXPIRED:
+        await carry_out_refunds(engine, gateway, cart_id=cart.id)
     changed = cart.status is not status_before[0]
     if changed:
         log.info("cart_swept", teamcart_id=cart_id, status=cart.status.value)

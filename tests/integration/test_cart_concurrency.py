@@ -327,3 +327,25 @@ async def test_members_leave_and_are_removed_with_their_items(
     assert [m["user_id"] for m in view["members"]] == [uid(host)]
     assert view["items"] == []
     assert_problem(await client.get(url, headers=ana), 403, "not_a_member")
+
+
+async def test_an_idempotency_key_whose_request_was_refused_with_409_can_be_retried(
+    client: Client, admin_headers: dict[str, str]
+) -> None:
+    store = await create_store(client, admin_headers)
+    product = await create_product(client, admin_headers, store["id"], option_groups=[])
+    host = await session(client, "Host")
+    cart = await open_cart(client, host, store["id"])
+    url = f"/api/v1/teamcarts/{cart['id']}"
+    key = {**host, "Idempotency-Key": str(uuid.uuid4())}
+    assert_problem(await client.post(url + "/lock", headers=key), 409, "empty_cart")
+    await client.post(
+        url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=host
+    )
+    assert (await client.post(url + "/lock", headers=key)).status_code == 200
+
+    huge = {"product_id": product["id"], "quantity": 1, "options": ["x" * (1 << 20)]}
+    too_big = await client.post(
+        url + "/items", json=huge, headers={**host, "Idempotency-Key": str(uuid.uuid4())}
+    )
+    assert_problem(too_big, 413, "payload_too_large")

@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
 from app.payments.gateway import StripeGateway
-from app.persistence.tables import outbox, refunds, stripe_events
+from app.persistence.tables import outbox, refund_requests, refunds, stripe_events
+from app.use_cases.payments import carry_out_refunds
 from app.wiring import create_app
 from tests.builders import Client, create_product, create_store
 from tests.integration.test_group_flow import open_cart, session, uid
@@ -373,3 +374,96 @@ async def test_events_that_are_not_ours_are_acknowledged_and_ignored(client: Cli
     unhandled = event("customer.created", {"id": "cus_1", "object": "customer"})
     assert (await deliver(client, unhandled)).json()["outcome"] == "ignored"
     assert WEBHOOK_SECRET.startswith("whsec_")
+
+
+async def test_cancel_commits_even_when_stripe_refuses_the_refund_and_it_is_retried(
+    client: Client,
+    engine: AsyncEngine,
+    settings: Settings,
+    gateway: StripeGateway,
+    stripe_api_base: str,
+    admin_headers: dict[str, str],
+) -> None:
+    url, host, _, view = await locked_cart(client, admin_headers)
+    paid = await captured_intent(gateway, stripe_api_base, amount=share(view, uid(host)))
+    assert (await deliver(client, succeeded(view, uid(host), paid))).json()["outcome"] == "applied"
+
+    stripe_down = settings.replace(stripe_api_base="http://127.0.0.1:9")
+    async with AsyncTestClient(app=create_app(stripe_down)) as cut_off:
+        cancelled = await cut_off.post(url + "/cancel", headers=host)
+    assert cancelled.status_code == 200, cancelled.text  # the decision stands
+    assert payment_of(cancelled.json(), uid(host))["status"] == "refunded"
+    async with engine.connect() as conn:
+        owed = (
+            (
+                await conn.execute(
+                    select(refund_requests).where(refund_requests.c.payment_intent_id == paid)
+                )
+            )
+            .mappings()
+            .one()
+        )
+    assert (owed["status"], owed["attempts"]) == ("pending", 1)
+    assert await count(engine, refunds, refunds.c.payment_intent_id == paid) == 0
+
+    assert await carry_out_refunds(engine, gateway) >= 1  # what the sweeper does
+    assert await count(engine, refunds, refunds.c.payment_intent_id == paid) == 1
+    assert await carry_out_refunds(engine, gateway, payment_intent_ids=[paid]) == 0  # once
+
+
+async def test_a_partial_dashboard_refund_keeps_the_member_paid_until_it_covers_everything(
+    client: Client, admin_headers: dict[str, str]
+) -> None:
+    url, _, guest, view = await locked_cart(client, admin_headers)
+    intent = (await client.post(url + "/payments/online", headers=guest)).json()[
+        "payment_intent_id"
+    ]
+    assert (await deliver(client, succeeded(view, uid(guest), intent))).json()["outcome"] == (
+        "applied"
+    )
+    owed = share(view, uid(guest))
+
+    def refund_event(amount: int) -> dict[str, Any]:
+        return event(
+            "refund.updated",
+            {
+                "id": f"re_{uuid.uuid4().hex[:14]}",
+                "object": "refund",
+                "amount": amount,
+                "currency": "usd",
+                "payment_intent": intent,
+                "status": "succeeded",
+            },
+        )
+
+    partial = await deliver(client, refund_event(100))
+    assert partial.json()["reason"] == f"partial refund: 100 of {owed}"
+    after = (await client.get(url, headers=guest)).json()
+    assert payment_of(after, uid(guest))["status"] == "paid_online"
+
+    rest = await deliver(client, refund_event(owed - 100))
+    assert rest.json() == {"received": True, "outcome": "applied", "reason": None}
+    after = (await client.get(url, headers=guest)).json()
+    assert payment_of(after, uid(guest))["status"] == "refunded"
+
+
+async def test_a_share_stripe_cannot_charge_exactly_is_refused_online(
+    client: Client, admin_headers: dict[str, str]
+) -> None:
+    store = await create_store(
+        client, admin_headers, currency="KWD", delivery_fee_minor=0, tax_rate_bps=0
+    )
+    product = await create_product(
+        client, admin_headers, store["id"], price_minor=1235, option_groups=[]
+    )
+    host = await session(client, "Host")
+    cart = await open_cart(client, host, store["id"])
+    url = f"/api/v1/teamcarts/{cart['id']}"
+    await client.post(
+        url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=host
+    )
+    await client.post(url + "/lock", headers=host)
+    assert_problem(
+        await client.post(url + "/payments/online", headers=host), 422, "amount_not_payable_online"
+    )
+    assert (await client.post(url + "/payments/cod", headers=host)).status_code == 200
