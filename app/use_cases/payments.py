@@ -549,6 +549,7 @@ async def _handle_once(
         reason=outcome.reason,
         payment_intent_id=outcome.payment_intent_id,
         teamcart_id=outcome.cart_id,
+        member_user_id=(obj.get("metadata") or {}).get("member_user_id"),
     )
     return outcome
 
