@@ -3,7 +3,8 @@
 It wakes on ``NOTIFY teamcart_outbox`` (sent by ``append_events`` and delivered by
 PostgreSQL at commit) through a raw asyncpg connection that only listens, and also every
 ``sweep_interval`` seconds, which redelivers whatever a crash or a lost notification left
-undispatched. Each pass claims rows in a transaction (``claim_undispatched``: row locks with
+undispatched. Each pass claims rows in a transaction on a second raw asyncpg connection of
+the dispatcher's own (``claim_undispatched``, one round trip: row locks with
 ``SKIP LOCKED`` plus one advisory lock per aggregate, so processes share the work and a cart's
 events are handled by one process at a time, in version order), runs the handler for each,
 marks the handled rows ``dispatched_at`` and commits. A row whose handler failed stays
@@ -25,7 +26,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.persistence.outbox import (
     NOTIFY_CHANNEL,
@@ -81,21 +81,34 @@ def project_outbox_record(projection: Projection) -> Handler:
 
 
 class OutboxDispatcher:
+    """Claims with a raw asyncpg connection of its own (one round trip, no ORM: this is on
+    every event's way to the sockets) and listens on another."""
+
     def __init__(
         self,
-        engine: AsyncEngine,
         database_url: str,
         handle: Handler,
         *,
         sweep_interval: float = DEFAULT_SWEEP_SECONDS,
         batch_size: int = DEFAULT_BATCH,
     ) -> None:
-        self.engine = engine
         self.dsn = listen_dsn(database_url)
         self.handle = handle
         self.sweep_interval = sweep_interval
         self.batch_size = batch_size
         self._wake = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self.dsn)
+        return self._conn
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=2)
 
     def wake(self) -> None:
         self._wake.set()
@@ -115,19 +128,26 @@ class OutboxDispatcher:
                 return total
 
     async def _dispatch_batch(self) -> tuple[Claim, int]:
-        async with self.engine.begin() as conn:
-            claim = await claim_undispatched(conn, self.batch_size)
-            if not claim.records:
-                return claim, 0
-            by_aggregate: dict[tuple[str, str], list[OutboxRecord]] = {}
-            for record in claim.records:
-                key = (record.aggregate_type, record.aggregate_id)
-                by_aggregate.setdefault(key, []).append(record)
-            handled = await asyncio.gather(
-                *(self._handle_in_order(group) for group in by_aggregate.values())
-            )
-            done = [record_id for ids in handled for record_id in ids]
-            await mark_dispatched(conn, done)
+        conn = await self._connection()
+        try:
+            async with conn.transaction():
+                claim = await claim_undispatched(conn, self.batch_size)
+                if not claim.records:
+                    return claim, 0
+                by_aggregate: dict[tuple[str, str], list[OutboxRecord]] = {}
+                for record in claim.records:
+                    key = (record.aggregate_type, record.aggregate_id)
+                    by_aggregate.setdefault(key, []).append(record)
+                groups = list(by_aggregate.values())
+                if len(groups) == 1:  # the usual case: no task per cart
+                    done = await self._handle_in_order(groups[0])
+                else:
+                    handled = await asyncio.gather(*map(self._handle_in_order, groups))
+                    done = [record_id for ids in handled for record_id in ids]
+                await mark_dispatched(conn, done)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await self.close()  # start the next pass on a fresh connection
+            raise
         return claim, len(done)
 
     async def _handle_in_order(self, records: Sequence[OutboxRecord]) -> list[int]:
@@ -194,3 +214,4 @@ class OutboxDispatcher:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.close()

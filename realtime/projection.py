@@ -35,8 +35,17 @@ ViewLoader = Callable[[str], Awaitable[CartView | None]]
 Publish = Callable[[str, bytes], Awaitable[None]]
 """Publishes a hub frame on a channel."""
 
+
+class OutboxPayload(msgspec.Struct):
+    """What ``app.persistence.outbox.append_events`` stores with each cart event."""
+
+    event: dict[str, Any] = msgspec.field(default_factory=dict)
+    view: CartView | None = None
+
+
 _encoder = msgspec.json.Encoder()
 _view_decoder = msgspec.json.Decoder(CartView)
+_payload_decoder = msgspec.json.Decoder(OutboxPayload)
 
 
 def channel_for(cart_id: str) -> str:
@@ -78,14 +87,22 @@ class Projection:
         self._load_view = load_view
 
     async def project(
-        self, cart_id: str, version: int, event_type: str, payload: Mapping[str, Any]
+        self,
+        cart_id: str,
+        version: int,
+        event_type: str,
+        payload: Mapping[str, Any] | str | bytes,
     ) -> Outcome:
-        """Apply one committed event (an outbox row's payload: ``{"event", "view"}``)."""
-        raw_view = payload.get("view")
-        if raw_view is None:  # not written by append_events with a view: rebuild instead
+        """Apply one committed event: an outbox row's payload ``{"event", "view"}``, as
+        JSON text or decoded."""
+        if isinstance(payload, str | bytes):
+            decoded = _payload_decoder.decode(payload)
+        else:
+            decoded = msgspec.convert(payload, OutboxPayload)
+        view = decoded.view
+        if view is None:  # not written by append_events with a view: rebuild instead
             await self.rebuild(cart_id)
             return Outcome.GAP
-        view = msgspec.convert(raw_view, CartView)
         if view.version != version:
             view = msgspec.structs.replace(view, version=version)
         result = await self.views.apply(cart_id, version, _encoder.encode(view), view.status)
@@ -95,7 +112,7 @@ class Projection:
             await self.rebuild(cart_id)
             return Outcome.GAP
         cart = with_presence(view, result.online)
-        message = update_message(version, event_type, dict(payload.get("event") or {}), cart)
+        message = update_message(version, event_type, decoded.event, cart)
         await self._publish(channel_for(cart_id), update_frame(message))
         return Outcome.APPLIED
 

@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Final
 
+import asyncpg
 import msgspec
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.persistence.tables import outbox
@@ -71,7 +72,8 @@ class OutboxRecord:
     aggregate_id: str
     version: int
     event_type: str
-    payload: dict[str, Any]
+    payload: str
+    """The payload as JSON text (the handler decodes it into its own types)."""
     created_at: datetime
 
 
@@ -85,84 +87,74 @@ class Claim:
     """Rows left alone because another transaction holds their aggregate or an earlier row."""
 
 
-_HEADS = text(
-    """
-    SELECT k.aggregate_type, k.aggregate_id,
+# One round trip: lock up to $1 rows (SKIP LOCKED), try each of their aggregates' advisory
+# lock (namespace $2), and give each claimed aggregate's oldest undispatched version (its
+# "head"; NULL when another transaction holds the aggregate).
+_CLAIM = """
+WITH claimed AS MATERIALIZED (
+    SELECT id, aggregate_type, aggregate_id, version, event_type, payload::text AS payload,
+           created_at
+      FROM outbox
+     WHERE dispatched_at IS NULL
+     ORDER BY id
+     LIMIT $1
+       FOR UPDATE SKIP LOCKED
+), aggregates AS MATERIALIZED (
+    SELECT DISTINCT aggregate_type, aggregate_id FROM claimed
+), owned AS MATERIALIZED (
+    SELECT a.aggregate_type, a.aggregate_id,
            (SELECT min(o.version) FROM outbox o
-             WHERE o.aggregate_type = k.aggregate_type
-               AND o.aggregate_id = k.aggregate_id::uuid
+             WHERE o.aggregate_type = a.aggregate_type
+               AND o.aggregate_id = a.aggregate_id
                AND o.dispatched_at IS NULL) AS head
-      FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[])) AS k(aggregate_type, aggregate_id)
-     WHERE pg_try_advisory_xact_lock(:lock_class, hashtext(k.aggregate_type || k.aggregate_id))
-    """
+      FROM aggregates a
+     WHERE pg_try_advisory_xact_lock(
+               $2, hashtext(a.aggregate_type || a.aggregate_id::text))
 )
+SELECT c.id, c.aggregate_type, c.aggregate_id::text AS aggregate_id, c.version, c.event_type,
+       c.payload, c.created_at, w.head
+  FROM claimed c LEFT JOIN owned w USING (aggregate_type, aggregate_id)
+ ORDER BY c.aggregate_type, c.aggregate_id, c.version
+"""
 
 
-async def claim_undispatched(conn: AsyncConnection, limit: int) -> Claim:
-    """Claim up to ``limit`` undispatched rows, oldest first, until this transaction ends.
+async def claim_undispatched(conn: asyncpg.Connection, limit: int) -> Claim:
+    """Claim up to ``limit`` undispatched rows, oldest first, until the transaction ends.
 
-    Rows are locked ``FOR UPDATE SKIP LOCKED``, so concurrent claimers take different rows.
-    Then each aggregate is claimed with a transaction-scoped advisory lock, and only its rows
-    from its oldest undispatched version on, without a hole, are kept: a cart's events are
-    never handled out of order, nor by two processes at once.
+    ``conn`` is a raw asyncpg connection inside a transaction (the dispatcher's own: this is
+    on every event's path, so one round trip and no ORM). Rows are locked ``FOR UPDATE SKIP
+    LOCKED``, so concurrent claimers take different rows; then each aggregate is claimed with
+    a transaction-scoped advisory lock, and only its rows from its oldest undispatched
+    version on, without a hole, are kept: a cart's events are never handled out of order,
+    nor by two processes at once.
     """
-    rows = (
-        await conn.execute(
-            select(
-                outbox.c.id,
-                outbox.c.aggregate_type,
-                outbox.c.aggregate_id,
-                outbox.c.version,
-                outbox.c.event_type,
-                outbox.c.payload,
-                outbox.c.created_at,
-            )
-            .where(outbox.c.dispatched_at.is_(None))
-            .order_by(outbox.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-    ).all()
-    if not rows:
-        return Claim([], 0, 0)
-    by_aggregate: dict[tuple[str, str], list[OutboxRecord]] = {}
-    for row in rows:
-        record = OutboxRecord(
-            id=row.id,
-            aggregate_type=row.aggregate_type,
-            aggregate_id=str(row.aggregate_id),
-            version=row.version,
-            event_type=row.event_type,
-            payload=row.payload,
-            created_at=row.created_at,
-        )
-        by_aggregate.setdefault((record.aggregate_type, record.aggregate_id), []).append(record)
-    keys = list(by_aggregate)
-    heads = await conn.execute(
-        _HEADS,
-        {
-            "types": [aggregate_type for aggregate_type, _ in keys],
-            "ids": [aggregate_id for _, aggregate_id in keys],
-            "lock_class": _DISPATCH_LOCK_CLASS,
-        },
-    )
+    rows = await conn.fetch(_CLAIM, limit, _DISPATCH_LOCK_CLASS)
     claimed: list[OutboxRecord] = []
-    for aggregate_type, aggregate_id, head in heads:
-        expected = head
-        for record in sorted(by_aggregate[(aggregate_type, aggregate_id)], key=_version):
-            if record.version != expected:
-                break
-            claimed.append(record)
-            expected += 1
+    expected: dict[tuple[str, str], int | None] = {}
+    for row in rows:
+        key = (row["aggregate_type"], row["aggregate_id"])
+        if key not in expected:
+            expected[key] = row["head"]  # None: another transaction holds the aggregate
+        if expected[key] != row["version"]:
+            expected[key] = None  # a hole (an earlier row is someone else's): stop here
+            continue
+        expected[key] = row["version"] + 1
+        claimed.append(
+            OutboxRecord(
+                id=row["id"],
+                aggregate_type=row["aggregate_type"],
+                aggregate_id=row["aggregate_id"],
+                version=row["version"],
+                event_type=row["event_type"],
+                payload=row["payload"],
+                created_at=row["created_at"],
+            )
+        )
     return Claim(claimed, len(rows), len(rows) - len(claimed))
 
 
-def _version(record: OutboxRecord) -> int:
-    return record.version
-
-
-async def mark_dispatched(conn: AsyncConnection, ids: Sequence[int]) -> None:
+async def mark_dispatched(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
     if ids:
         await conn.execute(
-            update(outbox).where(outbox.c.id.in_(ids)).values(dispatched_at=func.now())
+            "UPDATE outbox SET dispatched_at = now() WHERE id = ANY($1::bigint[])", list(ids)
         )

@@ -303,9 +303,13 @@ async def test_two_dispatchers_share_the_rows_and_keep_each_carts_order(
 
         return handle
 
-    first = OutboxDispatcher(dispatch_engine, dispatch_database, recorder("a"), batch_size=7)
-    second = OutboxDispatcher(dispatch_engine, dispatch_database, recorder("b"), batch_size=7)
-    await asyncio.gather(first.dispatch_pending(), second.dispatch_pending())
+    first = OutboxDispatcher(dispatch_database, recorder("a"), batch_size=7)
+    second = OutboxDispatcher(dispatch_database, recorder("b"), batch_size=7)
+    try:
+        await asyncio.gather(first.dispatch_pending(), second.dispatch_pending())
+    finally:
+        await first.close()
+        await second.close()
 
     assert await undispatched(dispatch_engine) == 0
     assert len(handled) == len(carts) * 5  # each exactly once here (no failures)
@@ -330,12 +334,15 @@ async def test_a_failed_handler_leaves_the_rest_of_that_cart_for_a_retry(
             raise ConnectionError("Redis went away")
         handled.append((record.aggregate_id, record.version))
 
-    dispatcher = OutboxDispatcher(dispatch_engine, dispatch_database, handle)
-    await dispatcher.dispatch_pending()
-    assert [v for c, v in handled if c == healthy] == [1, 2, 3]
-    assert [v for c, v in handled if c == failing] == [1]
-    assert await undispatched(dispatch_engine) == 2
-    await dispatcher.dispatch_pending()  # the sweep's retry
+    dispatcher = OutboxDispatcher(dispatch_database, handle)
+    try:
+        await dispatcher.dispatch_pending()
+        assert [v for c, v in handled if c == healthy] == [1, 2, 3]
+        assert [v for c, v in handled if c == failing] == [1]
+        assert await undispatched(dispatch_engine) == 2
+        await dispatcher.dispatch_pending()  # the sweep's retry
+    finally:
+        await dispatcher.close()
     assert [v for c, v in handled if c == failing] == [1, 2, 3]
     assert await undispatched(dispatch_engine) == 0
 
@@ -350,7 +357,7 @@ async def test_a_commit_wakes_the_dispatcher_through_notify(
         if record.aggregate_id == cart_id:
             arrived.set()
 
-    dispatcher = OutboxDispatcher(dispatch_engine, dispatch_database, handle, sweep_interval=60)
+    dispatcher = OutboxDispatcher(dispatch_database, handle, sweep_interval=60)
     async with dispatcher.running():
         await asyncio.sleep(0.3)  # listening by now; the sweep would not come for a minute
         started = time.monotonic()
@@ -377,7 +384,7 @@ async def test_the_sweep_redelivers_rows_left_behind(
             if len(seen) == 2:
                 both.set()
 
-    dispatcher = OutboxDispatcher(dispatch_engine, dispatch_database, handle, sweep_interval=0.1)
+    dispatcher = OutboxDispatcher(dispatch_database, handle, sweep_interval=0.1)
     async with dispatcher.running(), asyncio.timeout(5):
         await both.wait()
     assert seen == [1, 2]
