@@ -14,6 +14,7 @@ import uuid
 
 import structlog
 from litestar.datastructures import MutableScopeHeaders
+from litestar.enums import ScopeType
 from litestar.logging.config import LoggingConfig, StructLoggingConfig, default_structlog_processors
 from litestar.middleware import ASGIMiddleware
 from litestar.plugins.prometheus import PrometheusConfig
@@ -34,6 +35,9 @@ class RequestIdMiddleware(ASGIMiddleware):
         request_id = incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        if scope["type"] == ScopeType.WEBSOCKET:  # no response headers to stamp
+            await next_app(scope, receive, send)
+            return
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -70,7 +74,14 @@ def structlog_plugin(*, level: str, as_json: bool) -> StructlogPlugin:
 
 
 def prometheus_config() -> PrometheusConfig:
-    """Request counters and latency histograms per route, under the ``teamcart`` prefix."""
+    """Request counters and latency histograms per route, under the ``teamcart`` prefix.
+
+    WebSockets are left out: a socket's "duration" is its whole life, and keeping per-request
+    state for every open socket costs memory; ``teamcart_websocket_*`` (``app.hub``) counts
+    them instead."""
     return PrometheusConfig(
-        app_name="teamcart", prefix="teamcart", group_path=True, exclude=["^/metrics", "^/health/"]
+        app_name="teamcart",
+        prefix="teamcart",
+        group_path=True,
+        exclude=["^/metrics", "^/health/", "^/ws/"],
     )

@@ -35,6 +35,7 @@ from realtime.protocol import (
     CLOSE_CART_NOT_FOUND,
     CLOSE_NOT_A_MEMBER,
     CLOSE_TOO_SLOW,
+    CLOSE_TRY_AGAIN_LATER,
     Action,
     ClientStream,
     HubFrame,
@@ -158,9 +159,14 @@ class LiveConnection:
                 else:
                     await self._close(code)
                     return
-        except Exception as exc:  # the client went away mid-send: its handler cleans up
+        except Exception as exc:
+            # The client went away mid-send (its handler cleans up), or Redis did while
+            # reading a snapshot: either way this stream is over, and a client still there is
+            # told to come back later.
             log.debug("websocket write failed: %r", exc)
             self.stream.close()
+            with contextlib.suppress(Exception):
+                await self._close(CLOSE_TRY_AGAIN_LATER)
         finally:
             self._drain = None
 
@@ -206,7 +212,7 @@ class _Room:
         self.lock = asyncio.Lock()
         self.subscription: object | None = None
         self.probe_nonce = ""
-        self.probe_seen = asyncio.Event()
+        self.probe_seen: asyncio.Event | None = None  # only while subscribing
 
     def deliver(self, data: bytes) -> None:
         """Called for every message on the channel; must never raise."""
@@ -216,7 +222,7 @@ class _Room:
             log.exception("undecodable hub frame on teamcart:%s", self.cart_id)
             return
         if frame.kind == "probe":
-            if frame.nonce == self.probe_nonce:
+            if frame.nonce == self.probe_nonce and self.probe_seen is not None:
                 self.probe_seen.set()
             return
         for connection in list(self.connections):
@@ -304,16 +310,18 @@ class Hub:
             channel = channel_for(room.cart_id)
             room.subscription = await self.link.subscribe(channel, room.deliver)
             room.probe_nonce = secrets.token_hex(8)
-            room.probe_seen.clear()
+            room.probe_seen = asyncio.Event()
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-                    await self._until_probe_returns(room, channel)
+                    await self._until_probe_returns(room, room.probe_seen, channel)
             except TimeoutError:
                 subscription, room.subscription = room.subscription, None
                 await self.link.unsubscribe(subscription)
                 raise HubUnavailable(f"the subscription to {channel} did not come alive") from None
+            finally:
+                room.probe_seen = None
 
-    async def _until_probe_returns(self, room: _Room, channel: str) -> None:
+    async def _until_probe_returns(self, room: _Room, seen: asyncio.Event, channel: str) -> None:
         """Publish the room's probe until it comes back through the subscription.
 
         Sending SUBSCRIBE does not mean Redis has processed it: a message published on
@@ -325,7 +333,7 @@ class Hub:
             await self.link.publish(channel, probe_frame(room.probe_nonce))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
-                    await room.probe_seen.wait()
+                    await seen.wait()
                 return
             wait = min(wait * 2, 0.2)
 

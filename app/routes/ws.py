@@ -11,7 +11,6 @@ snapshot, then every update. This handler only reads the client's messages: ``pi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from typing import Any, Final
 
@@ -22,9 +21,9 @@ from litestar.params import FromPath
 from litestar.security.jwt import Token
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.auth import Principal, principal_from_token
+from app.auth import principal_from_token
 from app.persistence import carts as cart_repo
-from app.resources import AppResources, Resources
+from app.resources import AppResources
 from realtime.hub import HubUnavailable
 from realtime.projection import Projection
 from realtime.protocol import (
@@ -45,24 +44,25 @@ AUTH_TIMEOUT_SECONDS: Final = 10.0
 JWT_ALGORITHM: Final = "HS256"
 
 
-def _principal(token: str, secret: str) -> Principal | None:
+def _user_id(token: str, secret: str) -> str | None:
     try:
-        return principal_from_token(Token.decode(token, secret, JWT_ALGORITHM))
+        return principal_from_token(Token.decode(token, secret, JWT_ALGORITHM)).user_id
     except NotAuthorizedException:
         return None
 
 
-async def _authenticate(socket: WebSocket[Any, Any, Any], secret: str) -> Principal | None:
+async def _authenticate(socket: WebSocket[Any, Any, Any], secret: str) -> str | None:
+    """The user id of a valid token (only the id: it is all a socket keeps)."""
     token = socket.query_params.get("token")
     if token:
-        return _principal(token, secret)
+        return _user_id(token, secret)
     try:
         async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
             first = await socket.receive_data("text")
         message = decode_client_message(first)
     except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
         return None
-    return _principal(message.token, secret) if isinstance(message, Auth) else None
+    return _user_id(message.token, secret) if isinstance(message, Auth) else None
 
 
 async def _refusal(projection: Projection, engine: AsyncEngine, cart_id: str, user_id: str) -> int:
@@ -90,31 +90,31 @@ def _text_of(event: Any) -> str | bytes:
 async def cart_socket(
     socket: WebSocket[Any, Any, Any], cart_id: FromPath[uuid.UUID], resources: AppResources
 ) -> None:
-    """Live updates of one cart for one of its members."""
+    """Live updates of one cart for one of its members.
+
+    Everything this frame holds lives as long as the socket, so it holds little: the user
+    id, the hub's connection, no view, no token. (One frame, not two: each costs memory.)
+    """
     await socket.accept()
-    with contextlib.suppress(WebSocketDisconnect):  # the client left during the handshake
-        await _serve(socket, str(cart_id), resources)
-
-
-async def _serve(socket: WebSocket[Any, Any, Any], cart_id: str, resources: Resources) -> None:
-    principal = await _authenticate(socket, resources.jwt_secret)
-    if principal is None:
-        await socket.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
-        return
     live = resources.live
-    refusal = await _refusal(live.projection, resources.engine, cart_id, principal.user_id)
-    if refusal:
-        reason = "cart_not_found" if refusal == CLOSE_CART_NOT_FOUND else "not_a_member"
-        await socket.close(refusal, reason)
-        return
-
-    async def close(code: int) -> None:
-        await socket.close(code)
-
     try:
-        connection = await live.hub.connect(cart_id, principal.user_id, socket.send_text, close)
-    except HubUnavailable:
-        await socket.close(CLOSE_TRY_AGAIN_LATER, "try_again_later")
+        user_id = await _authenticate(socket, resources.jwt_secret)
+        if user_id is None:
+            await socket.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
+            return
+        refusal = await _refusal(live.projection, resources.engine, str(cart_id), user_id)
+        if refusal:
+            reason = "cart_not_found" if refusal == CLOSE_CART_NOT_FOUND else "not_a_member"
+            await socket.close(refusal, reason)
+            return
+        try:
+            connection = await live.hub.connect(
+                str(cart_id), user_id, socket.send_text, socket.close
+            )
+        except HubUnavailable:
+            await socket.close(CLOSE_TRY_AGAIN_LATER, "try_again_later")
+            return
+    except WebSocketDisconnect:  # the client left during the handshake
         return
     try:
         while True:

@@ -302,3 +302,35 @@ async def test_a_member_who_just_joined_is_let_in_even_if_the_view_lags(
     async with connect(ws_url(live_server, cart["id"], guest)) as ws:
         first = await receive(ws)
         assert first["type"] == "snapshot"
+
+
+async def test_updates_resume_after_the_pubsub_connection_drops(
+    client: Client, admin_headers: dict[str, str], live_server: str, redis_url: str
+) -> None:
+    host, cart, product = await cart_with_product(client, admin_headers)
+    url = f"/api/v1/teamcarts/{cart['id']}/items"
+    item = {"product_id": product["id"], "quantity": 1}
+    redis = Redis.from_url(redis_url)
+    try:
+        async with connect(ws_url(live_server, cart["id"], host)) as ws:
+            assert (await receive(ws))["version"] == 1
+            await redis.client_kill_filter(_type="pubsub")  # every process's subscriber
+            # Whatever is published before the subscriber is back is lost, so keep changing
+            # the cart until something arrives: the stream resumes, as a snapshot (a gap)
+            # or an update, and with the cart's latest version.
+            async with asyncio.timeout(15):
+                while True:
+                    added = await client.post(url, json=item, headers=host)
+                    assert added.status_code == 201
+                    version = added.json()["cart"]["version"]
+                    try:
+                        message = await receive(ws, 1.0)
+                    except TimeoutError:
+                        continue
+                    if message["type"] in {"update", "snapshot"}:
+                        break
+            while message["version"] < version:
+                message = await receive(ws)
+            assert message["version"] == version
+    finally:
+        await redis.aclose()
