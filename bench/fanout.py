@@ -1,0 +1,633 @@
+"""Fan-out benchmark: cart updates from command commit to every member's WebSocket.
+
+    python bench/fanout.py [--carts 500] [--members 4] [--rate 200] [--seconds 20]
+                           [--warmup 3] [--workers 1]
+
+Starts ``teamcart serve`` on a fresh database (the machine's PostgreSQL/Redis when they
+answer, else the embedded ones), opens ``--carts`` carts of ``--members`` members through the
+HTTP API (every member adds an item), connects every member's WebSocket, then changes item
+quantities through the HTTP API at ``--rate`` commands per second (open loop). Each command
+commits one event; latency runs from the commit (the outbox row's ``created_at``, the
+transaction's last statement, ``clock_timestamp()``) to each member's receipt of the update.
+Everything runs on loopback.
+
+The same run measures a baseline: a bare Litestar WebSocket endpoint on the same uvicorn
+settings, where a POST sends a message of the same size straight to the room's sockets in a
+plain loop (no PostgreSQL, no Redis), driven at the same rate to the same number of sockets;
+its latency runs from the moment the handler starts sending. Server memory per idle
+connection is the RSS growth of each server process from opening the sockets, divided by
+their number. The load generator (this process) turns its own garbage collector off while it
+drives load, so its pauses are not counted as the server's.
+
+Prints one JSON object. Targets (issue 5): p99 ≤ 50 ms, delivered ratio 1.0, p99 at most 3
+times the baseline's, RSS per connection at most 1.25 times the bare endpoint's.
+
+``--profile FILE`` samples the server with py-spy during the measured load (collapsed
+stacks, the input of a flame graph).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+import psutil
+from websockets.asyncio.client import ClientConnection, connect
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.auth import issue_token  # noqa: E402
+from app.embedded import free_port  # noqa: E402
+from app.persistence import schema  # noqa: E402
+from tests.services import fresh_database, postgres_server, redis_server  # noqa: E402
+
+JWT_SECRET = "bench-" + uuid.uuid4().hex * 2
+DISPATCH_METRIC = "teamcart_outbox_dispatch_seconds"
+
+
+class Head(msgspec.Struct):
+    """What a client looks at in a message: its type and version."""
+
+    type: str
+    version: int = 0
+
+
+_head = msgspec.json.Decoder(Head)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(latencies_ms: list[float]) -> dict[str, float]:
+    if not latencies_ms:
+        return {"p50_ms": -1, "p95_ms": -1, "p99_ms": -1, "max_ms": -1}
+    return {
+        "p50_ms": round(statistics.median(latencies_ms), 2),
+        "p95_ms": round(percentile(latencies_ms, 0.95), 2),
+        "p99_ms": round(percentile(latencies_ms, 0.99), 2),
+        "max_ms": round(max(latencies_ms), 2),
+    }
+
+
+def histogram(metrics: str, name: str) -> dict[str, float]:
+    """A Prometheus histogram's cumulative buckets, sum and count, by label."""
+    values: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith(name + "_bucket"):
+            values[line.split('le="')[1].split('"')[0]] = float(line.split()[-1])
+        elif line.startswith((name + "_sum", name + "_count")):
+            values[line.split()[0].removeprefix(name)] = float(line.split()[-1])
+    return values
+
+
+def histogram_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean and bucket-bound p50/p99 (ms) of what a histogram saw between two scrapes."""
+    seen = {key: after[key] - before.get(key, 0.0) for key in after}
+    count, total = seen.pop("_count", 0.0), seen.pop("_sum", 0.0)
+    if not count:
+        return {}
+    buckets = sorted(
+        (float("inf") if bound == "+Inf" else float(bound), n) for bound, n in seen.items()
+    )
+
+    def quantile(q: float) -> float:
+        return next(bound for bound, seen in buckets if seen >= q * count) * 1000
+
+    return {
+        "mean": round(total / count * 1000, 2),
+        "p50_at_most": quantile(0.5),
+        "p99_at_most": quantile(0.99),
+    }
+
+
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU time used so far by the server, this load generator, PostgreSQL and Redis."""
+    totals = {"server": 0.0, "load_generator": 0.0, "postgres": 0.0, "redis": 0.0}
+    server = psutil.Process(server_pid)
+    mine = {server_pid, *(p.pid for p in server.children(recursive=True))}
+    for proc in psutil.process_iter(["pid", "name", "cpu_times"]):
+        times = proc.info["cpu_times"]
+        if times is None:
+            continue
+        used = times.user + times.system
+        name = proc.info["name"] or ""
+        if proc.info["pid"] in mine and "python" in name:
+            totals["server"] += used
+        elif proc.info["pid"] == os.getpid():
+            totals["load_generator"] += used
+        elif name.startswith("postgres"):
+            totals["postgres"] += used
+        elif name.startswith("redis-server"):
+            totals["redis"] += used
+    return totals
+
+
+def rss_bytes(pid: int) -> int:
+    """The RSS of a server: the process and its children (uvicorn workers)."""
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+
+
+@contextlib.contextmanager
+def server(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextlib.contextmanager
+def profiling(output: str | None, pid: int, seconds: float) -> Iterator[None]:
+    """With ``--profile FILE``: py-spy samples the server (and its workers) meanwhile, and
+    writes collapsed stacks (flamegraph input) to FILE."""
+    if not output:
+        yield
+        return
+    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    command = [spy_bin, "record", "--pid", str(pid), "--subprocesses", "--format", "raw"]
+    command += ["--rate", "200", "--duration", str(int(seconds) + 1), "--output", output]
+    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.wait(timeout=60)
+
+
+async def wait_ready(base: str, path: str, process: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient(timeout=2) as probe:
+        for _ in range(600):
+            if process.poll() is not None:
+                raise RuntimeError(f"{base} exited with {process.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await probe.get(base + path)).status_code < 500:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{base} did not become ready")
+
+
+class Receipts:
+    """Every client's receipts: (room, version) → receipt times, plus order violations."""
+
+    def __init__(self) -> None:
+        self.times: dict[tuple[str, int], list[float]] = {}
+        self.out_of_order = 0
+        self.snapshots_after_first = 0
+        self.closed = 0
+        self.first_snapshot_bytes = 0
+
+    async def read(self, ws: ClientConnection, room: str) -> None:
+        last = 0
+        with contextlib.suppress(Exception):  # the connection ends: what arrived is counted
+            async for raw in ws:
+                now = time.time()
+                head = _head.decode(raw)
+                if head.type == "update":
+                    if head.version != last + 1 and last:
+                        self.out_of_order += 1
+                    last = head.version
+                    self.times.setdefault((room, head.version), []).append(now)
+                elif head.type == "snapshot":
+                    if last:
+                        self.snapshots_after_first += 1
+                    elif not self.first_snapshot_bytes:
+                        self.first_snapshot_bytes = len(raw)
+                    last = head.version
+        self.closed += 1
+
+
+async def open_sockets(
+    urls: list[tuple[str, str]], receipts: Receipts, concurrency: int
+) -> tuple[list[ClientConnection], list[asyncio.Task[None]]]:
+    """Connect every (room, url); each gets a reader. Waits for every first message."""
+    sockets: list[ClientConnection] = []
+    readers: list[asyncio.Task[None]] = []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(room: str, url: str) -> None:
+        async with gate:
+            ws = await connect(url, compression=None, ping_interval=None, open_timeout=60)
+            first = await asyncio.wait_for(ws.recv(), 30)  # the snapshot (or a hello)
+            if receipts.first_snapshot_bytes == 0:
+                receipts.first_snapshot_bytes = len(first)
+            sockets.append(ws)
+            readers.append(asyncio.create_task(receipts.read(ws, room)))
+
+    await asyncio.gather(*(one(room, url) for room, url in urls))
+    return sockets, readers
+
+
+async def drive(
+    rate: float, seconds: float, command: Callable[[int], Awaitable[float | None]]
+) -> tuple[float, list[float], int]:
+    """Open loop: start ``command(i)`` at a fixed rate whatever the answers do.
+
+    The load generator's own cyclic garbage collector is off meanwhile: its full passes over
+    2,000 client sockets take 100-200 ms, which would be counted as server latency."""
+    gc.collect()
+    gc.disable()
+    try:
+        return await _drive(rate, seconds, command)
+    finally:
+        gc.enable()
+
+
+async def _drive(
+    rate: float, seconds: float, command: Callable[[int], Awaitable[float | None]]
+) -> tuple[float, list[float], int]:
+    tasks = []
+    total = int(rate * seconds)
+    start = time.perf_counter()
+    for i in range(total):
+        wait = start + i / rate - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(command(i)))
+    results = await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    ok = [r for r in results if r is not None]
+    return total / elapsed, ok, total - len(ok)
+
+
+# --- the real server --------------------------------------------------------------------------
+
+
+async def prepare(
+    http: httpx.AsyncClient, carts: int, members: int
+) -> list[tuple[str, list[tuple[str, str]]]]:
+    """``carts`` carts, each a list of (token, item id) for its members."""
+    admin = bearer(issue_token(JWT_SECRET, display_name="Admin", admin=True).token)
+    store = (
+        await http.post(
+            "/api/v1/stores",
+            headers=admin,
+            json={
+                "name": "Bench",
+                "currency": "USD",
+                "delivery_fee_minor": 300,
+                "tax_rate_bps": 800,
+            },
+        )
+    ).json()
+    product = (
+        await http.post(
+            f"/api/v1/stores/{store['id']}/products",
+            headers=admin,
+            json={"name": "Dish", "price_minor": 1000},
+        )
+    ).json()
+
+    async def one() -> tuple[str, list[tuple[str, str]]]:
+        tokens = [issue_token(JWT_SECRET, display_name=f"Member {n}").token for n in range(members)]
+        opened = await http.post(
+            "/api/v1/teamcarts", json={"store_id": store["id"]}, headers=bearer(tokens[0])
+        )
+        cart = opened.json()
+        url = f"/api/v1/teamcarts/{cart['id']}"
+        for token in tokens[1:]:
+            joined = await http.post(
+                "/api/v1/teamcarts/join",
+                json={"invite_code": cart["invite_code"]},
+                headers=bearer(token),
+            )
+            assert joined.status_code == 200, joined.text
+        seats = []
+        for token in tokens:
+            added = await http.post(
+                url + "/items",
+                json={"product_id": product["id"], "quantity": 1},
+                headers=bearer(token),
+            )
+            assert added.status_code == 201, added.text
+            seats.append((token, added.json()["item_id"]))
+        return cart["id"], seats
+
+    prepared: list[tuple[str, list[tuple[str, str]]]] = []
+    for start in range(0, carts, 25):
+        prepared.extend(await asyncio.gather(*(one() for _ in range(min(25, carts - start)))))
+    return prepared
+
+
+async def commit_times(database_url: str, since: float) -> dict[tuple[str, int], float]:
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT aggregate_id::text AS cart, version, extract(epoch FROM created_at) AS t "
+            "FROM outbox WHERE event_type = 'item_quantity_changed' "
+            "AND created_at >= to_timestamp($1)",
+            since,
+        )
+    finally:
+        await conn.close()
+    return {(row["cart"], row["version"]): float(row["t"]) for row in rows}
+
+
+async def real_run(args: argparse.Namespace, database_url: str, redis_url: str) -> dict[str, Any]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEAMCART_")}
+    env.update(
+        {
+            "TEAMCART_DATABASE_URL": database_url,
+            "TEAMCART_REDIS_URL": redis_url,
+            "TEAMCART_JWT_SECRET": JWT_SECRET,
+            "TEAMCART_STRIPE_SECRET_KEY": "sk_test_bench",
+            "TEAMCART_STRIPE_API_BASE": "http://127.0.0.1:9",  # no payment in this mix
+            "TEAMCART_LOG_LEVEL": "WARNING",
+            "TEAMCART_DATA_DIR": str(Path(args.tmp) / "data"),
+        }
+    )
+    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
+    command += ["--workers", str(args.workers)]
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    with server(command, env, Path(args.tmp) / "server.log") as process:
+        await wait_ready(base, "/health/ready", process)
+        async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+            carts = await prepare(http, args.carts, args.members)
+            await asyncio.sleep(1)
+            rss_before = rss_bytes(process.pid)
+            receipts = Receipts()
+            ws_base = base.replace("http://", "ws://")
+            urls = [
+                (cart_id, f"{ws_base}/ws/teamcarts/{cart_id}?token={token}")
+                for cart_id, seats in carts
+                for token, _ in seats
+            ]
+            sockets, readers = await open_sockets(urls, receipts, args.connect_concurrency)
+            await asyncio.sleep(2)  # idle: presence settled, snapshots sent
+            rss_after = rss_bytes(process.pid)
+            quantities: dict[str, int] = {}
+            seats = [
+                (cart_id, token, item)
+                for m in range(args.members)
+                for cart_id, members in carts
+                for token, item in [members[m]]
+            ]
+
+            async def change_quantity(i: int) -> float | None:
+                cart_id, token, item = seats[i % len(seats)]
+                quantity = quantities.get(item, 1) % 5 + 1
+                quantities[item] = quantity
+                sent = time.perf_counter()
+                try:
+                    response = await http.patch(
+                        f"/api/v1/teamcarts/{cart_id}/items/{item}",
+                        json={"quantity": quantity},
+                        headers=bearer(token),
+                    )
+                except httpx.HTTPError:
+                    return None
+                return (time.perf_counter() - sent) * 1000 if response.status_code == 200 else None
+
+            await drive(args.rate, args.warmup, change_quantity)
+            await asyncio.sleep(1)
+            dispatch_before = histogram((await http.get("/metrics")).text, DISPATCH_METRIC)
+            cpu_before = cpu_seconds(process.pid)
+            measured_from = time.time()
+            with profiling(args.profile, process.pid, args.seconds):
+                rate, command_ms, failed = await drive(args.rate, args.seconds, change_quantity)
+            cpu_after = cpu_seconds(process.pid)
+            await asyncio.sleep(2)  # stragglers
+            dispatch_after = histogram((await http.get("/metrics")).text, DISPATCH_METRIC)
+            for ws in sockets:
+                await ws.close()
+            await asyncio.gather(*readers)
+        committed = await commit_times(database_url, measured_from)
+    latencies = []
+    delivered = 0
+    for key, commit in committed.items():
+        for received in receipts.times.get(key, []):
+            latencies.append((received - commit) * 1000)
+            delivered += 1
+    expected = len(committed) * args.members
+    return {
+        "connections": len(sockets),
+        "rate": round(rate, 1),
+        "events": len(committed),
+        **summary(latencies),
+        "delivered_ratio": round(delivered / expected, 4) if expected else 0.0,
+        "out_of_order": receipts.out_of_order,
+        "snapshots_after_first": receipts.snapshots_after_first,
+        "failed_commands": failed,
+        "command_p50_ms": round(statistics.median(command_ms), 2) if command_ms else -1,
+        "command_p99_ms": round(percentile(command_ms, 0.99), 2) if command_ms else -1,
+        "rss_per_connection_kib": round((rss_after - rss_before) / len(sockets) / 1024, 2),
+        "message_bytes": receipts.first_snapshot_bytes,
+        "server_commit_to_published_ms": histogram_summary(dispatch_before, dispatch_after),
+        "cpu_cores_used": {
+            name: round((cpu_after[name] - cpu_before[name]) / args.seconds, 2)
+            for name in cpu_after
+        },
+    }
+
+
+# --- the baseline: a bare Litestar endpoint, sockets written in a plain loop ------------------
+
+
+def bare_app(message_bytes: int) -> Any:
+    from litestar import Litestar, WebSocket, post, websocket
+    from litestar.params import FromPath
+
+    rooms: dict[str, set[WebSocket[Any, Any, Any]]] = {}
+    padding = "x" * max(0, message_bytes - 80)
+
+    @websocket("/ws/{room:str}")
+    async def socket_handler(socket: WebSocket[Any, Any, Any], room: FromPath[str]) -> None:
+        await socket.accept()
+        await socket.send_text('{"type":"hello"}')
+        members = rooms.setdefault(room, set())
+        members.add(socket)
+        try:
+            while (await socket.receive())["type"] != "websocket.disconnect":
+                pass
+        finally:
+            members.discard(socket)
+
+    @post("/publish/{room:str}", status_code=204)
+    async def publish(room: FromPath[str], data: dict[str, int]) -> None:
+        stamp = time.time()
+        text = json.dumps({"type": "update", "version": data["version"], "t": stamp, "p": padding})
+        for socket in list(rooms.get(room, ())):
+            await socket.send_text(text)
+
+    return Litestar([socket_handler, publish])
+
+
+def serve_bare(port: int, message_bytes: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        bare_app(message_bytes),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ws_per_message_deflate=False,
+    )
+
+
+class BareReceipts(Receipts):
+    """The bare server stamps its send time into each message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.latencies: list[float] = []
+        self.received = 0
+
+    async def read(self, ws: ClientConnection, room: str) -> None:
+        with contextlib.suppress(Exception):
+            async for raw in ws:
+                now = time.time()
+                message = json.loads(raw)
+                if message["type"] == "update":
+                    self.latencies.append((now - message["t"]) * 1000)
+                    self.received += 1
+
+
+async def bare_run(args: argparse.Namespace, message_bytes: int) -> dict[str, Any]:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, __file__, "--bare-server", str(port), str(message_bytes)]
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    with server(command, dict(os.environ), Path(args.tmp) / "bare.log") as process:
+        await wait_ready(base, "/nothing", process)
+        rooms = [uuid.uuid4().hex for _ in range(args.carts)]
+        await asyncio.sleep(1)
+        rss_before = rss_bytes(process.pid)
+        receipts = BareReceipts()
+        urls = [
+            (room, f"{base.replace('http://', 'ws://')}/ws/{room}")
+            for room in rooms
+            for _ in range(args.members)
+        ]
+        sockets, readers = await open_sockets(urls, receipts, args.connect_concurrency)
+        await asyncio.sleep(2)
+        rss_after = rss_bytes(process.pid)
+        async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
+            versions: dict[str, int] = {}
+
+            async def publish(i: int) -> float | None:
+                room = rooms[i % len(rooms)]
+                versions[room] = versions.get(room, 0) + 1
+                sent = time.perf_counter()
+                try:
+                    response = await http.post(f"/publish/{room}", json={"version": versions[room]})
+                except httpx.HTTPError:
+                    return None
+                return (time.perf_counter() - sent) * 1000 if response.status_code == 204 else None
+
+            await drive(args.rate, args.warmup, publish)
+            await asyncio.sleep(1)
+            receipts.latencies.clear()
+            receipts.received = 0
+            rate, _, _ = await drive(args.rate, args.seconds, publish)
+            await asyncio.sleep(2)
+        for ws in sockets:
+            await ws.close()
+        await asyncio.gather(*readers)
+    expected = int(args.rate * args.seconds) * args.members
+    return {
+        "connections": len(sockets),
+        "rate": round(rate, 1),
+        **summary(receipts.latencies),
+        "delivered_ratio": round(receipts.received / expected, 4) if expected else 0.0,
+        "rss_per_connection_kib": round((rss_after - rss_before) / len(sockets) / 1024, 2),
+    }
+
+
+async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> dict[str, Any]:
+    real = await real_run(args, database_url, redis_url)
+    bare = await bare_run(args, real["message_bytes"])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    p99_ratio = real["p99_ms"] / bare["p99_ms"] if bare["p99_ms"] > 0 else None
+    rss_ratio = (
+        real["rss_per_connection_kib"] / bare["rss_per_connection_kib"]
+        if bare["rss_per_connection_kib"] > 0
+        else None
+    )
+    return {
+        **{k: v for k, v in real.items()},
+        "baseline_p50_ms": bare["p50_ms"],
+        "baseline_p99_ms": bare["p99_ms"],
+        "baseline_max_ms": bare["max_ms"],
+        "baseline_delivered_ratio": bare["delivered_ratio"],
+        "bare_rss_per_connection_kib": bare["rss_per_connection_kib"],
+        "p99_vs_baseline": round(p99_ratio, 2) if p99_ratio is not None else None,
+        "rss_vs_bare": round(rss_ratio, 3) if rss_ratio is not None else None,
+        "open_files_limit": {"soft": soft, "hard": hard},
+        "carts": args.carts,
+        "members_per_cart": args.members,
+        "seconds": args.seconds,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "targets": {
+            "p99_ms": 50,
+            "delivered_ratio": 1.0,
+            "p99_vs_baseline": 3.0,
+            "rss_vs_bare": 1.25,
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--carts", type=int, default=500)
+    parser.add_argument("--members", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=200, help="commands (updates) per second")
+    parser.add_argument("--seconds", type=float, default=20, help="measured load duration")
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--connect-concurrency", type=int, default=50)
+    parser.add_argument("--profile", help="py-spy the server under load into this file")
+    parser.add_argument("--bare-server", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.bare_server:
+        serve_bare(*args.bare_server)
+        return
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    with tempfile.TemporaryDirectory() as tmp:
+        args.tmp = tmp
+        with postgres_server(Path(tmp)) as server_url, fresh_database(server_url) as db:
+            schema.upgrade(db)
+            with redis_server(Path(tmp)) as redis_url:
+                result = asyncio.run(run(args, db, redis_url))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
