@@ -15,7 +15,12 @@ import uuid
 import structlog
 from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
-from litestar.logging.config import LoggingConfig, StructLoggingConfig, default_structlog_processors
+from litestar.logging.config import (
+    LoggingConfig,
+    StructLoggingConfig,
+    default_logger_factory,
+    default_structlog_processors,
+)
 from litestar.middleware import ASGIMiddleware
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
@@ -48,11 +53,16 @@ class RequestIdMiddleware(ASGIMiddleware):
 
 
 def structlog_plugin(*, level: str, as_json: bool) -> StructlogPlugin:
-    """JSON lines by default; plain console lines with ``TEAMCART_LOG_JSON=false``."""
+    """JSON lines by default; plain console lines with ``TEAMCART_LOG_JSON=false``.
+
+    The processors and the logger factory must agree: JSON renders bytes for a bytes logger,
+    the console renderer text for a text one (Litestar would pick the factory from whether
+    stderr is a terminal, not from this setting)."""
     return StructlogPlugin(
         config=StructlogConfig(
             structlog_logging_config=StructLoggingConfig(
                 processors=default_structlog_processors(as_json=as_json),
+                logger_factory=default_logger_factory(as_json=as_json),
                 # Unhandled errors are logged once, by app.errors; 4xx are not errors.
                 log_exceptions="never",
                 pretty_print_tty=False,
