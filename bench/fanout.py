@@ -35,15 +35,11 @@ import gc
 import json
 import os
 import resource
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +49,20 @@ import msgspec
 import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.auth import issue_token  # noqa: E402
-from app.embedded import free_port  # noqa: E402
-from app.persistence import schema  # noqa: E402
-from tests.services import fresh_database, postgres_server, redis_server  # noqa: E402
+from app.auth import issue_token
+from app.embedded import free_port
+from bench.common import (
+    percentile,
+    profiling,
+    server,
+    services,
+    summary,
+    teamcart_command,
+    teamcart_env,
+    wait_ready,
+)
 
 JWT_SECRET = "bench-" + uuid.uuid4().hex * 2
 DISPATCH_METRIC = "teamcart_outbox_dispatch_seconds"
@@ -77,22 +80,6 @@ _head = msgspec.json.Decoder(Head)
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def summary(latencies_ms: list[float]) -> dict[str, float]:
-    if not latencies_ms:
-        return {"p50_ms": -1, "p95_ms": -1, "p99_ms": -1, "max_ms": -1}
-    return {
-        "p50_ms": round(statistics.median(latencies_ms), 2),
-        "p95_ms": round(percentile(latencies_ms, 0.95), 2),
-        "p99_ms": round(percentile(latencies_ms, 0.99), 2),
-        "max_ms": round(max(latencies_ms), 2),
-    }
 
 
 def histogram(metrics: str, name: str) -> dict[str, float]:
@@ -152,49 +139,6 @@ def rss_bytes(pid: int) -> int:
     """The RSS of a server: the process and its children (uvicorn workers)."""
     root = psutil.Process(pid)
     return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-
-
-@contextlib.contextmanager
-def server(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
-    try:
-        yield process
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-@contextlib.contextmanager
-def profiling(output: str | None, pid: int, seconds: float) -> Iterator[None]:
-    """With ``--profile FILE``: py-spy samples the server (and its workers) meanwhile, and
-    writes collapsed stacks (flamegraph input) to FILE."""
-    if not output:
-        yield
-        return
-    spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    command = [spy_bin, "record", "--pid", str(pid), "--subprocesses", "--format", "raw"]
-    command += ["--rate", "200", "--duration", str(int(seconds) + 1), "--output", output]
-    spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        yield
-    finally:
-        spy.wait(timeout=60)
-
-
-async def wait_ready(base: str, path: str, process: subprocess.Popen[bytes]) -> None:
-    async with httpx.AsyncClient(timeout=2) as probe:
-        for _ in range(600):
-            if process.poll() is not None:
-                raise RuntimeError(f"{base} exited with {process.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await probe.get(base + path)).status_code < 500:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{base} did not become ready")
 
 
 class Receipts:
@@ -357,20 +301,8 @@ async def commit_times(database_url: str, since: float) -> dict[tuple[str, int],
 async def real_run(args: argparse.Namespace, database_url: str, redis_url: str) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TEAMCART_")}
-    env.update(
-        {
-            "TEAMCART_DATABASE_URL": database_url,
-            "TEAMCART_REDIS_URL": redis_url,
-            "TEAMCART_JWT_SECRET": JWT_SECRET,
-            "TEAMCART_STRIPE_SECRET_KEY": "sk_test_bench",
-            "TEAMCART_STRIPE_API_BASE": "http://127.0.0.1:9",  # no payment in this mix
-            "TEAMCART_LOG_LEVEL": "WARNING",
-            "TEAMCART_DATA_DIR": str(Path(args.tmp) / "data"),
-        }
-    )
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
-    command += ["--workers", str(args.workers)]
+    env = teamcart_env(database_url, redis_url, JWT_SECRET, Path(args.tmp) / "data")
+    command = teamcart_command(port, args.workers)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     with server(command, env, Path(args.tmp) / "server.log") as process:
         await wait_ready(base, "/health/ready", process)
@@ -620,12 +552,9 @@ def main() -> None:
         import uvloop
 
         uvloop.install()
-    with tempfile.TemporaryDirectory() as tmp:
+    with services() as (tmp, database_url, redis_url):
         args.tmp = tmp
-        with postgres_server(Path(tmp)) as server_url, fresh_database(server_url) as db:
-            schema.upgrade(db)
-            with redis_server(Path(tmp)) as redis_url:
-                result = asyncio.run(run(args, db, redis_url))
+        result = asyncio.run(run(args, database_url, redis_url))
     print(json.dumps(result, indent=2))
 
 

@@ -1,6 +1,7 @@
 """Webhook intake benchmark: signed Stripe events per second, end to end, and ack latency.
 
     python bench/webhooks.py [--seconds 10] [--rate 500] [--workers 1] [--concurrency 32]
+                             [--profile FILE]
 
 Starts ``teamcart serve`` on a fresh database (the machine's PostgreSQL/Redis when they
 answer, else the embedded ones), opens and locks carts through the HTTP API, then sends
@@ -20,15 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -38,16 +36,25 @@ from typing import Any
 import asyncpg
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.auth import issue_token  # noqa: E402
-from app.embedded import free_port  # noqa: E402
-from app.persistence import schema  # noqa: E402
-from tests.services import fresh_database, postgres_server, redis_server  # noqa: E402
+from app.auth import issue_token
+from app.embedded import free_port
+from bench.common import (
+    HttpError,
+    LeanHttp,
+    percentile,
+    profiling,
+    server,
+    services,
+    teamcart_command,
+    teamcart_env,
+    wait_ready,
+)
 
 SECRET = "whsec_bench_" + uuid.uuid4().hex
 JWT_SECRET = "bench-" + uuid.uuid4().hex * 2
+WEBHOOK_PATH = "/api/v1/webhooks/stripe"
 
 
 def signed(event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
@@ -143,64 +150,60 @@ async def prepare_carts(base: str, carts: int) -> list[tuple[str, str, int]]:
 
 
 async def throughput(
-    base: str, members: list[tuple[str, str, int]], seconds: float, concurrency: int
+    http: LeanHttp, members: list[tuple[str, str, int]], seconds: float, concurrency: int
 ) -> tuple[float, dict[str, int]]:
     outcomes: dict[str, int] = {}
     done = 0
     deadline = time.perf_counter() + seconds
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
 
-        async def sender() -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
-                body, headers = signed(failed_event(*random.choice(members)))
-                response = await http.post("/api/v1/webhooks/stripe", content=body, headers=headers)
-                key = (
-                    response.json().get("outcome")
-                    if response.status_code == 200
-                    else str(response.status_code)
-                )
-                outcomes[key] = outcomes.get(key, 0) + 1
-                done += 1
+    async def sender() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            body, headers = signed(failed_event(*random.choice(members)))
+            try:
+                status, answer = await http.post(WEBHOOK_PATH, body, headers)
+            except HttpError:
+                key = "connection_error"
+            else:
+                key = json.loads(answer).get("outcome") if status == 200 else str(status)
+            outcomes[key] = outcomes.get(key, 0) + 1
+            done += 1
 
-        started = time.perf_counter()
-        await asyncio.gather(*(sender() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(sender() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
     return done / elapsed, outcomes
 
 
 async def latency_at_rate(
-    base: str, members: list[tuple[str, str, int]], seconds: float, rate: float
+    http: LeanHttp, members: list[tuple[str, str, int]], seconds: float, rate: float
 ) -> tuple[list[float], int]:
     """Open loop: send at a fixed rate whatever the answers do; measure each ack."""
     latencies: list[float] = []
     errors = 0
-    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
 
-        async def send() -> None:
-            nonlocal errors
-            body, headers = signed(failed_event(*random.choice(members)))
-            sent = time.perf_counter()
-            try:
-                response = await http.post("/api/v1/webhooks/stripe", content=body, headers=headers)
-            except httpx.HTTPError:
-                errors += 1
-                return
-            latencies.append((time.perf_counter() - sent) * 1000)
-            if response.status_code != 200:
-                errors += 1
+    async def send() -> None:
+        nonlocal errors
+        body, headers = signed(failed_event(*random.choice(members)))
+        sent = time.perf_counter()
+        try:
+            status, _ = await http.post(WEBHOOK_PATH, body, headers)
+        except HttpError:
+            errors += 1
+            return
+        latencies.append((time.perf_counter() - sent) * 1000)
+        if status != 200:
+            errors += 1
 
-        tasks = []
-        start = time.perf_counter()
-        total = int(seconds * rate)
-        for i in range(total):
-            wait = start + i / rate - time.perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            tasks.append(asyncio.create_task(send()))
-        await asyncio.gather(*tasks)
+    tasks = []
+    start = time.perf_counter()
+    total = int(seconds * rate)
+    for i in range(total):
+        wait = start + i / rate - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(send()))
+    await asyncio.gather(*tasks)
     return latencies, errors
 
 
@@ -231,62 +234,25 @@ async def baseline_upserts(database_url: str, seconds: float, concurrency: int) 
     return done / elapsed
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> dict[str, Any]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TEAMCART_")}
-    env.update(
-        {
-            "TEAMCART_DATABASE_URL": database_url,
-            "TEAMCART_REDIS_URL": redis_url,
-            "TEAMCART_JWT_SECRET": JWT_SECRET,
-            "TEAMCART_STRIPE_SECRET_KEY": "sk_test_bench",
-            "TEAMCART_STRIPE_API_BASE": "http://127.0.0.1:9",  # no refunds happen in this mix
-            "TEAMCART_STRIPE_WEBHOOK_SECRET": SECRET,
-            "TEAMCART_LOG_LEVEL": "WARNING",
-            "TEAMCART_DATA_DIR": str(Path(args.tmp) / "data"),
-        }
-    )
-    server = subprocess.Popen(  # noqa: ASYNC220 - started once, before any load
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        async with httpx.AsyncClient(timeout=2) as probe:
-            for _ in range(200):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await probe.get(base + "/health/ready")).status_code == 200:
-                        break
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("the server did not become ready")
+    env = teamcart_env(database_url, redis_url, JWT_SECRET, Path(args.tmp) / "data")
+    env["TEAMCART_STRIPE_WEBHOOK_SECRET"] = SECRET  # no refunds happen in this mix
+    log = Path(args.tmp) / "server.log"
+    with server(teamcart_command(port, args.workers), env, log) as process:
+        await wait_ready(base, "/health/ready", process)
         members = await prepare_carts(base, args.carts)
-        await throughput(base, members, 2, args.concurrency)  # warm up
-        events_per_s, outcomes = await throughput(base, members, args.seconds, args.concurrency)
-        latencies, errors = await latency_at_rate(base, members, args.seconds, args.rate)
-    finally:
-        server.send_signal(signal.SIGINT)
+        http = LeanHttp("127.0.0.1", port, max_connections=max(args.concurrency, 400))
         try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+            await throughput(http, members, 2, args.concurrency)  # warm up
+            with profiling(args.profile, process.pid, args.seconds):
+                events_per_s, outcomes = await throughput(
+                    http, members, args.seconds, args.concurrency
+                )
+            latencies, errors = await latency_at_rate(http, members, args.seconds, args.rate)
+        finally:
+            await http.close()
     upserts_per_s = await baseline_upserts(database_url, args.seconds, args.concurrency)
     return {
         "events_per_s": round(events_per_s, 1),
@@ -314,15 +280,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--carts", type=int, default=200)
+    parser.add_argument("--profile", help="py-spy the server under load into this file")
     args = parser.parse_args()
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
+    with services() as (tmp, database_url, redis_url):
         args.tmp = tmp
-        with postgres_server(Path(tmp)) as server_url, fresh_database(server_url) as db:
-            schema.upgrade(db)
-            with redis_server(Path(tmp)) as redis_url:
-                result = asyncio.run(run(args, db, redis_url))
+        result = asyncio.run(run(args, database_url, redis_url))
     print(json.dumps(result, indent=2))
 
 

@@ -267,11 +267,12 @@ _LOAD = select(
     type_coerce(_ITEMS, JSONB).label("items_json"),
     type_coerce(_COUPON, JSONB).label("coupon_json"),
 )
+_LOAD_ONE = _LOAD.where(teamcarts.c.id == bindparam("cart_id"))  # built once: every command
 
 
 async def load_cart(conn: AsyncConnection, cart_id: str) -> TeamCart | None:
     """The cart with its members, items and coupon, in one round trip."""
-    row = (await conn.execute(_LOAD.where(teamcarts.c.id == cart_id))).mappings().one_or_none()
+    row = (await conn.execute(_LOAD_ONE, {"cart_id": cart_id})).mappings().one_or_none()
     if row is None:
         return None
     member_rows = [_parse_times(m, "joined_at") for m in row["members_json"]]

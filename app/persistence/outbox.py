@@ -2,9 +2,10 @@
 describe, so a committed change always has its events, and a rolled-back one never does.
 
 The dispatcher (``app.dispatcher``) reads undispatched rows in id order. ``(aggregate_type,
-aggregate_id, version)`` is unique, so an event can't be stored twice. Appending also sends
-``NOTIFY teamcart_outbox``, which PostgreSQL delivers when (and only if) the transaction
-commits, so every process's dispatcher wakes at once. ``created_at`` is the clock at the
+aggregate_id, version)`` is unique, so an event can't be stored twice. Every insert also
+sends ``NOTIFY teamcart_outbox`` (a statement-level trigger, migration 0005, so it costs no
+round trip), which PostgreSQL delivers when (and only if) the transaction commits, so every
+process's dispatcher wakes at once. ``created_at`` is the clock at the
 insert, the transaction's last statement: the dispatch latency is measured from it.
 
 Claiming takes, besides the rows' locks (``FOR UPDATE SKIP LOCKED``), a transaction-scoped
@@ -25,7 +26,7 @@ from typing import Final
 
 import asyncpg
 import msgspec
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.persistence.tables import outbox
@@ -33,7 +34,11 @@ from domain.events import DomainEvent, event_to_dict
 from realtime.cart_view import CartView
 
 NOTIFY_CHANNEL: Final = "teamcart_outbox"
+"""Notified by the ``outbox_notify`` trigger on every insert into the outbox."""
 _DISPATCH_LOCK_CLASS: Final = 0x7EA_CA27  # the advisory-lock namespace of outbox dispatch
+
+
+_APPEND = insert(outbox).values(created_at=func.clock_timestamp())  # built once: every command
 
 
 async def append_events(
@@ -43,7 +48,7 @@ async def append_events(
     if not events:
         return
     await conn.execute(
-        insert(outbox).values(created_at=func.clock_timestamp()),
+        _APPEND,
         [
             {
                 "aggregate_type": event.aggregate_type,
@@ -62,7 +67,6 @@ async def append_events(
             for event in events
         ],
     )
-    await conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, "")))
 
 
 @dataclass(frozen=True, slots=True)
