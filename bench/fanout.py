@@ -54,6 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.auth import issue_token
 from app.embedded import free_port
 from bench.common import (
+    HttpError,
+    LeanHttp,
     percentile,
     profiling,
     server,
@@ -328,20 +330,23 @@ async def real_run(args: argparse.Namespace, database_url: str, redis_url: str) 
                 for token, item in [members[m]]
             ]
 
+            lean = LeanHttp("127.0.0.1", port, max_connections=200)
+
             async def change_quantity(i: int) -> float | None:
                 cart_id, token, item = seats[i % len(seats)]
                 quantity = quantities.get(item, 1) % 5 + 1
                 quantities[item] = quantity
                 sent = time.perf_counter()
                 try:
-                    response = await http.patch(
+                    status, _ = await lean.request(
+                        "PATCH",
                         f"/api/v1/teamcarts/{cart_id}/items/{item}",
-                        json={"quantity": quantity},
-                        headers=bearer(token),
+                        b'{"quantity": %d}' % quantity,
+                        {**bearer(token), "Content-Type": "application/json"},
                     )
-                except httpx.HTTPError:
+                except HttpError:
                     return None
-                return (time.perf_counter() - sent) * 1000 if response.status_code == 200 else None
+                return (time.perf_counter() - sent) * 1000 if status == 200 else None
 
             await drive(args.rate, args.warmup, change_quantity)
             await asyncio.sleep(1)
@@ -353,6 +358,7 @@ async def real_run(args: argparse.Namespace, database_url: str, redis_url: str) 
             cpu_after = cpu_seconds(process.pid)
             await asyncio.sleep(2)  # stragglers
             dispatch_after = histogram((await http.get("/metrics")).text, DISPATCH_METRIC)
+            await lean.close()
             for ws in sockets:
                 await ws.close()
             await asyncio.gather(*readers)
@@ -452,7 +458,6 @@ async def bare_run(args: argparse.Namespace, message_bytes: int) -> dict[str, An
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = [sys.executable, __file__, "--bare-server", str(port), str(message_bytes)]
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     with server(command, dict(os.environ), Path(args.tmp) / "bare.log") as process:
         await wait_ready(base, "/nothing", process)
         rooms = [uuid.uuid4().hex for _ in range(args.carts)]
@@ -467,25 +472,30 @@ async def bare_run(args: argparse.Namespace, message_bytes: int) -> dict[str, An
         sockets, readers = await open_sockets(urls, receipts, args.connect_concurrency)
         await asyncio.sleep(2)
         rss_after = rss_bytes(process.pid)
-        async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
-            versions: dict[str, int] = {}
+        http = LeanHttp("127.0.0.1", port, max_connections=200)
+        versions: dict[str, int] = {}
 
-            async def publish(i: int) -> float | None:
-                room = rooms[i % len(rooms)]
-                versions[room] = versions.get(room, 0) + 1
-                sent = time.perf_counter()
-                try:
-                    response = await http.post(f"/publish/{room}", json={"version": versions[room]})
-                except httpx.HTTPError:
-                    return None
-                return (time.perf_counter() - sent) * 1000 if response.status_code == 204 else None
+        async def publish(i: int) -> float | None:
+            room = rooms[i % len(rooms)]
+            versions[room] = versions.get(room, 0) + 1
+            sent = time.perf_counter()
+            try:
+                status, _ = await http.post(
+                    f"/publish/{room}",
+                    b'{"version": %d}' % versions[room],
+                    {"Content-Type": "application/json"},
+                )
+            except HttpError:
+                return None
+            return (time.perf_counter() - sent) * 1000 if status == 204 else None
 
-            await drive(args.rate, args.warmup, publish)
-            await asyncio.sleep(1)
-            receipts.latencies.clear()
-            receipts.received = 0
-            rate, _, _ = await drive(args.rate, args.seconds, publish)
-            await asyncio.sleep(2)
+        await drive(args.rate, args.warmup, publish)
+        await asyncio.sleep(1)
+        receipts.latencies.clear()
+        receipts.received = 0
+        rate, _, _ = await drive(args.rate, args.seconds, publish)
+        await asyncio.sleep(2)
+        await http.close()
         for ws in sockets:
             await ws.close()
         await asyncio.gather(*readers)

@@ -270,8 +270,21 @@ _LOAD = select(
 _LOAD_ONE = _LOAD.where(teamcarts.c.id == bindparam("cart_id"))  # built once: every command
 
 
-async def load_cart(conn: AsyncConnection, cart_id: str) -> TeamCart | None:
-    """The cart with its members, items and coupon, in one round trip."""
+_LOCK_ONE = select(teamcarts.c.id).where(teamcarts.c.id == bindparam("cart_id")).with_for_update()
+
+
+async def load_cart(conn: AsyncConnection, cart_id: str, *, lock: bool = False) -> TeamCart | None:
+    """The cart with its members, items and coupon, in one round trip.
+
+    With ``lock``, the cart's row is locked first (one more round trip), so nobody else can
+    save the cart before this transaction ends: a save after it never conflicts. Callers
+    load optimistically and lock only to retry after a ``VersionConflict``, so a busy cart
+    (members paying or adding items at the same moment) still makes progress. The lock is
+    its own statement: the load that follows takes a fresh snapshot (READ COMMITTED) and so
+    sees every change committed before the lock was granted.
+    """
+    if lock:
+        await conn.execute(_LOCK_ONE, {"cart_id": cart_id})
     row = (await conn.execute(_LOAD_ONE, {"cart_id": cart_id})).mappings().one_or_none()
     if row is None:
         return None

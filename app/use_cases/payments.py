@@ -499,11 +499,12 @@ async def handle_stripe_event(
     """Apply one verified Stripe event exactly once; raise on transient failure (→ 503)."""
     started = time.perf_counter()
     event_type = str(event["type"])
-    for _ in range(MAX_ATTEMPTS):
+    for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            outcome = await _handle_once(engine, gateway, event)
+            # A retry locks the cart before loading it, so it cannot conflict again.
+            outcome = await _handle_once(engine, gateway, event, lock=attempt > 1)
         except cart_repo.VersionConflict:
-            continue  # a cart command saved first: redo the whole event on fresh state
+            continue  # the cart was saved meanwhile: redo the whole event on fresh state
         WEBHOOKS.labels(type=event_type, outcome=outcome.outcome).inc()
         if outcome.outcome == "refunded" and outcome.payment_intent_id:
             # Committed: now give the money back. If Stripe fails, the sweeper retries.
@@ -519,7 +520,7 @@ _RECORD_OUTCOME = update(stripe_events).where(stripe_events.c.id == bindparam("_
 
 
 async def _handle_once(
-    engine: AsyncEngine, gateway: PaymentGateway, event: Mapping[str, Any]
+    engine: AsyncEngine, gateway: PaymentGateway, event: Mapping[str, Any], *, lock: bool
 ) -> Outcome:
     event_id = str(event["id"])
     event_type = str(event["type"])
@@ -530,7 +531,7 @@ async def _handle_once(
         )
         if claimed.first() is None:
             return Outcome("duplicate")
-        outcome = await _apply(conn, gateway, event_type, obj)
+        outcome = await _apply(conn, gateway, event_type, obj, lock=lock)
         await conn.execute(
             _RECORD_OUTCOME,
             {
@@ -555,22 +556,27 @@ async def _handle_once(
 
 
 async def _apply(
-    conn: AsyncConnection, gateway: PaymentGateway, event_type: str, obj: Mapping[str, Any]
+    conn: AsyncConnection,
+    gateway: PaymentGateway,
+    event_type: str,
+    obj: Mapping[str, Any],
+    *,
+    lock: bool,
 ) -> Outcome:
     if event_type.startswith("payment_intent."):
         metadata = obj.get("metadata") or {}
         intent_id = str(obj.get("id"))
         if metadata.get("teamcart_id"):
-            return await _apply_to_cart(conn, gateway, event_type, obj, metadata)
+            return await _apply_to_cart(conn, gateway, event_type, obj, metadata, lock=lock)
         if metadata.get("order_id"):
             return Outcome(
                 "ignored", "unrouted: single-payer orders are not handled yet", intent_id
             )
         return Outcome("ignored", "not a TeamCart payment", intent_id)
     if event_type in {"charge.refunded", "refund.created", "refund.updated"}:
-        return await _apply_refund(conn, event_type, obj)
+        return await _apply_refund(conn, event_type, obj, lock=lock)
     if event_type == "charge.dispute.created":
-        return await _apply_dispute(conn, obj)
+        return await _apply_dispute(conn, obj, lock=lock)
     return Outcome("ignored", f"{event_type} is not handled")
 
 
@@ -585,11 +591,13 @@ async def _apply_to_cart(
     event_type: str,
     intent: Mapping[str, Any],
     metadata: Mapping[str, Any],
+    *,
+    lock: bool,
 ) -> Outcome:
     intent_id = str(intent["id"])
     cart_id = str(metadata["teamcart_id"])
     user_id = str(metadata.get("member_user_id", ""))
-    cart = await cart_repo.load_cart(conn, cart_id)
+    cart = await cart_repo.load_cart(conn, cart_id, lock=lock)
     currency = str(intent.get("currency", "")).upper()
     received = int(intent.get("amount_received") or intent.get("amount") or 0)
 
@@ -680,7 +688,9 @@ def _check_matches_owed(
         raise errors.AmountMismatch(f"Paid {received}, owed {owed} ({currency}, Stripe units).")
 
 
-async def _apply_refund(conn: AsyncConnection, event_type: str, obj: Mapping[str, Any]) -> Outcome:
+async def _apply_refund(
+    conn: AsyncConnection, event_type: str, obj: Mapping[str, Any], *, lock: bool
+) -> Outcome:
     """Sync refunds by refund id: ours and ones made in the Stripe dashboard.
 
     A member's payment shows ``refunded`` only once refunds cover the whole capture; a
@@ -725,7 +735,7 @@ async def _apply_refund(conn: AsyncConnection, event_type: str, obj: Mapping[str
         )
     await _set_intent_status(conn, intent_id, "refunded")
     await _set_order_payment_status(conn, intent_id, PaymentStatus.REFUNDED.value)
-    cart = await cart_repo.load_cart(conn, owner.cart_id)
+    cart = await cart_repo.load_cart(conn, owner.cart_id, lock=lock)
     if cart is None or not cart.is_member(owner.user_id):
         ALERTS.labels(kind="refund_for_departed_member").inc()
         return Outcome("applied", "the member is no longer in the cart", intent_id, owner.cart_id)
@@ -779,7 +789,9 @@ async def _captured_and_refunded(
     return to_stripe(owner.amount_minor, owner.currency), int(refunded)
 
 
-async def _apply_dispute(conn: AsyncConnection, dispute: Mapping[str, Any]) -> Outcome:
+async def _apply_dispute(
+    conn: AsyncConnection, dispute: Mapping[str, Any], *, lock: bool
+) -> Outcome:
     intent_id = str(dispute.get("payment_intent") or "")
     ALERTS.labels(kind="dispute").inc()
     log.error(
@@ -791,7 +803,7 @@ async def _apply_dispute(conn: AsyncConnection, dispute: Mapping[str, Any]) -> O
     owner = await _intent_owner(conn, intent_id)
     if owner is None:
         return Outcome("review", "dispute on an unknown payment", intent_id)
-    cart = await cart_repo.load_cart(conn, owner.cart_id)
+    cart = await cart_repo.load_cart(conn, owner.cart_id, lock=lock)
     if cart is not None and cart.is_member(owner.user_id):
         expected = cart.version
         cart.flag_payment_for_review(owner.user_id, intent_id)

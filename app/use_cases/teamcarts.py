@@ -69,11 +69,12 @@ async def _run(
     command: Callable[[TeamCart], None],
     effect: Effect[T] = _nothing,  # type: ignore[assignment]
 ) -> tuple[TeamCart, T]:
-    """Load → command → save (version-checked) → effect → outbox, retried on conflict."""
+    """Load → command → save (version-checked) → effect → outbox, retried on conflict
+    (with the cart locked, so the retry cannot conflict again)."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             async with engine.begin() as conn:
-                cart = await cart_repo.load_cart(conn, cart_id)
+                cart = await cart_repo.load_cart(conn, cart_id, lock=attempt > 1)
                 if cart is None:
                     raise cart_not_found(cart_id)
                 expected = cart.version

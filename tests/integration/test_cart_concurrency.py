@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -83,6 +84,32 @@ async def test_add_item_racing_lock_leaves_a_consistent_cart(
         assert (await stock_of(client, host, store["id"]))[product["id"]] == 50 - quantities
         # one version per event: the add (plus ready flag untouched) and the lock
         assert cart["version"] == before + (2 if added.status_code == 201 else 1)
+
+
+async def test_eight_members_adding_items_at_the_same_moment_all_succeed(
+    client: Client, admin_headers: dict[str, str], live_server: str
+) -> None:
+    """Optimistic saves conflict here; the retry locks the cart, so nobody gets a 409."""
+    host, _, product, url = await cart_with_items(client, admin_headers, stock=None)
+    invite = (await client.get(url, headers=host)).json()["invite_code"]
+    guests = [await session(client, f"Guest {n}") for n in range(8)]
+    for guest in guests:
+        joined = await client.post(
+            "/api/v1/teamcarts/join", json={"invite_code": invite}, headers=guest
+        )
+        assert joined.status_code == 200
+    before = (await client.get(url, headers=host)).json()["version"]
+    item = {"product_id": product["id"], "quantity": 2}
+    async with httpx.AsyncClient(base_url=live_server, timeout=30) as http:
+        added = await asyncio.gather(
+            *(http.post(url + "/items", json=item, headers=guest) for guest in guests)
+        )
+    assert [r.status_code for r in added] == [201] * len(guests)
+    after = (await client.get(url, headers=host)).json()
+    assert after["version"] == before + len(guests)
+    assert sorted(i["user_id"] for i in after["items"] if i["user_id"] != uid(host)) == sorted(
+        uid(g) for g in guests
+    )
 
 
 async def test_twenty_carts_locking_the_last_ten_units_reserve_exactly_ten(

@@ -149,6 +149,48 @@ async def test_one_event_delivered_five_times_at_once_through_two_instances_appl
     )
 
 
+async def test_every_member_paying_at_the_same_moment_is_recorded_without_a_retry(
+    client: Client, live_server: str, admin_headers: dict[str, str]
+) -> None:
+    """Eight members' payments of one cart arrive at once, at a real server: each one is
+    applied on its first delivery (no 503 asking Stripe to come back later)."""
+    store = await create_store(client, admin_headers, delivery_fee_minor=0, tax_rate_bps=0)
+    product = await create_product(
+        client, admin_headers, store["id"], price_minor=1000, option_groups=[]
+    )
+    host = await session(client, "Host")
+    cart = await open_cart(client, host, store["id"])
+    url = f"/api/v1/teamcarts/{cart['id']}"
+    people = [host]
+    for n in range(7):
+        guest = await session(client, f"Guest {n}")
+        joined = await client.post(
+            "/api/v1/teamcarts/join", json={"invite_code": cart["invite_code"]}, headers=guest
+        )
+        assert joined.status_code == 200
+        people.append(guest)
+    for person in people:
+        added = await client.post(
+            url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=person
+        )
+        assert added.status_code == 201
+    view = (await client.post(url + "/lock", headers=host)).json()
+    events = [succeeded(view, uid(p), f"pi_{uuid.uuid4().hex[:14]}") for p in people]
+
+    async with httpx.AsyncClient(base_url=live_server, timeout=30) as stripe:
+        responses = await asyncio.gather(
+            *(
+                stripe.post(HOOK, content=body, headers=headers)
+                for body, headers in map(body_and_headers, events)
+            )
+        )
+    assert [r.status_code for r in responses] == [200] * len(people)
+    assert {r.json()["outcome"] for r in responses} == {"applied"}
+    after = (await client.get(url, headers=host)).json()
+    assert {payment_of(after, uid(p))["status"] for p in people} == {"paid_online"}
+    assert after["status"] == "ready_to_confirm"
+
+
 async def test_a_failure_arriving_after_success_does_not_downgrade(
     client: Client, admin_headers: dict[str, str]
 ) -> None:
