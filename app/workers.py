@@ -3,8 +3,9 @@
 The sweeper wakes every ``TEAMCART_SWEEP_INTERVAL_SECONDS``: it locks open carts whose
 deadline passed (or expires them if empty), expires locked carts whose payment window is
 over (owing a refund for every online payment it holds), retries refunds Stripe has not
-taken yet, and purges idempotency keys older than 24 hours. Every process runs one; they never
-double-apply because each cart change goes through the cart's version check.
+taken yet, purges idempotency keys older than 24 hours and dispatched outbox events older
+than a week. Every process runs one; they never double-apply because each cart change goes
+through the cart's version check.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.idempotency import purge_expired_keys
 from app.payments.gateway import PaymentGateway
+from app.persistence.outbox import purge_dispatched
 from app.use_cases.payments import carry_out_refunds
 from app.use_cases.teamcarts import expire_due_carts
 
@@ -31,6 +33,7 @@ async def sweep_once(
     changed = await expire_due_carts(engine, gateway, payment_window)
     await carry_out_refunds(engine, gateway)  # any refund whose first attempt failed
     await purge_expired_keys(engine)
+    await purge_dispatched(engine)
     return changed
 
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 import asyncpg
 import msgspec
-from sqlalchemy import func, insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import func, insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.persistence.tables import outbox
 from domain.events import DomainEvent, event_to_dict
@@ -162,3 +162,29 @@ async def mark_dispatched(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
         await conn.execute(
             "UPDATE outbox SET dispatched_at = now() WHERE id = ANY($1::bigint[])", list(ids)
         )
+
+
+RETENTION: Final = timedelta(days=7)
+"""Dispatched events are kept this long (for debugging and audits), then purged."""
+
+_PURGE = text(
+    """
+    DELETE FROM outbox WHERE id IN (
+        SELECT id FROM (SELECT id, created_at, dispatched_at FROM outbox ORDER BY id LIMIT :n)
+            AS oldest
+         WHERE dispatched_at IS NOT NULL AND created_at < now() - CAST(:age AS interval)
+    )
+    """
+)
+
+
+async def purge_dispatched(engine: AsyncEngine, *, batch: int = 1000) -> int:
+    """Delete dispatched events older than ``RETENTION`` among the ``batch`` oldest rows.
+
+    Run by the sweeper every few seconds, so its cost is bounded: it reads the oldest
+    ``batch`` rows by primary key, whatever the table's size, and a backlog drains one batch
+    per sweep. An undispatched row is never deleted.
+    """
+    async with engine.begin() as conn:
+        result = await conn.execute(_PURGE, {"n": batch, "age": RETENTION})
+    return int(result.rowcount or 0)

@@ -13,19 +13,20 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Any
 
 import msgspec
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.dispatcher import OutboxDispatcher
 from app.persistence import schema
 from app.persistence.carts import load_cart
 from app.persistence.database import create_engine
-from app.persistence.outbox import OutboxRecord, append_events
+from app.persistence.outbox import RETENTION, OutboxRecord, append_events, purge_dispatched
 from app.persistence.tables import outbox
 from domain.events import ItemRemoved
 from realtime.cart_view import CartView, cart_view
@@ -388,3 +389,27 @@ async def test_the_sweep_redelivers_rows_left_behind(
     async with dispatcher.running(), asyncio.timeout(5):
         await both.wait()
     assert seen == [1, 2]
+
+
+async def test_the_sweeper_purges_only_old_dispatched_events(dispatch_engine: AsyncEngine) -> None:
+    old, stuck, recent = (str(uuid.uuid4()) for _ in range(3))
+    for cart_id in (old, stuck, recent):
+        await append_removals(dispatch_engine, cart_id, range(1, 3))
+    async with dispatch_engine.begin() as conn:
+        long_ago = func.now() - RETENTION - timedelta(hours=1)
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.aggregate_id.in_([old, stuck]))
+            .values(created_at=long_ago)
+        )
+        await conn.execute(
+            update(outbox)
+            .where(outbox.c.aggregate_id.in_([old, recent]))
+            .values(dispatched_at=func.now())
+        )
+
+    assert await purge_dispatched(dispatch_engine) == 2
+    assert await purge_dispatched(dispatch_engine) == 0
+    async with dispatch_engine.connect() as conn:
+        left = (await conn.execute(select(outbox.c.aggregate_id))).scalars().all()
+    assert sorted(left) == sorted([stuck, stuck, recent, recent])  # never an undispatched one
