@@ -13,4 +13,4 @@ from app.wiring import create_app
 
 
 def create_app_from_env() -> Litestar:
-    return create_app(Settings.from_env())
+    return create_app(Settings.from_env(), server=True)

@@ -91,8 +91,12 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def create_app(settings: Settings, *, debug: bool = False) -> Litestar:
-    """Build the ASGI application for fully resolved settings."""
+def create_app(settings: Settings, *, debug: bool = False, server: bool = False) -> Litestar:
+    """Build the ASGI application for fully resolved settings.
+
+    ``server``: this app is the process's one app (``teamcart serve``'s workers), so it may
+    tune process-wide settings at start-up (the garbage collector); tests, which build many
+    apps in one process, leave them alone."""
     resources = build_resources(settings)
     jwt_auth = build_jwt_auth(resources.jwt_secret)
     metrics = prometheus_config()
@@ -111,7 +115,8 @@ def create_app(settings: Settings, *, debug: bool = False) -> Litestar:
             ),
             resources.live.running(),
         ):
-            tune_garbage_collector()
+            if server:
+                tune_garbage_collector()
             yield
         await resources.close()
 

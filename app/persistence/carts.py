@@ -270,7 +270,13 @@ _LOAD = select(
 _LOAD_ONE = _LOAD.where(teamcarts.c.id == bindparam("cart_id"))  # built once: every command
 
 
-_LOCK_ONE = select(teamcarts.c.id).where(teamcarts.c.id == bindparam("cart_id")).with_for_update()
+# FOR NO KEY UPDATE: the lock the save's UPDATE takes anyway (it does not block inserts of
+# rows that reference the cart).
+_LOCK_ONE = (
+    select(teamcarts.c.id)
+    .where(teamcarts.c.id == bindparam("cart_id"))
+    .with_for_update(key_share=True)
+)
 
 
 async def load_cart(conn: AsyncConnection, cart_id: str, *, lock: bool = False) -> TeamCart | None:

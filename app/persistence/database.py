@@ -25,4 +25,7 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         # A connection that died with the server fails its statement; the request answers
         # 503 (webhooks) or 500 and the pool replaces the connection.
         pool_recycle=1800,
+        # Pinned, whatever the server's default: a retry locks a cart and then loads it in a
+        # fresh snapshot (app.persistence.carts.load_cart), which READ COMMITTED gives.
+        isolation_level="READ COMMITTED",
     )

@@ -5,8 +5,9 @@ The dispatcher (``app.dispatcher``) reads undispatched rows in id order. ``(aggr
 aggregate_id, version)`` is unique, so an event can't be stored twice. Every insert also
 sends ``NOTIFY teamcart_outbox`` (a statement-level trigger, migration 0005, so it costs no
 round trip), which PostgreSQL delivers when (and only if) the transaction commits, so every
-process's dispatcher wakes at once. ``created_at`` is the clock at the
-insert, the transaction's last statement: the dispatch latency is measured from it.
+process's dispatcher wakes at once. ``created_at`` is the clock at the insert, at or near
+the end of the transaction (a webhook still records its outcome after it): the dispatch
+latency is measured from it. Dispatched rows are purged after ``RETENTION``.
 
 Claiming takes, besides the rows' locks (``FOR UPDATE SKIP LOCKED``), a transaction-scoped
 advisory lock per aggregate: one process at a time handles a given cart's rows, so each cart
@@ -170,20 +171,22 @@ RETENTION: Final = timedelta(days=7)
 _PURGE = text(
     """
     DELETE FROM outbox WHERE id IN (
-        SELECT id FROM (SELECT id, created_at, dispatched_at FROM outbox ORDER BY id LIMIT :n)
-            AS oldest
-         WHERE dispatched_at IS NOT NULL AND created_at < now() - CAST(:age AS interval)
+        SELECT id FROM (SELECT id, created_at FROM outbox
+                          WHERE dispatched_at IS NOT NULL ORDER BY id LIMIT :n) AS oldest
+         WHERE created_at < now() - CAST(:age AS interval)
     )
     """
 )
 
 
 async def purge_dispatched(engine: AsyncEngine, *, batch: int = 1000) -> int:
-    """Delete dispatched events older than ``RETENTION`` among the ``batch`` oldest rows.
+    """Delete dispatched events older than ``RETENTION`` among the ``batch`` oldest
+    dispatched rows.
 
-    Run by the sweeper every few seconds, so its cost is bounded: it reads the oldest
-    ``batch`` rows by primary key, whatever the table's size, and a backlog drains one batch
-    per sweep. An undispatched row is never deleted.
+    Run by the sweeper every few seconds, so its cost is bounded: it walks the primary key
+    from the oldest row, past the (few) undispatched ones, for ``batch`` rows, whatever the
+    table's size; a backlog drains one batch per sweep. An undispatched row is never
+    deleted, and one stuck forever does not stop the purge.
     """
     async with engine.begin() as conn:
         result = await conn.execute(_PURGE, {"n": batch, "age": RETENTION})

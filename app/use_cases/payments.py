@@ -73,7 +73,7 @@ ALERTS = Counter(
     ["kind"],
 )
 
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 2  # the retry locks the cart: it cannot conflict again
 PAYABLE_STATUSES = frozenset({PaymentStatus.NONE, PaymentStatus.FAILED, PaymentStatus.REFUNDED})
 
 
@@ -574,7 +574,7 @@ async def _apply(
             )
         return Outcome("ignored", "not a TeamCart payment", intent_id)
     if event_type in {"charge.refunded", "refund.created", "refund.updated"}:
-        return await _apply_refund(conn, event_type, obj, lock=lock)
+        return await _apply_refund(conn, event_type, obj)
     if event_type == "charge.dispute.created":
         return await _apply_dispute(conn, obj, lock=lock)
     return Outcome("ignored", f"{event_type} is not handled")
@@ -688,9 +688,7 @@ def _check_matches_owed(
         raise errors.AmountMismatch(f"Paid {received}, owed {owed} ({currency}, Stripe units).")
 
 
-async def _apply_refund(
-    conn: AsyncConnection, event_type: str, obj: Mapping[str, Any], *, lock: bool
-) -> Outcome:
+async def _apply_refund(conn: AsyncConnection, event_type: str, obj: Mapping[str, Any]) -> Outcome:
     """Sync refunds by refund id: ours and ones made in the Stripe dashboard.
 
     A member's payment shows ``refunded`` only once refunds cover the whole capture; a
@@ -698,6 +696,10 @@ async def _apply_refund(
     """
     intent_id = str(obj.get("payment_intent") or "")
     currency = str(obj.get("currency", "")).upper()
+    owner = await _intent_owner(conn, intent_id)
+    # The cart first, as every writer of a cart does (a payment webhook saves the cart, then
+    # updates its intent): the other order could deadlock with one arriving at the same time.
+    cart = await cart_repo.load_cart(conn, owner.cart_id, lock=True) if owner else None
     if event_type == "charge.refunded":
         listed = (obj.get("refunds") or {}).get("data") or []
     else:
@@ -721,7 +723,6 @@ async def _apply_refund(
         if status == "failed":
             ALERTS.labels(kind="refund_failed").inc()
             log.error("refund_failed", payment_intent_id=intent_id, refund_id=refund["id"])
-    owner = await _intent_owner(conn, intent_id)
     if owner is None:
         return Outcome("ignored", "unknown intent", intent_id)
     captured, refunded = await _captured_and_refunded(conn, intent_id, owner, obj, event_type)
@@ -735,7 +736,6 @@ async def _apply_refund(
         )
     await _set_intent_status(conn, intent_id, "refunded")
     await _set_order_payment_status(conn, intent_id, PaymentStatus.REFUNDED.value)
-    cart = await cart_repo.load_cart(conn, owner.cart_id, lock=lock)
     if cart is None or not cart.is_member(owner.user_id):
         ALERTS.labels(kind="refund_for_departed_member").inc()
         return Outcome("applied", "the member is no longer in the cart", intent_id, owner.cart_id)

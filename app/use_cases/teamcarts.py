@@ -41,7 +41,7 @@ from realtime.projection import Projection
 
 log = structlog.get_logger("teamcart.carts")
 
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 2  # the retry locks the cart: it cannot conflict again
 T = TypeVar("T")
 Effect = Callable[[AsyncConnection, TeamCart], Awaitable[T]]
 
