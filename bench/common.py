@@ -1,7 +1,7 @@
 """What the benchmarks share: the server under test, a lean HTTP client, percentiles, py-spy.
 
 The load generator shares the machine's two cores with the server, PostgreSQL and Redis, so
-it must cost little per request: ``LeanHttp`` writes prebuilt HTTP/1.1 requests on keep-alive
+it must cost little per request: ``LeanHttp`` writes plain HTTP/1.1 requests on keep-alive
 connections and reads only the status line, ``Content-Length`` and the body (httpx spends
 about 1 ms of CPU per request, and its connection pool slows down quadratically when
 requests queue, which made the generator, not the server, the bottleneck).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -18,7 +19,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -137,33 +139,93 @@ async def wait_ready(base: str, path: str, process: subprocess.Popen[bytes]) -> 
     raise RuntimeError(f"{base} did not become ready")
 
 
+async def open_loop(
+    rate: float, seconds: float, send: Callable[[int], Awaitable[bool]]
+) -> tuple[float, list[float], int]:
+    """Start ``send(i)`` at a fixed rate whatever the answers do (an open loop); return the
+    rate achieved, the latencies (ms) of the sends that succeeded, and how many failed.
+
+    Each latency runs from the moment the send was due, not from when it started: when the
+    load generator itself falls behind, that delay counts (no coordinated omission). The
+    generator's cyclic garbage collector is off meanwhile: its full passes over thousands of
+    client sockets take 100-200 ms, which would be counted as the server's latency.
+    """
+
+    async def timed(i: int, due: float) -> float | None:
+        ok = await send(i)
+        return (time.perf_counter() - due) * 1000 if ok else None
+
+    gc.collect()
+    gc.disable()
+    try:
+        tasks = []
+        total = int(rate * seconds)
+        start = time.perf_counter()
+        for i in range(total):
+            due = start + i / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(asyncio.create_task(timed(i, due)))
+        results = await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    finally:
+        gc.enable()
+    latencies = [r for r in results if r is not None]
+    return total / elapsed, latencies, total - len(latencies)
+
+
 class HttpError(Exception):
-    """The connection failed or the answer was not HTTP/1.1 with a ``Content-Length``."""
+    """The connection failed, or the answer was not one this client reads."""
+
+
+class _ClosedWhileIdle(Exception):
+    """A reused connection was closed by the server before this request reached it."""
+
+
+_NO_BODY = frozenset({204, 304})
 
 
 class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.reusable = True
 
     async def exchange(self, request: bytes) -> tuple[int, bytes]:
+        """Send one request, read its answer: the status line and headers, then a body of
+        ``Content-Length`` bytes (none for 1xx, 204 and 304). ``Connection: close`` makes
+        the connection single-use."""
         self.writer.write(request)
+        await self.writer.drain()
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
         length = -1
         for line in lines[1:]:
             name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
+            name = name.strip().lower()
+            if name == b"content-length":
                 length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                self.reusable = False
+            elif name == b"transfer-encoding":
+                raise HttpError("a chunked answer (this client reads Content-Length only)")
+        if status in _NO_BODY or status < 200:
+            return status, b""
         if length < 0:
-            raise HttpError("an answer without Content-Length")
+            raise HttpError(f"a {status} answer without Content-Length")
         return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 class LeanHttp:
     """A keep-alive HTTP/1.1 client for loopback load: one request per connection at a time,
-    up to ``max_connections``, opened as needed."""
+    up to ``max_connections``, opened as needed. A kept-alive connection the server closed
+    while it was idle (uvicorn does after 5 s) is replaced and the request sent again, once:
+    the server never saw it."""
 
     def __init__(self, host: str, port: int, *, max_connections: int = 100) -> None:
         self.host = host
@@ -182,17 +244,40 @@ class LeanHttp:
         head.append(f"Content-Length: {len(body)}")
         request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
         async with self._slots:
-            connection = self._idle.pop() if self._idle else await self._open()
-            try:
-                answer = await connection.exchange(request)
-            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-                connection.writer.close()
-                raise HttpError(repr(exc)) from exc
-            except BaseException:
-                connection.writer.close()
-                raise
+            while self._idle:
+                connection = self._idle.pop()
+                try:
+                    return await self._exchange(connection, request)
+                except _ClosedWhileIdle:
+                    continue  # the server closed it while idle: try the next, or a new one
+            return await self._exchange(await self._open(), request, fresh=True)
+
+    async def _exchange(
+        self, connection: _Connection, request: bytes, *, fresh: bool = False
+    ) -> tuple[int, bytes]:
+        try:
+            answer = await connection.exchange(request)
+        except asyncio.IncompleteReadError as exc:
+            connection.close()
+            if not fresh and not exc.partial:
+                raise _ClosedWhileIdle from exc
+            raise HttpError(repr(exc)) from exc
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            connection.close()
+            if not fresh:
+                raise _ClosedWhileIdle from exc
+            raise HttpError(repr(exc)) from exc
+        except (OSError, ValueError, asyncio.LimitOverrunError, HttpError) as exc:
+            connection.close()
+            raise HttpError(repr(exc)) from exc
+        except BaseException:
+            connection.close()
+            raise
+        if connection.reusable:
             self._idle.append(connection)
-            return answer
+        else:
+            connection.close()
+        return answer
 
     async def _open(self) -> _Connection:
         try:
@@ -204,6 +289,6 @@ class LeanHttp:
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for connection in idle:
-            connection.writer.close()
+            connection.close()
             with contextlib.suppress(Exception):
                 await connection.writer.wait_closed()

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import resource
@@ -39,7 +38,6 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +50,12 @@ from websockets.asyncio.client import ClientConnection, connect
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.auth import issue_token
+from app.dispatcher import listen_dsn
 from app.embedded import free_port
 from bench.common import (
     HttpError,
     LeanHttp,
+    open_loop,
     percentile,
     profiling,
     server,
@@ -194,38 +194,6 @@ async def open_sockets(
     return sockets, readers
 
 
-async def drive(
-    rate: float, seconds: float, command: Callable[[int], Awaitable[float | None]]
-) -> tuple[float, list[float], int]:
-    """Open loop: start ``command(i)`` at a fixed rate whatever the answers do.
-
-    The load generator's own cyclic garbage collector is off meanwhile: its full passes over
-    2,000 client sockets take 100-200 ms, which would be counted as server latency."""
-    gc.collect()
-    gc.disable()
-    try:
-        return await _drive(rate, seconds, command)
-    finally:
-        gc.enable()
-
-
-async def _drive(
-    rate: float, seconds: float, command: Callable[[int], Awaitable[float | None]]
-) -> tuple[float, list[float], int]:
-    tasks = []
-    total = int(rate * seconds)
-    start = time.perf_counter()
-    for i in range(total):
-        wait = start + i / rate - time.perf_counter()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        tasks.append(asyncio.create_task(command(i)))
-    results = await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
-    ok = [r for r in results if r is not None]
-    return total / elapsed, ok, total - len(ok)
-
-
 # --- the real server --------------------------------------------------------------------------
 
 
@@ -286,7 +254,7 @@ async def prepare(
 
 
 async def commit_times(database_url: str, since: float) -> dict[tuple[str, int], float]:
-    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    dsn = listen_dsn(database_url)
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
@@ -332,11 +300,10 @@ async def real_run(args: argparse.Namespace, database_url: str, redis_url: str) 
 
             lean = LeanHttp("127.0.0.1", port, max_connections=200)
 
-            async def change_quantity(i: int) -> float | None:
+            async def change_quantity(i: int) -> bool:
                 cart_id, token, item = seats[i % len(seats)]
                 quantity = quantities.get(item, 1) % 5 + 1
                 quantities[item] = quantity
-                sent = time.perf_counter()
                 try:
                     status, _ = await lean.request(
                         "PATCH",
@@ -345,16 +312,16 @@ async def real_run(args: argparse.Namespace, database_url: str, redis_url: str) 
                         {**bearer(token), "Content-Type": "application/json"},
                     )
                 except HttpError:
-                    return None
-                return (time.perf_counter() - sent) * 1000 if status == 200 else None
+                    return False
+                return status == 200
 
-            await drive(args.rate, args.warmup, change_quantity)
+            await open_loop(args.rate, args.warmup, change_quantity)
             await asyncio.sleep(1)
             dispatch_before = histogram((await http.get("/metrics")).text, DISPATCH_METRIC)
             cpu_before = cpu_seconds(process.pid)
             measured_from = time.time()
             with profiling(args.profile, process.pid, args.seconds):
-                rate, command_ms, failed = await drive(args.rate, args.seconds, change_quantity)
+                rate, command_ms, failed = await open_loop(args.rate, args.seconds, change_quantity)
             cpu_after = cpu_seconds(process.pid)
             await asyncio.sleep(2)  # stragglers
             dispatch_after = histogram((await http.get("/metrics")).text, DISPATCH_METRIC)
@@ -475,10 +442,9 @@ async def bare_run(args: argparse.Namespace, message_bytes: int) -> dict[str, An
         http = LeanHttp("127.0.0.1", port, max_connections=200)
         versions: dict[str, int] = {}
 
-        async def publish(i: int) -> float | None:
+        async def publish(i: int) -> bool:
             room = rooms[i % len(rooms)]
             versions[room] = versions.get(room, 0) + 1
-            sent = time.perf_counter()
             try:
                 status, _ = await http.post(
                     f"/publish/{room}",
@@ -486,14 +452,14 @@ async def bare_run(args: argparse.Namespace, message_bytes: int) -> dict[str, An
                     {"Content-Type": "application/json"},
                 )
             except HttpError:
-                return None
-            return (time.perf_counter() - sent) * 1000 if status == 204 else None
+                return False
+            return status == 204
 
-        await drive(args.rate, args.warmup, publish)
+        await open_loop(args.rate, args.warmup, publish)
         await asyncio.sleep(1)
         receipts.latencies.clear()
         receipts.received = 0
-        rate, _, _ = await drive(args.rate, args.seconds, publish)
+        rate, _, failed = await open_loop(args.rate, args.seconds, publish)
         await asyncio.sleep(2)
         await http.close()
         for ws in sockets:
@@ -505,6 +471,7 @@ async def bare_run(args: argparse.Namespace, message_bytes: int) -> dict[str, An
         "rate": round(rate, 1),
         **summary(receipts.latencies),
         "delivered_ratio": round(receipts.received / expected, 4) if expected else 0.0,
+        "failed_publishes": failed,
         "rss_per_connection_kib": round((rss_after - rss_before) / len(sockets) / 1024, 2),
     }
 
@@ -525,6 +492,7 @@ async def run(args: argparse.Namespace, database_url: str, redis_url: str) -> di
         "baseline_p99_ms": bare["p99_ms"],
         "baseline_max_ms": bare["max_ms"],
         "baseline_delivered_ratio": bare["delivered_ratio"],
+        "baseline_failed_publishes": bare["failed_publishes"],
         "bare_rss_per_connection_kib": bare["rss_per_connection_kib"],
         "p99_vs_baseline": round(p99_ratio, 2) if p99_ratio is not None else None,
         "rss_vs_bare": round(rss_ratio, 3) if rss_ratio is not None else None,

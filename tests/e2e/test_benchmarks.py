@@ -56,6 +56,7 @@ def test_fanout_benchmark_delivers_every_update_to_every_member() -> None:
     assert result["out_of_order"] == 0
     assert result["failed_commands"] == 0
     assert result["baseline_delivered_ratio"] == 1.0
+    assert result["baseline_failed_publishes"] == 0  # 204s without a body are answers too
     for key in ("p50_ms", "p99_ms", "baseline_p99_ms", "rss_per_connection_kib"):
         assert result[key] >= 0
     assert result["open_files_limit"]["soft"] > 0
