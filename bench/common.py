@@ -22,12 +22,14 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.auth import issue_token  # noqa: E402
 from app.persistence import schema  # noqa: E402
 from tests.services import fresh_database, postgres_server, redis_server  # noqa: E402
 
@@ -137,6 +139,75 @@ async def wait_ready(base: str, path: str, process: subprocess.Popen[bytes]) -> 
                     return
             await asyncio.sleep(0.1)
     raise RuntimeError(f"{base} did not become ready")
+
+
+class Seat(NamedTuple):
+    """One member of a benchmark cart: their token, user id and the item they added."""
+
+    token: str
+    user_id: str
+    item_id: str
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def open_group_carts(
+    http: httpx.AsyncClient, jwt_secret: str, carts: int, members: int
+) -> list[tuple[str, list[Seat]]]:
+    """A store with one product, then ``carts`` open carts of ``members`` members, each of
+    whom added one item, all through the HTTP API: [(cart id, its seats, host first)]."""
+    admin = bearer(issue_token(jwt_secret, display_name="Admin", admin=True).token)
+    store = (
+        await http.post(
+            "/api/v1/stores",
+            headers=admin,
+            json={
+                "name": "Bench",
+                "currency": "USD",
+                "delivery_fee_minor": 300,
+                "tax_rate_bps": 800,
+            },
+        )
+    ).json()
+    product = (
+        await http.post(
+            f"/api/v1/stores/{store['id']}/products",
+            headers=admin,
+            json={"name": "Dish", "price_minor": 1000},
+        )
+    ).json()
+
+    async def one() -> tuple[str, list[Seat]]:
+        people = [issue_token(jwt_secret, display_name=f"Member {n}") for n in range(members)]
+        opened = await http.post(
+            "/api/v1/teamcarts", json={"store_id": store["id"]}, headers=bearer(people[0].token)
+        )
+        assert opened.status_code == 201, opened.text
+        cart = opened.json()
+        for person in people[1:]:
+            joined = await http.post(
+                "/api/v1/teamcarts/join",
+                json={"invite_code": cart["invite_code"]},
+                headers=bearer(person.token),
+            )
+            assert joined.status_code == 200, joined.text
+        seats = []
+        for person in people:
+            added = await http.post(
+                f"/api/v1/teamcarts/{cart['id']}/items",
+                json={"product_id": product["id"], "quantity": 1},
+                headers=bearer(person.token),
+            )
+            assert added.status_code == 201, added.text
+            seats.append(Seat(person.token, person.user_id, added.json()["item_id"]))
+        return cart["id"], seats
+
+    prepared: list[tuple[str, list[Seat]]] = []
+    for start in range(0, carts, 25):
+        prepared.extend(await asyncio.gather(*(one() for _ in range(min(25, carts - start)))))
+    return prepared
 
 
 async def open_loop(

@@ -49,12 +49,13 @@ from websockets.asyncio.client import ClientConnection, connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.auth import issue_token
 from app.dispatcher import listen_dsn
 from app.embedded import free_port
 from bench.common import (
     HttpError,
     LeanHttp,
+    bearer,
+    open_group_carts,
     open_loop,
     percentile,
     profiling,
@@ -78,10 +79,6 @@ class Head(msgspec.Struct):
 
 
 _head = msgspec.json.Decoder(Head)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 def histogram(metrics: str, name: str) -> dict[str, float]:
@@ -197,62 +194,6 @@ async def open_sockets(
 # --- the real server --------------------------------------------------------------------------
 
 
-async def prepare(
-    http: httpx.AsyncClient, carts: int, members: int
-) -> list[tuple[str, list[tuple[str, str]]]]:
-    """``carts`` carts, each a list of (token, item id) for its members."""
-    admin = bearer(issue_token(JWT_SECRET, display_name="Admin", admin=True).token)
-    store = (
-        await http.post(
-            "/api/v1/stores",
-            headers=admin,
-            json={
-                "name": "Bench",
-                "currency": "USD",
-                "delivery_fee_minor": 300,
-                "tax_rate_bps": 800,
-            },
-        )
-    ).json()
-    product = (
-        await http.post(
-            f"/api/v1/stores/{store['id']}/products",
-            headers=admin,
-            json={"name": "Dish", "price_minor": 1000},
-        )
-    ).json()
-
-    async def one() -> tuple[str, list[tuple[str, str]]]:
-        tokens = [issue_token(JWT_SECRET, display_name=f"Member {n}").token for n in range(members)]
-        opened = await http.post(
-            "/api/v1/teamcarts", json={"store_id": store["id"]}, headers=bearer(tokens[0])
-        )
-        cart = opened.json()
-        url = f"/api/v1/teamcarts/{cart['id']}"
-        for token in tokens[1:]:
-            joined = await http.post(
-                "/api/v1/teamcarts/join",
-                json={"invite_code": cart["invite_code"]},
-                headers=bearer(token),
-            )
-            assert joined.status_code == 200, joined.text
-        seats = []
-        for token in tokens:
-            added = await http.post(
-                url + "/items",
-                json={"product_id": product["id"], "quantity": 1},
-                headers=bearer(token),
-            )
-            assert added.status_code == 201, added.text
-            seats.append((token, added.json()["item_id"]))
-        return cart["id"], seats
-
-    prepared: list[tuple[str, list[tuple[str, str]]]] = []
-    for start in range(0, carts, 25):
-        prepared.extend(await asyncio.gather(*(one() for _ in range(min(25, carts - start)))))
-    return prepared
-
-
 async def commit_times(database_url: str, since: float) -> dict[tuple[str, int], float]:
     dsn = listen_dsn(database_url)
     conn = await asyncpg.connect(dsn)
@@ -277,25 +218,24 @@ async def real_run(args: argparse.Namespace, database_url: str, redis_url: str) 
     with server(command, env, Path(args.tmp) / "server.log") as process:
         await wait_ready(base, "/health/ready", process)
         async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
-            carts = await prepare(http, args.carts, args.members)
+            carts = await open_group_carts(http, JWT_SECRET, args.carts, args.members)
             await asyncio.sleep(1)
             rss_before = rss_bytes(process.pid)
             receipts = Receipts()
             ws_base = base.replace("http://", "ws://")
             urls = [
                 (cart_id, f"{ws_base}/ws/teamcarts/{cart_id}?token={token}")
-                for cart_id, seats in carts
-                for token, _ in seats
+                for cart_id, members in carts
+                for token, _, _ in members
             ]
             sockets, readers = await open_sockets(urls, receipts, args.connect_concurrency)
             await asyncio.sleep(2)  # idle: presence settled, snapshots sent
             rss_after = rss_bytes(process.pid)
             quantities: dict[str, int] = {}
             seats = [
-                (cart_id, token, item)
+                (cart_id, members[m].token, members[m].item_id)
                 for m in range(args.members)
                 for cart_id, members in carts
-                for token, item in [members[m]]
             ]
 
             lean = LeanHttp("127.0.0.1", port, max_connections=200)

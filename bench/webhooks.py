@@ -38,12 +38,14 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.auth import issue_token
 from app.dispatcher import listen_dsn
 from app.embedded import free_port
 from bench.common import (
     HttpError,
     LeanHttp,
+    Seat,
+    bearer,
+    open_group_carts,
     open_loop,
     profiling,
     server,
@@ -95,59 +97,21 @@ def failed_event(cart_id: str, user_id: str, quote_version: int) -> dict[str, An
 
 async def prepare_carts(base: str, carts: int) -> list[tuple[str, str, int]]:
     """Open and lock ``carts`` carts of two members; return (cart, member, quote_version)."""
-    admin = {
-        "Authorization": "Bearer " + issue_token(JWT_SECRET, display_name="Admin", admin=True).token
-    }
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-        store = (
-            await http.post(
-                "/api/v1/stores",
-                headers=admin,
-                json={
-                    "name": "Bench",
-                    "currency": "USD",
-                    "delivery_fee_minor": 300,
-                    "tax_rate_bps": 800,
-                },
-            )
-        ).json()
-        product = (
-            await http.post(
-                f"/api/v1/stores/{store['id']}/products",
-                headers=admin,
-                json={"name": "Dish", "price_minor": 1000},
-            )
-        ).json()
+        opened = await open_group_carts(http, JWT_SECRET, carts, 2)
 
-        async def one() -> list[tuple[str, str, int]]:
-            people = []
-            for name in ("Host", "Guest"):
-                token = (await http.post("/api/v1/sessions", json={"display_name": name})).json()
-                people.append(({"Authorization": f"Bearer {token['token']}"}, token["user_id"]))
-            cart = (
-                await http.post(
-                    "/api/v1/teamcarts", json={"store_id": store["id"]}, headers=people[0][0]
-                )
-            ).json()
-            url = f"/api/v1/teamcarts/{cart['id']}"
-            await http.post(
-                "/api/v1/teamcarts/join",
-                json={"invite_code": cart["invite_code"]},
-                headers=people[1][0],
+        async def lock(cart_id: str, seats: list[Seat]) -> list[tuple[str, str, int]]:
+            locked = await http.post(
+                f"/api/v1/teamcarts/{cart_id}/lock", headers=bearer(seats[0].token)
             )
-            for headers, _ in people:
-                await http.post(
-                    url + "/items",
-                    json={"product_id": product["id"], "quantity": 1},
-                    headers=headers,
-                )
-            locked = (await http.post(url + "/lock", headers=people[0][0])).json()
-            return [(cart["id"], user_id, locked["quote_version"]) for _, user_id in people]
+            assert locked.status_code == 200, locked.text
+            return [(cart_id, seat.user_id, locked.json()["quote_version"]) for seat in seats]
 
         members: list[tuple[str, str, int]] = []
-        for start in range(0, carts, 20):
-            batch = await asyncio.gather(*(one() for _ in range(min(20, carts - start))))
-            members.extend(m for pair in batch for m in pair)
+        for start in range(0, len(opened), 25):
+            batch = opened[start : start + 25]
+            for pair in await asyncio.gather(*(lock(*cart) for cart in batch)):
+                members.extend(pair)
     return members
 
 
