@@ -20,6 +20,8 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from realtime.hub import DEFAULT_HEARTBEAT_SECONDS, PRESENCE_BATCH
+from realtime.presence import presence_key
 from realtime.projection import channel_for
 from realtime.protocol import FrameHeader, Presence, encode_frame, encode_text
 from tests.builders import Client, create_product, create_store
@@ -333,4 +335,37 @@ async def test_updates_resume_after_the_pubsub_connection_drops(
                 message = await receive(ws)
             assert message["version"] == version
     finally:
+        await redis.aclose()
+
+
+async def test_the_heartbeat_keeps_every_carts_presence_alive_past_one_batch(
+    client: Client, admin_headers: dict[str, str], live_server: str, redis_url: str
+) -> None:
+    """More carts than one presence pipeline holds (PRESENCE_BATCH): every one is refreshed."""
+    store = await create_store(client, admin_headers)
+    hosts = [await session(client, f"Host {n}") for n in range(PRESENCE_BATCH + 5)]
+    carts = [await open_cart(client, host, store["id"]) for host in hosts]
+    redis = Redis.from_url(redis_url)
+
+    async def expiries() -> list[float]:
+        scores = []
+        for cart in carts:
+            entries = await redis.zrange(presence_key(cart["id"]), 0, -1, withscores=True)
+            assert len(entries) == 1, cart["id"]
+            scores.append(entries[0][1])
+        return scores
+
+    sockets = [
+        await connect(ws_url(live_server, c["id"], h)) for c, h in zip(carts, hosts, strict=True)
+    ]
+    try:
+        for ws in sockets:
+            await receive_type(ws, "snapshot")
+        before = await expiries()
+        await asyncio.sleep(DEFAULT_HEARTBEAT_SECONDS * 1.5)
+        after = await expiries()
+        assert all(later > earlier for earlier, later in zip(before, after, strict=True))
+    finally:
+        for ws in sockets:
+            await ws.close()
         await redis.aclose()
