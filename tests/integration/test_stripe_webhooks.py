@@ -446,10 +446,11 @@ async def test_cancel_commits_even_when_stripe_refuses_the_refund_and_it_is_retr
             .mappings()
             .one()
         )
-    assert (owed["status"], owed["attempts"]) == ("pending", 1)
-    assert await count(engine, refunds, refunds.c.payment_intent_id == paid) == 0
+    # The first attempt failed. The session's servers run sweepers too, and one of them may
+    # already have retried it (successfully: attempt 2) by now.
+    assert (owed["status"], owed["attempts"]) in {("pending", 1), ("done", 2)}
 
-    assert await carry_out_refunds(engine, gateway) >= 1  # what the sweeper does
+    await carry_out_refunds(engine, gateway)  # what the sweeper does, if none did yet
     assert await count(engine, refunds, refunds.c.payment_intent_id == paid) == 1
     assert await carry_out_refunds(engine, gateway, payment_intent_ids=[paid]) == 0  # once
 
