@@ -66,7 +66,9 @@ class RoomSubscriber(Subscriber):
     straight to the hub's room (which never blocks), instead of queueing it.
 
     It never runs the base class's sending task, so it does without its queue (four deques,
-    some 3 KB for every watched cart).
+    some 3 KB for every watched cart). The plugin only calls ``put``, ``put_nowait``,
+    ``is_running`` and ``stop`` on a subscriber (Litestar 2.x); the WebSocket tests go
+    through subscribe, unsubscribe and shutdown on every run.
     """
 
     def __init__(

@@ -9,9 +9,11 @@ requests queue, which made the generator, not the server, the bottleneck).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import os
 import shutil
 import signal
@@ -22,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -34,18 +36,23 @@ from app.persistence import schema  # noqa: E402
 from tests.services import fresh_database, postgres_server, redis_server  # noqa: E402
 
 
-@contextlib.contextmanager
-def services() -> Iterator[tuple[Path, str, str]]:
-    """A scratch folder, a fresh migrated database and a Redis: the machine's PostgreSQL and
-    Redis when they answer (as the tests use them), else embedded ones in the folder."""
+def run_benchmark(
+    run: Callable[[argparse.Namespace, str, str], Awaitable[dict[str, Any]]],
+    args: argparse.Namespace,
+) -> None:
+    """Run a benchmark on a fresh, migrated database and a Redis (the machine's PostgreSQL
+    and Redis when they answer, as the tests use them, else embedded ones in a scratch
+    folder, ``args.tmp``), and print its figures as one JSON object."""
     with (
         tempfile.TemporaryDirectory() as tmp,
         postgres_server(Path(tmp)) as server_url,
-        fresh_database(server_url) as database,
+        fresh_database(server_url) as database_url,
         redis_server(Path(tmp)) as redis_url,
     ):
-        schema.upgrade(database)
-        yield Path(tmp), database, redis_url
+        schema.upgrade(database_url)
+        args.tmp = Path(tmp)
+        result = asyncio.run(run(args, database_url, redis_url))
+    print(json.dumps(result, indent=2))
 
 
 def percentile(values: list[float], q: float) -> float:

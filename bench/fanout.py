@@ -59,8 +59,8 @@ from bench.common import (
     open_loop,
     percentile,
     profiling,
+    run_benchmark,
     server,
-    services,
     summary,
     teamcart_command,
     teamcart_env,
@@ -470,10 +470,7 @@ def main() -> None:
         import uvloop
 
         uvloop.install()
-    with services() as (tmp, database_url, redis_url):
-        args.tmp = tmp
-        result = asyncio.run(run(args, database_url, redis_url))
-    print(json.dumps(result, indent=2))
+    run_benchmark(run, args)
 
 
 if __name__ == "__main__":

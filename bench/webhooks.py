@@ -48,8 +48,8 @@ from bench.common import (
     open_group_carts,
     open_loop,
     profiling,
+    run_benchmark,
     server,
-    services,
     summary,
     teamcart_command,
     teamcart_env,
@@ -231,10 +231,7 @@ def main() -> None:
     parser.add_argument("--carts", type=int, default=200)
     parser.add_argument("--profile", help="py-spy the server under load into this file")
     args = parser.parse_args()
-    with services() as (tmp, database_url, redis_url):
-        args.tmp = tmp
-        result = asyncio.run(run(args, database_url, redis_url))
-    print(json.dumps(result, indent=2))
+    run_benchmark(run, args)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ freely. Nothing here imports ``app``: the loader and the publisher are passed in
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,14 +91,11 @@ class Projection:
         cart_id: str,
         version: int,
         event_type: str,
-        payload: Mapping[str, Any] | str | bytes,
+        payload: str | bytes,
     ) -> Outcome:
-        """Apply one committed event: an outbox row's payload ``{"event", "view"}``, as
-        JSON text or decoded."""
-        if isinstance(payload, str | bytes):
-            decoded = _payload_decoder.decode(payload)
-        else:
-            decoded = msgspec.convert(payload, OutboxPayload)
+        """Apply one committed event: an outbox row's payload ``{"event", "view"}``, as the
+        JSON text the dispatcher reads."""
+        decoded = _payload_decoder.decode(payload)
         view = decoded.view
         if view is None:  # not written by append_events with a view: rebuild instead
             await self.rebuild(cart_id)

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import func, select, update
+from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.dispatcher import OutboxDispatcher
@@ -38,7 +38,7 @@ from tests.builders import Client, create_product, create_store
 from tests.integration.test_group_flow import open_cart, session
 from tests.services import fresh_database
 
-Row = tuple[int, str, dict[str, Any]]
+Row = tuple[int, str, str]
 
 
 @pytest.fixture
@@ -99,11 +99,12 @@ async def busy_cart(client: Client, admin: dict[str, str]) -> str:
 async def outbox_rows(engine: AsyncEngine, cart_id: str) -> list[Row]:
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(outbox.c.version, outbox.c.event_type, outbox.c.payload)
+            # The payload as the dispatcher hands it over: JSON text.
+            select(outbox.c.version, outbox.c.event_type, cast(outbox.c.payload, Text))
             .where(outbox.c.aggregate_id == cart_id)
             .order_by(outbox.c.version)
         )
-        return [(row.version, row.event_type, row.payload) for row in rows]
+        return [(row[0], row[1], row[2]) for row in rows]
 
 
 async def settled_and_cleared(views: ViewStore, cart_id: str, version: int) -> None:
