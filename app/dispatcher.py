@@ -3,13 +3,13 @@
 It wakes on ``NOTIFY teamcart_outbox`` (sent by a trigger on every outbox insert and
 delivered by PostgreSQL at commit) through a raw asyncpg connection that only listens, and
 also every ``sweep_interval`` seconds, which redelivers whatever a crash or a lost
-notification left undispatched. Each pass claims rows in a transaction on a second raw asyncpg connection of
-the dispatcher's own (``claim_undispatched``, one round trip: row locks with
-``SKIP LOCKED`` plus one advisory lock per aggregate, so processes share the work and a cart's
-events are handled by one process at a time, in version order), runs the handler for each,
-marks the handled rows ``dispatched_at`` and commits. A row whose handler failed stays
-undispatched and is retried on the next sweep: delivery is at-least-once, and handlers are
-idempotent by ``(aggregate, version)``.
+notification left undispatched. Each pass claims rows in a transaction on a second raw
+asyncpg connection of the dispatcher's own (``claim_undispatched``, one round trip: row
+locks with ``SKIP LOCKED`` plus one advisory lock per aggregate, so processes share the work
+and a cart's events are handled by one process at a time, in version order), runs the
+handler for each, marks the handled rows ``dispatched_at`` and commits. A row whose handler
+failed stays undispatched and is retried on the next sweep: delivery is at-least-once, and
+handlers are idempotent by ``(aggregate, version)``.
 
 The handler of TeamCart rows is the projection (:func:`project_outbox_record`).
 """
