@@ -16,9 +16,9 @@ then read and send the snapshot; frames arriving meanwhile wait behind it and ar
 its version.
 
 The hub also keeps presence (:mod:`realtime.presence`) alive: every ``heartbeat_seconds`` it
-refreshes the entries of its live sockets, a pipeline per 50 carts, and pushes a
-``presence`` message for every cart whose set of online users changed (entries of dead
-processes expiring).
+refreshes the entries of its live sockets, a pipeline per 20 carts with the pipelines spread
+evenly over the period, and pushes a ``presence`` message for every cart whose set of online
+users changed (entries of dead processes expiring).
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ log = logging.getLogger("teamcart.realtime.hub")
 
 DEFAULT_MAX_BACKLOG: Final = 64
 DEFAULT_HEARTBEAT_SECONDS: Final = 3.0
-PRESENCE_BATCH: Final = 50
-"""Carts refreshed per Redis pipeline by the presence heartbeat."""
+PRESENCE_BATCH: Final = 20
+"""Carts refreshed per Redis pipeline by the presence heartbeat (its batches are paced)."""
 PROBE_TIMEOUT_SECONDS: Final = 10.0  # generous: a loaded 2-core CI machine took > 2 s
 
 SendText = Callable[[str], Awaitable[None]]
@@ -368,34 +368,42 @@ class Hub:
         except Exception:  # Redis away: the entry expires within the presence TTL anyway
             log.warning("could not remove a presence entry of teamcart:%s", connection.cart_id)
 
-    async def refresh_presence(self) -> None:
+    async def refresh_presence(self, spread_over: float = 0.0) -> None:
         """Refresh this process's presence entries; push every change of who is online.
 
-        Carts go to Redis ``PRESENCE_BATCH`` at a time, one pipeline each: packing and
-        parsing a pipeline is CPU work that holds the event loop, and one pipeline for all
-        500 carts of bench/fanout.py held every socket's updates back at each heartbeat
-        (p99 at 100 updates/s: 181 ms before, 103 ms after; ADR 0004).
+        Carts go to Redis ``PRESENCE_BATCH`` at a time, one pipeline each, and the batches
+        are spread evenly over ``spread_over`` seconds: packing and parsing a pipeline is CPU
+        work that holds the event loop, so one pipeline for all 500 carts of
+        bench/fanout.py, or all their batches back to back, held every socket's updates
+        back at each heartbeat (ADR 0004).
         """
-        members = {
-            cart_id: live
-            for cart_id, room in self._rooms.items()
-            if (live := [c.member for c in room.connections if not c.stream.closed])
-        }
-        carts = list(members)
-        for start in range(0, len(carts), PRESENCE_BATCH):
-            batch = {cart_id: members[cart_id] for cart_id in carts[start : start + PRESENCE_BATCH]}
-            changes = await self.presence.refresh(batch)
+        carts = list(self._rooms)
+        batches = [carts[i : i + PRESENCE_BATCH] for i in range(0, len(carts), PRESENCE_BATCH)]
+        pause = spread_over / len(batches) if batches else 0.0
+        for n, batch in enumerate(batches):
+            if n and pause:
+                await asyncio.sleep(pause)
+            members = {
+                cart_id: live
+                for cart_id in batch
+                if (room := self._rooms.get(cart_id)) is not None
+                and (live := [c.member for c in room.connections if not c.stream.closed])
+            }
+            changes = await self.presence.refresh(members)
             for cart_id, change in changes.items():
                 if change.changed:
                     await self.link.publish(channel_for(cart_id), presence_frame(change.after))
 
     async def _heartbeat_forever(self) -> None:
+        """Every cart's entries once per ``heartbeat_seconds``, its batches paced over it."""
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(self.heartbeat_seconds)
+            next_round = loop.time() + self.heartbeat_seconds
             try:
-                await self.refresh_presence()
+                await self.refresh_presence(spread_over=self.heartbeat_seconds)
             except Exception:
                 log.exception("presence heartbeat failed")
+            await asyncio.sleep(max(0.0, next_round - loop.time()))
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
