@@ -1,6 +1,6 @@
 """The outbox dispatcher: every server process hands committed events to their handlers.
 
-It wakes on ``NOTIFY teamcart_outbox`` (sent by a trigger on every outbox insert and
+It wakes on ``NOTIFY teamcart_outbox`` (sent by a trigger on outbox inserts and
 delivered by PostgreSQL at commit) through a raw asyncpg connection that only listens, and
 also every ``sweep_interval`` seconds, which redelivers whatever a crash or a lost
 notification left undispatched. Each pass claims rows in a transaction on a second raw
@@ -10,6 +10,12 @@ and a cart's events are handled by one process at a time, in version order), run
 handler for each, marks the handled rows ``dispatched_at`` and commits. A row whose handler
 failed stays undispatched and is retried on the next sweep: delivery is at-least-once, and
 handlers are idempotent by ``(aggregate, version)``.
+
+A command's own events take a shorter way (:meth:`OutboxDispatcher.relay`): the process
+that committed them runs the handler right after the commit, in the command's task, and
+marks them dispatched in a batch a few milliseconds later. Their rows are reserved for it
+for a couple of seconds and wake no one (``app.persistence.outbox``); if it dies or the
+handler fails, a sweep of any process dispatches them once the reservation ends.
 
 The handler of TeamCart rows is the projection (:func:`project_outbox_record`).
 """
@@ -42,6 +48,7 @@ DEFAULT_SWEEP_SECONDS: Final = 1.0
 DEFAULT_BATCH: Final = 200
 LISTEN_RETRY_SECONDS: Final = 2.0
 DEFER_SECONDS: Final = 0.02
+MARK_DELAY_SECONDS: Final = 0.005
 
 PROJECTED = Counter(
     "teamcart_projection_events",
@@ -80,6 +87,14 @@ def project_outbox_record(projection: Projection) -> Handler:
     return handle
 
 
+def _by_aggregate(records: Sequence[OutboxRecord]) -> list[list[OutboxRecord]]:
+    """Records grouped by aggregate, each group in the order given (version order)."""
+    groups: dict[tuple[str, str], list[OutboxRecord]] = {}
+    for record in records:
+        groups.setdefault((record.aggregate_type, record.aggregate_id), []).append(record)
+    return list(groups.values())
+
+
 class OutboxDispatcher:
     """Claims with a raw asyncpg connection of its own (one round trip, no ORM: this is on
     every event's way to the sockets) and listens on another."""
@@ -98,6 +113,9 @@ class OutboxDispatcher:
         self.batch_size = batch_size
         self._wake = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
+        self._conn_lock = asyncio.Lock()  # claims and marks share the one connection
+        self._relayed: list[int] = []  # handled by relay(), to be marked dispatched
+        self._relayed_wake = asyncio.Event()
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -112,6 +130,36 @@ class OutboxDispatcher:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def relay(self, records: Sequence[OutboxRecord]) -> None:
+        """Handle records this process has just committed (reserved for it; see
+        ``app.persistence.outbox.append_events``), in the committing task: no wake-up, no
+        claim. They are marked dispatched in the next batch; one whose handler failed stays
+        undispatched, and a sweep retries it when its reservation ends."""
+        for group in _by_aggregate(records):
+            done = await self._handle_in_order(group)
+            if done:
+                self._relayed.extend(done)
+                self._relayed_wake.set()
+
+    async def _mark_relayed(self) -> None:
+        ids, self._relayed = self._relayed, []
+        if not ids:
+            return
+        async with self._conn_lock:
+            try:
+                await mark_dispatched(await self._connection(), ids)
+            except Exception as exc:  # they stay reserved, then a sweep handles them again
+                log.warning("outbox_mark_relayed_failed", rows=len(ids), error=repr(exc))
+                await self.close()
+
+    async def _mark_relayed_forever(self) -> None:
+        """Mark relayed records dispatched, a batch at a time (one round trip per batch)."""
+        while True:
+            await self._relayed_wake.wait()
+            await asyncio.sleep(MARK_DELAY_SECONDS)  # let a batch gather
+            self._relayed_wake.clear()
+            await self._mark_relayed()
 
     async def dispatch_pending(self) -> int:
         """Dispatch until nothing claimable is left; the number of rows dispatched."""
@@ -128,17 +176,17 @@ class OutboxDispatcher:
                 return total
 
     async def _dispatch_batch(self) -> tuple[Claim, int]:
+        async with self._conn_lock:
+            return await self._claim_and_handle()
+
+    async def _claim_and_handle(self) -> tuple[Claim, int]:
         conn = await self._connection()
         try:
             async with conn.transaction():
                 claim = await claim_undispatched(conn, self.batch_size)
                 if not claim.records:
                     return claim, 0
-                by_aggregate: dict[tuple[str, str], list[OutboxRecord]] = {}
-                for record in claim.records:
-                    key = (record.aggregate_type, record.aggregate_id)
-                    by_aggregate.setdefault(key, []).append(record)
-                groups = list(by_aggregate.values())
+                groups = _by_aggregate(claim.records)
                 if len(groups) == 1:  # the usual case: no task per cart
                     done = await self._handle_in_order(groups[0])
                 else:
@@ -205,6 +253,7 @@ class OutboxDispatcher:
         tasks = [
             asyncio.create_task(self._listen_forever(), name="outbox-listen"),
             asyncio.create_task(self._dispatch_forever(), name="outbox-dispatch"),
+            asyncio.create_task(self._mark_relayed_forever(), name="outbox-mark-relayed"),
         ]
         try:
             yield
@@ -214,4 +263,5 @@ class OutboxDispatcher:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self._mark_relayed()  # what is left would wait for its reservation to end
             await self.close()

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.dispatcher import OutboxDispatcher, project_outbox_record
 from app.persistence.carts import load_cart
+from app.persistence.outbox import set_relay
 from realtime.cart_view import CartView, cart_view
 from realtime.hub import Hub
 from realtime.presence import PresenceStore
@@ -162,14 +163,20 @@ class Live:
     projection: Projection
     hub: Hub
     dispatcher: OutboxDispatcher
+    engine: AsyncEngine
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Dispatch the outbox and keep presence alive (the app's lifespan)."""
+        """Dispatch the outbox (relaying this process's own commands' events at once) and
+        keep presence alive (the app's lifespan)."""
         watchdog = asyncio.create_task(self.link.keep_receiving(), name="channels-watchdog")
         try:
             async with self.dispatcher.running(), self.hub.running():
-                yield
+                set_relay(self.engine, self.dispatcher.relay)
+                try:
+                    yield
+                finally:
+                    set_relay(self.engine, None)
         finally:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -192,7 +199,11 @@ def build_live(engine: AsyncEngine, redis: Redis, database_url: str) -> Live:
     link = ChannelsLink(channels)
     views = ViewStore(redis)
     presence = PresenceStore(redis)
-    projection = Projection(views, link.publish, load_view)
+
+    async def broadcast(cart_id: str, frame: bytes) -> None:
+        await hub.broadcast(cart_id, frame)  # this process's sockets first, then Redis
+
+    projection = Projection(views, broadcast, load_view)
     hub = Hub(projection, presence, link, observer=PrometheusHubObserver())
     dispatcher = OutboxDispatcher(database_url, project_outbox_record(projection))
-    return Live(channels, link, views, presence, projection, hub, dispatcher)
+    return Live(channels, link, views, presence, projection, hub, dispatcher, engine)

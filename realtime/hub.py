@@ -281,6 +281,15 @@ class Hub:
         connection._kick()
         return connection
 
+    async def broadcast(self, cart_id: str, data: bytes) -> None:
+        """Publish a frame on the cart's channel for every process, handing it to this
+        process's own sockets first: they need not wait for its round trip through Redis
+        (each stream drops the copy that comes back through the subscription)."""
+        room = self._rooms.get(cart_id)
+        if room is not None:
+            room.deliver(data)
+        await self.link.publish(channel_for(cart_id), data)
+
     async def disconnect(self, connection: LiveConnection) -> None:
         """The socket is gone: leave the room and presence. Safe to call twice."""
         connection.stream.close()

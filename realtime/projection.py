@@ -33,7 +33,7 @@ from realtime.view_store import ApplyOutcome, ViewStore
 ViewLoader = Callable[[str], Awaitable[CartView | None]]
 """Builds a cart's view from the source of truth; ``None`` when the cart does not exist."""
 Publish = Callable[[str, bytes], Awaitable[None]]
-"""Publishes a hub frame on a channel."""
+"""Publishes a hub frame for a cart (its id, the frame) on the cart's channel."""
 
 
 class OutboxPayload(msgspec.Struct):
@@ -110,7 +110,7 @@ class Projection:
             return Outcome.GAP
         cart = with_presence(view, result.online)
         message = update_message(version, event_type, decoded.event, cart)
-        await self._publish(channel_for(cart_id), update_frame(message))
+        await self._publish(cart_id, update_frame(message))
         return Outcome.APPLIED
 
     async def rebuild(self, cart_id: str) -> LiveView | None:
@@ -123,9 +123,7 @@ class Projection:
         )
         cart = with_presence(view, result.online)
         if result.written:
-            await self._publish(
-                channel_for(cart_id), snapshot_frame(Snapshot(version=view.version, cart=cart))
-            )
+            await self._publish(cart_id, snapshot_frame(Snapshot(version=view.version, cart=cart)))
         return LiveView(view.version, cart, result.online)
 
     async def current(self, cart_id: str) -> LiveView | None:

@@ -226,7 +226,15 @@ class ClientStream:
     is not keeping up: :meth:`offer` refuses, and the caller disconnects it.
     """
 
-    __slots__ = ("_queue", "_snapshot_pending", "closed", "max_backlog", "user_id", "version")
+    __slots__ = (
+        "_newest",
+        "_queue",
+        "_snapshot_pending",
+        "closed",
+        "max_backlog",
+        "user_id",
+        "version",
+    )
 
     def __init__(self, user_id: str, max_backlog: int) -> None:
         self.user_id = user_id
@@ -237,6 +245,7 @@ class ClientStream:
         # per connection where an empty list costs 56.
         self._queue: list[HubFrame | str | _Marker] = [_Marker.SNAPSHOT]
         self._snapshot_pending = True
+        self._newest = 0  # the highest version offered so far
 
     @property
     def backlog(self) -> int:
@@ -248,6 +257,10 @@ class ClientStream:
             return True
         if frame.kind == "probe":
             return True
+        if frame.kind != "presence":
+            if frame.version <= self._newest:
+                return True  # a second copy (the hub's own, then Redis's): nothing new
+            self._newest = frame.version
         if len(self._queue) >= self.max_backlog:
             self.close()
             return False

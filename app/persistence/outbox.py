@@ -2,12 +2,18 @@
 describe, so a committed change always has its events, and a rolled-back one never does.
 
 The dispatcher (``app.dispatcher``) reads undispatched rows in id order. ``(aggregate_type,
-aggregate_id, version)`` is unique, so an event can't be stored twice. Every insert also
-sends ``NOTIFY teamcart_outbox`` (a statement-level trigger, migration 0005, so it costs no
-round trip), which PostgreSQL delivers when (and only if) the transaction commits, so every
+aggregate_id, version)`` is unique, so an event can't be stored twice. An insert sends
+``NOTIFY teamcart_outbox`` (a statement-level trigger, migrations 0005 and 0006, so it costs
+no round trip), which PostgreSQL delivers when (and only if) the transaction commits, so every
 process's dispatcher wakes at once. ``created_at`` is the clock at the insert, at or near
 the end of the transaction (a webhook still records its outcome after it): the dispatch
 latency is measured from it. Dispatched rows are purged after ``RETENTION``.
+
+Relayed rows skip the wake-up and the claim: a command that calls ``append_events(...,
+relay=True)`` and then ``relay_committed`` hands its records straight to its own process's
+dispatcher after the commit. Such rows are inserted with ``reserved_until`` (now +
+``RESERVATION_MS``) and send no ``NOTIFY``; no dispatcher claims them before then, so if the
+committing process dies before marking them dispatched, a sweep of any process picks them up.
 
 Claiming takes, besides the rows' locks (``FOR UPDATE SKIP LOCKED``), a transaction-scoped
 advisory lock per aggregate: one process at a time handles a given cart's rows, so each cart
@@ -23,51 +29,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
+from weakref import WeakKeyDictionary
 
 import asyncpg
 import msgspec
-from sqlalchemy import func, insert, text
+import structlog
+from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.persistence.tables import outbox
 from domain.events import DomainEvent, event_to_dict
 from realtime.cart_view import CartView
 
+log = structlog.get_logger("teamcart.outbox")
+
 NOTIFY_CHANNEL: Final = "teamcart_outbox"
-"""Notified by the ``outbox_notify`` trigger on every insert into the outbox."""
+"""Notified by the ``outbox_notify`` trigger on every insert of unreserved rows."""
 _DISPATCH_LOCK_CLASS: Final = 0x7EA_CA27  # the advisory-lock namespace of outbox dispatch
-
-
-_APPEND = insert(outbox).values(created_at=func.clock_timestamp())  # built once: every command
-
-
-async def append_events(
-    conn: AsyncConnection, events: Sequence[DomainEvent], view: CartView | None = None
-) -> None:
-    """Append events; ``view`` is the aggregate's view after the command, stamped per event."""
-    if not events:
-        return
-    await conn.execute(
-        _APPEND,
-        [
-            {
-                "aggregate_type": event.aggregate_type,
-                "aggregate_id": event.aggregate_id,
-                "version": event.aggregate_version,
-                "event_type": event.name,
-                "payload": {
-                    "event": event_to_dict(event),
-                    "view": None
-                    if view is None
-                    else msgspec.to_builtins(
-                        msgspec.structs.replace(view, version=event.aggregate_version)
-                    ),
-                },
-            }
-            for event in events
-        ],
-    )
+RESERVATION_MS: Final = 2_000
+"""How long a relayed row is left to the process that committed it (migration 0006)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +62,113 @@ class OutboxRecord:
     created_at: datetime
 
 
+class Relay(Protocol):
+    """Takes a transaction's outbox records right after it committed (``relay_committed``)."""
+
+    async def __call__(self, records: Sequence[OutboxRecord]) -> None: ...
+
+
+_relays: WeakKeyDictionary[Engine, Relay] = WeakKeyDictionary()
+
+
+def set_relay(engine: AsyncEngine, relay: Relay | None) -> None:
+    """Relay events committed through ``engine`` to ``relay`` (``None``: stop relaying).
+
+    The process's dispatcher sets itself while it runs (``app.hub.Live.running``)."""
+    if relay is None:
+        _relays.pop(engine.sync_engine, None)
+    else:
+        _relays[engine.sync_engine] = relay
+
+
+# One round trip for any number of events: the payloads arrive as JSON text (msgspec encodes
+# them once; the relayed records carry the same text), and each row comes back with its id.
+_APPEND = text(
+    """
+    INSERT INTO outbox (aggregate_type, aggregate_id, version, event_type, payload,
+                        created_at, reserved_until)
+    SELECT t, CAST(a AS uuid), v, e, CAST(p AS jsonb), clock_timestamp(),
+           clock_timestamp() + CAST(:reserve_ms AS integer) * interval '1 millisecond'
+      FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[]), CAST(:versions AS integer[]),
+                  CAST(:events AS text[]), CAST(:payloads AS text[])) AS u(t, a, v, e, p)
+    RETURNING id, aggregate_id::text AS aggregate_id, version, created_at
+    """
+)
+_encode = msgspec.json.Encoder().encode
+
+
+async def append_events(
+    conn: AsyncConnection,
+    events: Sequence[DomainEvent],
+    view: CartView | None = None,
+    *,
+    relay: bool = False,
+) -> list[OutboxRecord]:
+    """Append events; ``view`` is the aggregate's view after the command, stamped per event.
+
+    ``relay``: the caller hands the returned records to :func:`relay_committed` once the
+    transaction has committed, so when this engine has a relay the rows are reserved for it
+    (and wake no other dispatcher); otherwise the dispatchers claim them as usual."""
+    if not events:
+        return []
+    reserve = relay and conn.engine.sync_engine in _relays
+    payloads = [
+        _encode(
+            {
+                "event": event_to_dict(event),
+                "view": None
+                if view is None
+                else msgspec.structs.replace(view, version=event.aggregate_version),
+            }
+        ).decode()
+        for event in events
+    ]
+    rows = await conn.execute(
+        _APPEND,
+        {
+            "reserve_ms": RESERVATION_MS if reserve else None,
+            "types": [event.aggregate_type for event in events],
+            "ids": [event.aggregate_id for event in events],
+            "versions": [event.aggregate_version for event in events],
+            "events": [event.name for event in events],
+            "payloads": payloads,
+        },
+    )
+    if not reserve:
+        return []
+    inserted = {(row.aggregate_id, row.version): (row.id, row.created_at) for row in rows}
+    records = []
+    for event, payload in zip(events, payloads, strict=True):
+        row_id, created_at = inserted[(event.aggregate_id, event.aggregate_version)]
+        records.append(
+            OutboxRecord(
+                id=row_id,
+                aggregate_type=event.aggregate_type,
+                aggregate_id=event.aggregate_id,
+                version=event.aggregate_version,
+                event_type=event.name,
+                payload=payload,
+                created_at=created_at,
+            )
+        )
+    return records
+
+
+async def relay_committed(engine: AsyncEngine, records: Sequence[OutboxRecord]) -> None:
+    """Hand records of a committed transaction to the engine's relay (see append_events).
+
+    Never raises for the relay: the transaction is committed whatever happens here, and a
+    record the relay failed to dispatch is dispatched by a sweep once its reservation ends.
+    """
+    relay = _relays.get(engine.sync_engine)
+    if relay is None or not records:
+        return
+    try:
+        await relay(records)
+    except Exception:
+        log.exception("outbox_relay_failed", aggregate_id=records[0].aggregate_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     records: list[OutboxRecord]
@@ -92,15 +179,15 @@ class Claim:
     """Rows left alone because another transaction holds their aggregate or an earlier row."""
 
 
-# One round trip: lock up to $1 rows (SKIP LOCKED), try each of their aggregates' advisory
-# lock (namespace $2), and give each claimed aggregate's oldest undispatched version (its
-# "head"; NULL when another transaction holds the aggregate).
+# One round trip: lock up to $1 unreserved rows (SKIP LOCKED), try each of their aggregates'
+# advisory lock (namespace $2), and give each claimed aggregate's oldest undispatched version
+# (its "head", reserved or not; NULL when another transaction holds the aggregate).
 _CLAIM = """
 WITH claimed AS MATERIALIZED (
     SELECT id, aggregate_type, aggregate_id, version, event_type, payload::text AS payload,
            created_at
       FROM outbox
-     WHERE dispatched_at IS NULL
+     WHERE dispatched_at IS NULL AND (reserved_until IS NULL OR reserved_until <= now())
      ORDER BY id
      LIMIT $1
        FOR UPDATE SKIP LOCKED

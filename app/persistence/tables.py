@@ -260,6 +260,8 @@ outbox = Table(
     Column("payload", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("dispatched_at", DateTime(timezone=True), nullable=True),
+    # Until then only the process that committed the row dispatches it (migration 0006).
+    Column("reserved_until", DateTime(timezone=True), nullable=True),
     UniqueConstraint(
         "aggregate_type",
         "aggregate_id",

@@ -25,7 +25,7 @@ from app.payments.gateway import PaymentGateway
 from app.persistence import carts as cart_repo
 from app.persistence import catalog as catalog_repo
 from app.persistence import orders as order_repo
-from app.persistence.outbox import append_events
+from app.persistence.outbox import append_events, relay_committed
 from app.persistence.tables import coupons, teamcarts
 from app.use_cases.payments import (
     carry_out_refunds,
@@ -70,7 +70,8 @@ async def _run(
     effect: Effect[T] = _nothing,  # type: ignore[assignment]
 ) -> tuple[TeamCart, T]:
     """Load → command → save (version-checked) → effect → outbox, retried on conflict
-    (with the cart locked, so the retry cannot conflict again)."""
+    (with the cart locked, so the retry cannot conflict again); after the commit, the
+    events go straight to this process's projection (``relay_committed``)."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             async with engine.begin() as conn:
@@ -81,10 +82,12 @@ async def _run(
                 command(cart)
                 await cart_repo.save_cart(conn, cart, expected)
                 result = await effect(conn, cart)
-                await append_events(conn, cart.pull_events(), cart_view(cart))
-                return cart, result
+                records = await append_events(conn, cart.pull_events(), cart_view(cart), relay=True)
         except cart_repo.VersionConflict:
             log.info("version_conflict", teamcart_id=cart_id, attempt=attempt)
+            continue
+        await relay_committed(engine, records)  # committed: on to the projection at once
+        return cart, result
     raise ApiError(409, "version_conflict", "the cart changed at the same time; try again")
 
 

@@ -1,5 +1,6 @@
 """The Redis view model on real Redis: the Lua compare-and-set under concurrency, gaps, TTLs,
-presence expiry, and the dispatcher's LISTEN/NOTIFY and SKIP LOCKED sharing.
+presence expiry, the dispatcher's LISTEN/NOTIFY and SKIP LOCKED sharing, and the relay of a
+command's own events with the sweep behind it.
 
 Carts are made through the HTTP API (so their outbox rows are the real ones); the app's own
 dispatcher projects them too, so a test that drives the projection itself waits for that to
@@ -26,7 +27,15 @@ from app.dispatcher import OutboxDispatcher
 from app.persistence import schema
 from app.persistence.carts import load_cart
 from app.persistence.database import create_engine
-from app.persistence.outbox import RETENTION, OutboxRecord, append_events, purge_dispatched
+from app.persistence.outbox import (
+    RESERVATION_MS,
+    RETENTION,
+    OutboxRecord,
+    append_events,
+    purge_dispatched,
+    relay_committed,
+    set_relay,
+)
 from app.persistence.tables import outbox
 from domain.events import ItemRemoved
 from realtime.cart_view import CartView, cart_view
@@ -390,6 +399,85 @@ async def test_the_sweep_redelivers_rows_left_behind(
     async with dispatcher.running(), asyncio.timeout(5):
         await both.wait()
     assert seen == [1, 2]
+
+
+async def commit_relayed_removal(engine: AsyncEngine, cart_id: str) -> float:
+    """A command's way: append with ``relay=True``, commit, relay. The commit's time."""
+    async with engine.begin() as conn:
+        event = ItemRemoved(cart_id=cart_id, version=1, item_id="i", user_id="u")
+        records = await append_events(conn, [event], relay=True)
+    committed = time.monotonic()
+    await relay_committed(engine, records)
+    return committed
+
+
+async def until_dispatched(engine: AsyncEngine, cart_id: str) -> None:
+    async with asyncio.timeout(5):
+        while True:
+            async with engine.connect() as conn:
+                dispatched = await conn.scalar(
+                    select(outbox.c.dispatched_at).where(outbox.c.aggregate_id == cart_id)
+                )
+            if dispatched is not None:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def test_a_relayed_commit_is_handled_by_its_own_process_and_wakes_no_other(
+    dispatch_engine: AsyncEngine, dispatch_database: str
+) -> None:
+    cart_id = str(uuid.uuid4())
+    handled: dict[str, list[int]] = {"own": [], "other": []}
+
+    def recorder(name: str) -> Any:
+        async def handle(record: OutboxRecord) -> None:
+            if record.aggregate_id == cart_id:
+                handled[name].append(record.version)
+
+        return handle
+
+    own = OutboxDispatcher(dispatch_database, recorder("own"), sweep_interval=60)
+    other = OutboxDispatcher(dispatch_database, recorder("other"), sweep_interval=0.05)
+    async with own.running(), other.running():
+        await asyncio.sleep(0.3)  # both listening
+        set_relay(dispatch_engine, own.relay)
+        try:
+            await commit_relayed_removal(dispatch_engine, cart_id)
+            assert handled["own"] == [1]  # before the command returned
+            await until_dispatched(dispatch_engine, cart_id)
+            await asyncio.sleep(0.3)  # the other process's NOTIFY and sweeps would come now
+        finally:
+            set_relay(dispatch_engine, None)
+    assert handled == {"own": [1], "other": []}
+
+
+async def test_a_relayed_event_its_process_failed_to_handle_is_swept_after_its_reservation(
+    dispatch_engine: AsyncEngine, dispatch_database: str
+) -> None:
+    """Redis fails during the committing process's relay (or the process dies): another
+    process dispatches the event once its reservation ends, and the command never knew."""
+    cart_id = str(uuid.uuid4())
+    swept = asyncio.Event()
+
+    async def failing(record: OutboxRecord) -> None:
+        raise ConnectionError("Redis went away")
+
+    async def handle(record: OutboxRecord) -> None:
+        if record.aggregate_id == cart_id:
+            swept.set()
+
+    own = OutboxDispatcher(dispatch_database, failing, sweep_interval=60)
+    other = OutboxDispatcher(dispatch_database, handle, sweep_interval=0.05)
+    async with own.running(), other.running():
+        set_relay(dispatch_engine, own.relay)
+        try:
+            committed = await commit_relayed_removal(dispatch_engine, cart_id)
+        finally:
+            set_relay(dispatch_engine, None)
+        async with asyncio.timeout(RESERVATION_MS / 1000 + 5):
+            await swept.wait()
+        assert time.monotonic() - committed >= RESERVATION_MS / 1000 - 0.05
+        await until_dispatched(dispatch_engine, cart_id)
 
 
 async def test_the_sweeper_purges_only_old_dispatched_events(dispatch_engine: AsyncEngine) -> None:

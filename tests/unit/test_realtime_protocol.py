@@ -146,6 +146,18 @@ def test_a_full_backlog_refuses_and_closes_the_stream() -> None:
     assert stream.next_action() is None
 
 
+def test_a_second_copy_of_a_frame_takes_no_room_in_the_backlog() -> None:
+    """The projecting process hands its sockets each frame, then Redis brings it again."""
+    stream = ClientStream("ben", max_backlog=3)
+    drain(stream, snapshot_version=1)
+    for version in (2, 3, 4):
+        assert stream.offer(update(version))
+        assert stream.offer(update(version))
+    assert stream.backlog == 3
+    assert not stream.closed
+    assert [m["version"] for m in drain(stream)] == [2, 3, 4]
+
+
 def test_payment_events_name_the_member_and_their_payment() -> None:
     view = cart(7, "ana", "ben")
     view.members[1].payment = PaymentView(status="cod_committed", method="cod", amount_minor=900)
