@@ -20,6 +20,7 @@ freely. Nothing here imports ``app``: the loader and the publisher are passed in
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,8 @@ import msgspec
 from realtime.cart_view import CartView
 from realtime.protocol import Snapshot, snapshot_frame, update_frame, update_message
 from realtime.view_store import ApplyOutcome, ViewStore
+
+log = logging.getLogger("teamcart.realtime.projection")
 
 ViewLoader = Callable[[str], Awaitable[CartView | None]]
 """Builds a cart's view from the source of truth; ``None`` when the cart does not exist."""
@@ -94,10 +97,18 @@ class Projection:
         payload: str | bytes,
     ) -> Outcome:
         """Apply one committed event: an outbox row's payload ``{"event", "view"}``, as the
-        JSON text the dispatcher reads."""
-        decoded = _payload_decoder.decode(payload)
+        JSON text the dispatcher reads.
+
+        A payload without a view, or one this code cannot read (written by another version
+        of it, or damaged), is not retried forever, holding up the cart's later events: the
+        view is rebuilt from PostgreSQL instead, as for a gap."""
+        try:
+            decoded = _payload_decoder.decode(payload)
+        except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+            log.warning("unreadable payload of teamcart:%s v%d: %s", cart_id, version, exc)
+            decoded = OutboxPayload()
         view = decoded.view
-        if view is None:  # not written by append_events with a view: rebuild instead
+        if view is None:
             await self.rebuild(cart_id)
             return Outcome.GAP
         if view.version != version:

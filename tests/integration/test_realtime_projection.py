@@ -185,6 +185,26 @@ async def test_32_concurrent_appliers_converge_on_the_rebuild_and_never_go_back(
     assert Outcome.DUPLICATE in outcomes
 
 
+async def test_an_unreadable_payload_rebuilds_the_view_instead_of_failing_forever(
+    client: Client, admin_headers: dict[str, str], engine: AsyncEngine, redis: Redis
+) -> None:
+    """A damaged outbox row (or one written by another version of the code) would otherwise
+    fail on every sweep and hold up every later event of its cart."""
+    cart_id = await busy_cart(client, admin_headers)
+    rows = await outbox_rows(engine, cart_id)
+    final = rows[-1][0]
+    views = ViewStore(redis)
+    await settled_and_cleared(views, cart_id, final)
+    published = Published()
+    projection = Projection(views, published, loader(engine))
+    for damaged in ('{"event": {}, "view": {"id": 7}}', "not json"):
+        assert await projection.project(cart_id, final, "item_added", damaged) is Outcome.GAP
+    stored = await views.read(cart_id)
+    assert stored is not None
+    assert stored.version == final
+    assert [(f.kind, f.version) for f in published.frames] == [("snapshot", final)]
+
+
 async def test_a_gap_rebuilds_from_postgresql_and_publishes_a_snapshot(
     client: Client, admin_headers: dict[str, str], engine: AsyncEngine, redis: Redis
 ) -> None:
