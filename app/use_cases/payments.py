@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -36,7 +36,7 @@ from app.payments.gateway import (
     PaymentGateway,
 )
 from app.persistence import carts as cart_repo
-from app.persistence.outbox import append_events
+from app.persistence.outbox import OutboxRecord, append_events, relay_committed
 from app.persistence.tables import (
     order_payments,
     payment_intents,
@@ -93,6 +93,8 @@ class Outcome:
     reason: str | None = None
     payment_intent_id: str | None = None
     cart_id: str | None = None
+    relayed: list[OutboxRecord] = field(default_factory=list)
+    """The cart's new outbox records, for this process's projection once committed."""
 
 
 # --- starting a payment ----------------------------------------------------------------------
@@ -505,6 +507,7 @@ async def handle_stripe_event(
             outcome = await _handle_once(engine, gateway, event, lock=attempt > 1)
         except cart_repo.VersionConflict:
             continue  # the cart was saved meanwhile: redo the whole event on fresh state
+        await relay_committed(engine, outcome.relayed)  # committed: on to the projection
         WEBHOOKS.labels(type=event_type, outcome=outcome.outcome).inc()
         if outcome.outcome == "refunded" and outcome.payment_intent_id:
             # Committed: now give the money back. If Stripe fails, the sweeper retries.
@@ -580,9 +583,10 @@ async def _apply(
     return Outcome("ignored", f"{event_type} is not handled")
 
 
-async def _save(conn: AsyncConnection, cart: TeamCart, expected_version: int) -> None:
+async def _save(conn: AsyncConnection, cart: TeamCart, expected_version: int) -> list[OutboxRecord]:
+    """Save the cart and append its events; the records to relay once committed."""
     await cart_repo.save_cart(conn, cart, expected_version)
-    await append_events(conn, cart.pull_events(), cart_view(cart))
+    return await append_events(conn, cart.pull_events(), cart_view(cart), relay=True)
 
 
 async def _apply_to_cart(
@@ -629,7 +633,7 @@ async def _apply_to_cart(
                 cart_id=cart_id,
             )
             cart.record_refund(user_id, intent_id, from_stripe(received, currency))
-            await _save(conn, cart, expected)
+            relayed = await _save(conn, cart, expected)
             ALERTS.labels(kind="rejected_payment").inc()
             log.warning(
                 "payment_rejected",
@@ -639,10 +643,10 @@ async def _apply_to_cart(
                 reason=refusal.code,
                 detail=refusal.detail,
             )
-            return Outcome("refunded", refusal.code, intent_id, cart_id)
-        await _save(conn, cart, expected)
+            return Outcome("refunded", refusal.code, intent_id, cart_id, relayed)
+        relayed = await _save(conn, cart, expected)
         await _set_intent_status(conn, intent_id, "succeeded")
-        return Outcome("applied", None, intent_id, cart_id)
+        return Outcome("applied", None, intent_id, cart_id, relayed)
 
     if cart is None or not cart.is_member(user_id):
         return Outcome("ignored", "unknown cart or member", intent_id, cart_id)
@@ -653,9 +657,9 @@ async def _apply_to_cart(
         except errors.DomainError as refusal:
             await _mark_open_intent_failed(conn, intent_id)
             return Outcome("ignored", refusal.code, intent_id, cart_id)
-        await _save(conn, cart, expected)
+        relayed = await _save(conn, cart, expected)
         await _mark_open_intent_failed(conn, intent_id)
-        return Outcome("applied", None, intent_id, cart_id)
+        return Outcome("applied", None, intent_id, cart_id, relayed)
     if event_type == "payment_intent.canceled":
         await conn.execute(
             update(payment_intents)
@@ -741,8 +745,8 @@ async def _apply_refund(conn: AsyncConnection, event_type: str, obj: Mapping[str
         return Outcome("applied", "the member is no longer in the cart", intent_id, owner.cart_id)
     expected = cart.version
     cart.record_refund(owner.user_id, intent_id, from_stripe(refunded, currency))
-    await _save(conn, cart, expected)
-    return Outcome("applied", None, intent_id, owner.cart_id)
+    relayed = await _save(conn, cart, expected)
+    return Outcome("applied", None, intent_id, owner.cart_id, relayed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -804,12 +808,14 @@ async def _apply_dispute(
     if owner is None:
         return Outcome("review", "dispute on an unknown payment", intent_id)
     cart = await cart_repo.load_cart(conn, owner.cart_id, lock=lock)
+    relayed: list[OutboxRecord] = []
     if cart is not None and cart.is_member(owner.user_id):
         expected = cart.version
         cart.flag_payment_for_review(owner.user_id, intent_id)
-        await _save(conn, cart, expected)
+        relayed = await _save(conn, cart, expected)
     await _set_order_payment_status(conn, intent_id, PaymentStatus.REVIEW.value)
-    return Outcome("review", str(dispute.get("reason") or "dispute"), intent_id, owner.cart_id)
+    reason = str(dispute.get("reason") or "dispute")
+    return Outcome("review", reason, intent_id, owner.cart_id, relayed)
 
 
 # --- reconciliation --------------------------------------------------------------------------
