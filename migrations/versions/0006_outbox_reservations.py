@@ -2,7 +2,7 @@
 
 Revision ID: 0006_outbox_reservations
 Revises: 0005_outbox_notify_trigger
-Create Date: 2026-11-30 00:10:00
+Create Date: 2026-11-29 23:40:00
 
 A command's events are now handed to the projection by the process that committed them,
 right after the commit (``app.dispatcher.OutboxDispatcher.relay``), which spares them the
