@@ -26,6 +26,7 @@ compare-and-set on the version, and every WebSocket update carries the full cart
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -48,6 +49,7 @@ NOTIFY_CHANNEL: Final = "teamcart_outbox"
 _DISPATCH_LOCK_CLASS: Final = 0x7EA_CA27  # the advisory-lock namespace of outbox dispatch
 RESERVATION_MS: Final = 2_000
 """How long a relayed row is left to the process that committed it (migration 0006)."""
+RELAY_TIMEOUT_SECONDS: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +159,17 @@ async def append_events(
 async def relay_committed(engine: AsyncEngine, records: Sequence[OutboxRecord]) -> None:
     """Hand records of a committed transaction to the engine's relay (see append_events).
 
-    Never raises for the relay: the transaction is committed whatever happens here, and a
-    record the relay failed to dispatch is dispatched by a sweep once its reservation ends.
+    Never raises for the relay, and gives up after ``RELAY_TIMEOUT_SECONDS`` (a Redis that
+    hangs must not hang every command's response): the transaction is committed whatever
+    happens here, and a record the relay did not dispatch is dispatched by a sweep once its
+    reservation ends.
     """
     relay = _relays.get(engine.sync_engine)
     if relay is None or not records:
         return
     try:
-        await relay(records)
+        async with asyncio.timeout(RELAY_TIMEOUT_SECONDS):
+            await relay(records)
     except Exception:
         log.exception("outbox_relay_failed", aggregate_id=records[0].aggregate_id)
 

@@ -28,6 +28,7 @@ from app.persistence import schema
 from app.persistence.carts import load_cart
 from app.persistence.database import create_engine
 from app.persistence.outbox import (
+    RELAY_TIMEOUT_SECONDS,
     RESERVATION_MS,
     RETENTION,
     OutboxRecord,
@@ -471,15 +472,19 @@ async def test_a_relayed_commit_is_handled_by_its_own_process_and_wakes_no_other
     assert handled == {"own": [1], "other": []}
 
 
+@pytest.mark.parametrize("redis_during_relay", ["fails", "hangs"])
 async def test_a_relayed_event_its_process_failed_to_handle_is_swept_after_its_reservation(
-    dispatch_engine: AsyncEngine, dispatch_database: str
+    dispatch_engine: AsyncEngine, dispatch_database: str, redis_during_relay: str
 ) -> None:
-    """Redis fails during the committing process's relay (or the process dies): another
-    process dispatches the event once its reservation ends, and the command never knew."""
+    """Redis fails or hangs during the committing process's relay (or the process dies):
+    the command still returns, at once or after the relay's timeout, and another process
+    dispatches the event once its reservation ends."""
     cart_id = str(uuid.uuid4())
     swept = asyncio.Event()
 
     async def failing(record: OutboxRecord) -> None:
+        if redis_during_relay == "hangs":
+            await asyncio.Event().wait()
         raise ConnectionError("Redis went away")
 
     async def handle(record: OutboxRecord) -> None:
@@ -492,6 +497,7 @@ async def test_a_relayed_event_its_process_failed_to_handle_is_swept_after_its_r
         set_relay(dispatch_engine, own.relay)
         try:
             committed = await commit_relayed_removal(dispatch_engine, cart_id)
+            assert time.monotonic() - committed < RELAY_TIMEOUT_SECONDS + 0.5
         finally:
             set_relay(dispatch_engine, None)
         async with asyncio.timeout(RESERVATION_MS / 1000 + 5):
