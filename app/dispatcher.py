@@ -143,15 +143,23 @@ class OutboxDispatcher:
                 self._relayed_wake.set()
 
     async def _mark_relayed(self) -> None:
+        """Mark the relayed rows handled so far; on failure they wait for the next batch (and
+        if their reservation ends first, a sweep dispatches them again: a duplicate)."""
         ids, self._relayed = self._relayed, []
         if not ids:
             return
-        async with self._conn_lock:
-            try:
-                await mark_dispatched(await self._connection(), ids)
-            except Exception as exc:  # they stay reserved, then a sweep handles them again
-                log.warning("outbox_mark_relayed_failed", rows=len(ids), error=repr(exc))
-                await self.close()
+        try:
+            async with self._conn_lock:
+                try:
+                    await mark_dispatched(await self._connection(), ids)
+                except Exception:
+                    await self.close()  # the next use opens a fresh connection
+                    raise
+        except BaseException as exc:
+            self._relayed[:0] = ids
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("outbox_mark_relayed_failed", rows=len(ids), error=repr(exc))
 
     async def _mark_relayed_forever(self) -> None:
         """Mark relayed records dispatched, a batch at a time (one round trip per batch)."""

@@ -3,11 +3,12 @@
 Every process runs one :class:`Hub`. Sockets watching the same cart share a *room*, and a
 room holds the process's one subscription to the cart's channel (through a
 :class:`ChannelLink`, which the app implements with Litestar's channels plugin and its Redis
-backend). A frame arriving on the channel is decoded once and offered to each socket's
-:class:`~realtime.protocol.ClientStream`; each socket is written by its own short-lived task,
-so a slow socket only ever delays itself. A socket whose backlog overflows is dropped from
-the room at once and closed with 4408 (the close frame goes out whenever the client reads
-again).
+backend; the process that projects a frame also hands it to its own room at once, and each
+stream drops the copy that comes back). A frame arriving on the channel is decoded once and
+offered to each socket's :class:`~realtime.protocol.ClientStream`; each socket is written by
+its own short-lived task, so a slow socket only ever delays itself. A socket whose backlog
+overflows is dropped from the room at once and closed with 4408 (the close frame goes out
+whenever the client reads again).
 
 Connecting follows the protocol's order: subscribe (and publish a probe on the channel until
 it comes back: Redis may process a SUBSCRIBE after a PUBLISH sent later on another

@@ -3,14 +3,20 @@
 Each outbox row of a cart carries the whole cart view as of its version (ADR 0004), so
 projecting an event is one compare-and-set (:meth:`ViewStore.apply`):
 
-- ``applied``: the view moved from ``v-1`` to ``v``; the update is published on the cart's
-  channel with the members online now overlaid, for every process's hub to forward.
+- ``applied``: the view moved from ``v-1`` to ``v``; the update is published with the
+  members online now overlaid, for every process's hub to forward (the publisher the app
+  passes in hands it to this process's own sockets first).
 - ``duplicate``: the view is already at ``v`` or newer (a redelivery, or a rebuild got there
-  first); nothing happens.
+  first). At exactly ``v`` the update is published again: the first delivery may have
+  written the view and then failed before publishing, and every client stream drops a
+  version it already has. Past ``v``, nothing happens.
 - ``gap``: the view is older than ``v-1`` or missing (expired, Redis restarted, an event went
-  astray); the view is rebuilt from PostgreSQL through the injected loader and written only
-  if newer, and the rebuilt view is published as a snapshot frame, which a subscriber's
-  stream forwards only if it is ahead of what that client has.
+  astray). A view only a few versions behind is most likely being caught up right now by
+  the processes that committed the versions between (each projects its own commands'
+  events), so the event is retried for a few milliseconds first. Then the view is rebuilt
+  from PostgreSQL through the injected loader and written only if newer, and the rebuilt
+  view is published as a snapshot frame, which a subscriber's stream forwards only if it is
+  ahead of what that client has.
 
 Reads (:meth:`Projection.current`) serve the stored view and rebuild it on a miss. Delivery
 is at-least-once and the handler is idempotent by version, so the dispatcher may retry
@@ -19,6 +25,7 @@ freely. Nothing here imports ``app``: the loader and the publisher are passed in
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Collection
@@ -32,6 +39,9 @@ from realtime.protocol import Snapshot, snapshot_frame, update_frame, update_mes
 from realtime.view_store import ApplyOutcome, ViewStore
 
 log = logging.getLogger("teamcart.realtime.projection")
+
+GAP_PATIENCE = (0.002, 0.005, 0.01)
+"""Pauses before retrying an event whose view is only a few versions behind, then rebuild."""
 
 ViewLoader = Callable[[str], Awaitable[CartView | None]]
 """Builds a cart's view from the source of truth; ``None`` when the cart does not exist."""
@@ -113,16 +123,27 @@ class Projection:
             return Outcome.GAP
         if view.version != version:
             view = msgspec.structs.replace(view, version=version)
-        result = await self.views.apply(cart_id, version, _encoder.encode(view), view.status)
-        if result.outcome is ApplyOutcome.DUPLICATE:
-            return Outcome.DUPLICATE
+        view_json = _encoder.encode(view)
+        result = await self.views.apply(cart_id, version, view_json, view.status)
+        for pause in GAP_PATIENCE:
+            if not 0 < result.stored_version < version - 1:
+                break
+            # The view is only behind: the versions between are most likely being projected
+            # by the processes that committed them right now. Give them a moment before a
+            # rebuild, which would turn their updates into a snapshot.
+            await asyncio.sleep(pause)
+            result = await self.views.apply(cart_id, version, view_json, view.status)
         if result.outcome is ApplyOutcome.GAP:
             await self.rebuild(cart_id)
             return Outcome.GAP
+        if result.outcome is ApplyOutcome.DUPLICATE and result.stored_version != version:
+            return Outcome.DUPLICATE
+        # Applied now, or (a redelivery) applied before by a delivery that may have failed
+        # to publish: publish it (again; every stream drops a version it already has).
         cart = with_presence(view, result.online)
         message = update_message(version, event_type, decoded.event, cart)
         await self._publish(cart_id, update_frame(message))
-        return Outcome.APPLIED
+        return Outcome.APPLIED if result.outcome is ApplyOutcome.APPLIED else Outcome.DUPLICATE
 
     async def rebuild(self, cart_id: str) -> LiveView | None:
         """Rebuild the view from the source of truth; write and publish it if newer."""

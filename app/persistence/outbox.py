@@ -16,8 +16,10 @@ dispatcher after the commit. Such rows are inserted with ``reserved_until`` (now
 committing process dies before marking them dispatched, a sweep of any process picks them up.
 
 Claiming takes, besides the rows' locks (``FOR UPDATE SKIP LOCKED``), a transaction-scoped
-advisory lock per aggregate: one process at a time handles a given cart's rows, so each cart
-is dispatched in version order while different carts spread over every process.
+advisory lock per aggregate: one process at a time handles a given cart's claimed rows, in
+version order, while different carts spread over every process. (Relayed rows of one cart
+may be projected by several committing processes at once; the projection's compare-and-set
+on the version keeps the view in order.)
 
 A cart event's payload carries, beside the event's own fields, the cart view as of that
 version (``{"event": …, "view": …}``): the projection writes whole views with a
@@ -156,20 +158,30 @@ async def append_events(
     return records
 
 
+_relaying: set[asyncio.Task[None]] = set()  # relays still running past their wait
+
+
 async def relay_committed(engine: AsyncEngine, records: Sequence[OutboxRecord]) -> None:
     """Hand records of a committed transaction to the engine's relay (see append_events).
 
-    Never raises for the relay, and gives up after ``RELAY_TIMEOUT_SECONDS`` (a Redis that
-    hangs must not hang every command's response): the transaction is committed whatever
-    happens here, and a record the relay did not dispatch is dispatched by a sweep once its
-    reservation ends.
+    Waits for the relay at most ``RELAY_TIMEOUT_SECONDS`` (a Redis that hangs must not hang
+    every command's response) and never raises for it: the transaction is committed whatever
+    happens here. A relay still running then goes on in the background rather than being
+    cancelled between writing a view and publishing it; a record it did not dispatch is
+    dispatched by a sweep once its reservation ends.
     """
     relay = _relays.get(engine.sync_engine)
     if relay is None or not records:
         return
+    task = asyncio.create_task(_relay_logged(relay, records))
+    _relaying.add(task)
+    task.add_done_callback(_relaying.discard)
+    await asyncio.wait([task], timeout=RELAY_TIMEOUT_SECONDS)
+
+
+async def _relay_logged(relay: Relay, records: Sequence[OutboxRecord]) -> None:
     try:
-        async with asyncio.timeout(RELAY_TIMEOUT_SECONDS):
-            await relay(records)
+        await relay(records)
     except Exception:
         log.exception("outbox_relay_failed", aggregate_id=records[0].aggregate_id)
 
@@ -222,8 +234,8 @@ async def claim_undispatched(conn: asyncpg.Connection, limit: int) -> Claim:
     on every event's path, so one round trip and no ORM). Rows are locked ``FOR UPDATE SKIP
     LOCKED``, so concurrent claimers take different rows; then each aggregate is claimed with
     a transaction-scoped advisory lock, and only its rows from its oldest undispatched
-    version on, without a hole, are kept: a cart's events are never handled out of order,
-    nor by two processes at once.
+    version on, without a hole, are kept: a cart's claimed events are never handled out of
+    order, nor by two claimers at once.
     """
     rows = await conn.fetch(_CLAIM, limit, _DISPATCH_LOCK_CLASS)
     claimed: list[OutboxRecord] = []
