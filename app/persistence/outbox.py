@@ -158,30 +158,23 @@ async def append_events(
     return records
 
 
-_relaying: set[asyncio.Task[None]] = set()  # relays still running past their wait
-
-
 async def relay_committed(engine: AsyncEngine, records: Sequence[OutboxRecord]) -> None:
     """Hand records of a committed transaction to the engine's relay (see append_events).
 
-    Waits for the relay at most ``RELAY_TIMEOUT_SECONDS`` (a Redis that hangs must not hang
-    every command's response) and never raises for it: the transaction is committed whatever
-    happens here. A relay still running then goes on in the background rather than being
-    cancelled between writing a view and publishing it; a record it did not dispatch is
-    dispatched by a sweep once its reservation ends.
+    Never raises for the relay, and gives up after ``RELAY_TIMEOUT_SECONDS`` (a Redis that
+    hangs must not hang every command's response): the transaction is committed whatever
+    happens here, and a record the relay did not dispatch is dispatched by a sweep once its
+    reservation ends. (If the timeout struck between writing the view and publishing it,
+    that redelivery finds the view at its version and publishes the update again.) The relay
+    runs in the caller's task, not a task of its own: one event-loop turn less on every
+    command's way to the sockets.
     """
     relay = _relays.get(engine.sync_engine)
     if relay is None or not records:
         return
-    task = asyncio.create_task(_relay_logged(relay, records))
-    _relaying.add(task)
-    task.add_done_callback(_relaying.discard)
-    await asyncio.wait([task], timeout=RELAY_TIMEOUT_SECONDS)
-
-
-async def _relay_logged(relay: Relay, records: Sequence[OutboxRecord]) -> None:
     try:
-        await relay(records)
+        async with asyncio.timeout(RELAY_TIMEOUT_SECONDS):
+            await relay(records)
     except Exception:
         log.exception("outbox_relay_failed", aggregate_id=records[0].aggregate_id)
 
