@@ -126,6 +126,16 @@ async def settled_and_cleared(views: ViewStore, cart_id: str, version: int) -> N
     await views.redis.delete(view_key(cart_id))
 
 
+async def projected_and_cleared(
+    client: Client, admin: dict[str, str], engine: AsyncEngine, views: ViewStore
+) -> tuple[str, list[Row]]:
+    """A busy cart and its outbox rows, once the app has projected them and its view is gone."""
+    cart_id = await busy_cart(client, admin)
+    rows = await outbox_rows(engine, cart_id)
+    await settled_and_cleared(views, cart_id, rows[-1][0])
+    return cart_id, rows
+
+
 @pytest.mark.parametrize("order", ["shuffled", "in_order"])
 async def test_32_concurrent_appliers_converge_on_the_rebuild_and_never_go_back(
     client: Client,
@@ -134,13 +144,11 @@ async def test_32_concurrent_appliers_converge_on_the_rebuild_and_never_go_back(
     redis: Redis,
     order: str,
 ) -> None:
-    cart_id = await busy_cart(client, admin_headers)
-    rows = await outbox_rows(engine, cart_id)
+    views = ViewStore(redis)
+    cart_id, rows = await projected_and_cleared(client, admin_headers, engine, views)
     final = rows[-1][0]
     assert [version for version, _, _ in rows] == list(range(1, final + 1))
     assert final >= 16
-    views = ViewStore(redis)
-    await settled_and_cleared(views, cart_id, final)
 
     stream = rows * 3  # every event delivered three times
     if order == "shuffled":
@@ -196,11 +204,9 @@ async def test_an_unreadable_payload_rebuilds_the_view_instead_of_failing_foreve
 ) -> None:
     """A damaged outbox row (or one written by another version of the code) would otherwise
     fail on every sweep and hold up every later event of its cart."""
-    cart_id = await busy_cart(client, admin_headers)
-    rows = await outbox_rows(engine, cart_id)
-    final = rows[-1][0]
     views = ViewStore(redis)
-    await settled_and_cleared(views, cart_id, final)
+    cart_id, rows = await projected_and_cleared(client, admin_headers, engine, views)
+    final = rows[-1][0]
     published = Published()
     projection = Projection(views, published, loader(engine))
     for damaged in ('{"event": {}, "view": {"id": 7}}', "not json"):
@@ -214,10 +220,8 @@ async def test_an_unreadable_payload_rebuilds_the_view_instead_of_failing_foreve
 async def test_a_redelivery_publishes_an_update_whose_first_publish_failed(
     client: Client, admin_headers: dict[str, str], engine: AsyncEngine, redis: Redis
 ) -> None:
-    cart_id = await busy_cart(client, admin_headers)
-    rows = await outbox_rows(engine, cart_id)
     views = ViewStore(redis)
-    await settled_and_cleared(views, cart_id, rows[-1][0])
+    cart_id, rows = await projected_and_cleared(client, admin_headers, engine, views)
     version, event_type, payload = rows[0]
 
     async def broken(cart: str, frame: bytes) -> None:
@@ -238,11 +242,9 @@ async def test_a_redelivery_publishes_an_update_whose_first_publish_failed(
 async def test_a_gap_rebuilds_from_postgresql_and_publishes_a_snapshot(
     client: Client, admin_headers: dict[str, str], engine: AsyncEngine, redis: Redis
 ) -> None:
-    cart_id = await busy_cart(client, admin_headers)
-    rows = await outbox_rows(engine, cart_id)
-    final = rows[-1][0]
     views = ViewStore(redis)
-    await settled_and_cleared(views, cart_id, final)
+    cart_id, rows = await projected_and_cleared(client, admin_headers, engine, views)
+    final = rows[-1][0]
     published = Published()
     loads: list[str] = []
     load_view = loader(engine)
