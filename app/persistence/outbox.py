@@ -52,6 +52,7 @@ _DISPATCH_LOCK_CLASS: Final = 0x7EA_CA27  # the advisory-lock namespace of outbo
 RESERVATION_MS: Final = 2_000
 """How long a relayed row is left to the process that committed it (migration 0006)."""
 RELAY_TIMEOUT_SECONDS: Final = 1.0
+"""How long a command waits for its relay before answering anyway (see relay_committed)."""
 
 
 @dataclass(frozen=True, slots=True)
