@@ -68,10 +68,14 @@ async def _run(
     cart_id: str,
     command: Callable[[TeamCart], None],
     effect: Effect[T] = _nothing,  # type: ignore[assignment]
+    *,
+    relay: bool = True,
 ) -> tuple[TeamCart, T]:
     """Load → command → save (version-checked) → effect → outbox, retried on conflict
     (with the cart locked, so the retry cannot conflict again); after the commit, the
-    events go straight to this process's projection (``relay_committed``)."""
+    events go straight to this process's projection (``relay_committed``), unless
+    ``relay`` is off: then the outbox dispatchers take them, and nothing here waits on
+    Redis (background work)."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
             async with engine.begin() as conn:
@@ -82,7 +86,9 @@ async def _run(
                 command(cart)
                 await cart_repo.save_cart(conn, cart, expected)
                 result = await effect(conn, cart)
-                records = await append_events(conn, cart.pull_events(), cart_view(cart), relay=True)
+                records = await append_events(
+                    conn, cart.pull_events(), cart_view(cart), relay=relay
+                )
         except cart_repo.VersionConflict:
             log.info("version_conflict", teamcart_id=cart_id, attempt=attempt)
             continue
@@ -360,7 +366,9 @@ async def expire_due_carts(
 
     Safe with many processes: two sweepers racing on one cart meet at its version check, and
     the loser reloads a cart that has nothing left to do. An open cart whose deadline lock
-    can't reserve its stock expires instead of failing on every sweep.
+    can't reserve its stock expires instead of failing on every sweep. Its events go to the
+    outbox dispatchers (no relay): a Redis that hangs must not hold up expiries and their
+    refunds, one relay timeout per cart.
     """
     async with engine.connect() as conn:
         candidates = await cart_repo.due_cart_ids(conn, payment_window)
@@ -394,7 +402,7 @@ async def _expire_one(
             await request_refunds_for_cart(conn, cart, "cart_expired")
 
     try:
-        cart, _ = await _run(engine, cart_id, expire, move_stock)
+        cart, _ = await _run(engine, cart_id, expire, move_stock, relay=False)
     except OutOfStock as exc:
         log.warning("deadline_lock_out_of_stock", teamcart_id=cart_id, detail=exc.detail)
         cart, _ = await _run(
@@ -402,6 +410,7 @@ async def _expire_one(
             cart_id,
             lambda cart: cart.expire(now),
             lambda conn, cart: cart_repo.release_stock(conn, cart.id),
+            relay=False,
         )
     if cart.status is CartStatus.EXPIRED:
         await carry_out_refunds(engine, gateway, cart_id=cart.id)

@@ -12,6 +12,7 @@ import json
 import socket
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from app.config import Settings
 from realtime.hub import DEFAULT_HEARTBEAT_SECONDS, PRESENCE_BATCH
 from realtime.presence import presence_key
 from realtime.projection import channel_for
@@ -369,3 +371,25 @@ async def test_the_heartbeat_keeps_every_carts_presence_alive_past_one_batch(
         for ws in sockets:
             await ws.close()
         await redis.aclose()
+
+
+async def test_members_see_the_sweeper_expire_their_cart(
+    client: Client, admin_headers: dict[str, str], live_server: str, settings: Settings
+) -> None:
+    """The expiry sweeper's events take the outbox dispatchers' way (it relays nothing)."""
+    store = await create_store(client, admin_headers)
+    host = await session(client, "Host")
+    deadline = datetime.now(UTC) + timedelta(seconds=1.5)
+    response = await client.post(
+        "/api/v1/teamcarts",
+        json={"store_id": store["id"], "deadline": deadline.isoformat()},
+        headers=host,
+    )
+    assert response.status_code == 201, response.text
+    cart = response.json()
+    async with connect(ws_url(live_server, cart["id"], host)) as ws:
+        assert (await receive_type(ws, "snapshot"))["cart"]["status"] == "open"
+        within = 1.5 + settings.sweep_interval_seconds + 5
+        expired = await receive_type(ws, "update", within=within)
+        assert expired["version"] == cart["version"] + 1
+        assert expired["cart"]["status"] == "expired"
