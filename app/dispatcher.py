@@ -6,7 +6,7 @@ also every ``sweep_interval`` seconds, which redelivers whatever a crash or a lo
 notification left undispatched. Each pass claims rows in a transaction on a second raw
 asyncpg connection of the dispatcher's own (``claim_undispatched``, one round trip: row
 locks with ``SKIP LOCKED`` plus one advisory lock per aggregate, so processes share the work
-and a cart's events are handled by one process at a time, in version order), runs the
+and a cart's claimed events are handled by one process at a time, in version order), runs the
 handler for each, marks the handled rows ``dispatched_at`` and commits. A row whose handler
 failed stays undispatched and is retried on the next sweep: delivery is at-least-once, and
 handlers are idempotent by ``(aggregate, version)``.
@@ -143,23 +143,19 @@ class OutboxDispatcher:
                 self._relayed_wake.set()
 
     async def _mark_relayed(self) -> None:
-        """Mark the relayed rows handled so far; on failure they wait for the next batch (and
-        if their reservation ends first, a sweep dispatches them again: a duplicate)."""
+        """Mark the relayed rows handled so far. On failure they wait for the next batch; if
+        their reservation ends first (or this is cancelled), a sweep dispatches them again,
+        a duplicate the projection skips."""
         ids, self._relayed = self._relayed, []
         if not ids:
             return
-        try:
-            async with self._conn_lock:
-                try:
-                    await mark_dispatched(await self._connection(), ids)
-                except Exception:
-                    await self.close()  # the next use opens a fresh connection
-                    raise
-        except BaseException as exc:
-            self._relayed[:0] = ids
-            if not isinstance(exc, Exception):
-                raise
-            log.warning("outbox_mark_relayed_failed", rows=len(ids), error=repr(exc))
+        async with self._conn_lock:
+            try:
+                await mark_dispatched(await self._connection(), ids)
+            except Exception as exc:
+                self._relayed[:0] = ids
+                log.warning("outbox_mark_relayed_failed", rows=len(ids), error=repr(exc))
+                await self.close()  # the next use opens a fresh connection
 
     async def _mark_relayed_forever(self) -> None:
         """Mark relayed records dispatched, a batch at a time (one round trip per batch)."""

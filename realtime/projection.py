@@ -11,7 +11,7 @@ projecting an event is one compare-and-set (:meth:`ViewStore.apply`):
   written the view and then failed before publishing, and every client stream drops a
   version it already has. Past ``v``, nothing happens.
 - ``gap``: the view is older than ``v-1`` or missing (expired, Redis restarted, an event went
-  astray). A view only a few versions behind is most likely being caught up right now by
+  astray). A view that is present but behind is most likely being caught up right now by
   the processes that committed the versions between (each projects its own commands'
   events), so the event is retried for a few milliseconds first. Then the view is rebuilt
   from PostgreSQL through the injected loader and written only if newer, and the rebuilt
@@ -41,7 +41,7 @@ from realtime.view_store import ApplyOutcome, ViewStore
 log = logging.getLogger("teamcart.realtime.projection")
 
 GAP_PATIENCE = (0.002, 0.005, 0.01)
-"""Pauses before retrying an event whose view is only a few versions behind, then rebuild."""
+"""Pauses before retrying an event whose view is present but behind; then it rebuilds."""
 
 ViewLoader = Callable[[str], Awaitable[CartView | None]]
 """Builds a cart's view from the source of truth; ``None`` when the cart does not exist."""
@@ -50,7 +50,8 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 
 
 class OutboxPayload(msgspec.Struct):
-    """What ``app.persistence.outbox.append_events`` stores with each cart event."""
+    """The payload of a cart event's outbox row, as ``app.persistence.outbox.append_events``
+    writes it and the projection reads it."""
 
     event: dict[str, Any] = msgspec.field(default_factory=dict)
     view: CartView | None = None

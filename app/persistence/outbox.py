@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.events import DomainEvent, event_to_dict
 from realtime.cart_view import CartView
+from realtime.projection import OutboxPayload
 
 log = structlog.get_logger("teamcart.outbox")
 
@@ -119,12 +120,12 @@ async def append_events(
     reserve = relay and conn.engine.sync_engine in _relays
     payloads = [
         _encode(
-            {
-                "event": event_to_dict(event),
-                "view": None
+            OutboxPayload(
+                event=event_to_dict(event),
+                view=None
                 if view is None
                 else msgspec.structs.replace(view, version=event.aggregate_version),
-            }
+            )
         ).decode()
         for event in events
     ]
