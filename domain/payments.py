@@ -31,3 +31,12 @@ INACTIVE_STATUSES: frozenset[PaymentStatus] = frozenset(
     {PaymentStatus.NONE, PaymentStatus.FAILED, PaymentStatus.REFUNDED}
 )
 """While every member is in one of these, nobody has committed or holds money in the cart."""
+
+
+class CaptureOutcome(StrEnum):
+    """What recording a captured online payment did to the member (``record_online_payment``)."""
+
+    RECORDED = "recorded"  # the member is paid
+    UNCHANGED = "unchanged"  # this capture was recorded (or given back) before
+    ALREADY_REFUNDED = "already_refunded"  # Stripe gave it all back before we saw the capture
+    UNDER_REVIEW = "under_review"  # disputed, or partly refunded, before we saw it

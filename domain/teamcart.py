@@ -70,7 +70,13 @@ from domain.events import (
 )
 from domain.money import is_whole_number
 from domain.order import DeliveryAddress, Order, OrderLine, OrderPayment, OrderTotals
-from domain.payments import INACTIVE_STATUSES, SETTLED_STATUSES, PaymentMethod, PaymentStatus
+from domain.payments import (
+    INACTIVE_STATUSES,
+    SETTLED_STATUSES,
+    CaptureOutcome,
+    PaymentMethod,
+    PaymentStatus,
+)
 from domain.pricing import Quote, compute_quote
 
 __all__ = [
@@ -592,27 +598,49 @@ class TeamCart:
         currency: str,
         quote_version: int,
         payment_intent_id: str,
-    ) -> None:
-        """Record a captured online payment of the member's whole share (from a webhook).
+        *,
+        refunded_minor: int = 0,
+        disputed: bool = False,
+    ) -> CaptureOutcome:
+        """Record what Stripe says a member's PaymentIntent captured (from a webhook).
 
-        The same PaymentIntent again is a no-op. Refused when the member already paid another
-        way or committed to cash (``AlreadyPaid``), when it was made against another quote
-        (``QuoteChanged``), in another currency, for another amount (``AmountMismatch``), or
-        when the cart is not locked: the caller must then refund it.
+        ``refunded_minor`` and ``disputed`` say what has happened to that capture since, as
+        far as we know: Stripe does not order its events, so a refund or a dispute may be
+        reported before the capture. A capture that was refunded or disputed is never
+        recorded as paid: refunded in full, the member shows ``refunded`` (if they had no
+        other settled payment) and nothing more is owed back; disputed or partly refunded,
+        it goes to ``review`` for an operator (a refund in full comes first: the money is
+        back, whatever the dispute says).
+
+        The same PaymentIntent again is a no-op (``UNCHANGED``). Refused when the member
+        already paid another way or committed to cash (``AlreadyPaid``), when it was made
+        against another quote (``QuoteChanged``), in another currency, for another amount
+        (``AmountMismatch``), or when the cart is not locked: the caller must then refund it.
         """
         member = self._members.get(user_id)
         if member is None:
             raise errors.MemberNotFound()
-        if member.payment.status is PaymentStatus.PAID_ONLINE:
-            if member.payment.reference == payment_intent_id:
-                return
-            raise errors.AlreadyPaid()
-        if member.payment.status in (PaymentStatus.COD_COMMITTED, PaymentStatus.REVIEW):
-            raise errors.AlreadyPaid(f"The member's payment is already {member.payment.status}.")
+        payment = member.payment
+        if payment.reference == payment_intent_id and payment.status in (
+            PaymentStatus.PAID_ONLINE,
+            PaymentStatus.REFUNDED,
+            PaymentStatus.REVIEW,
+        ):
+            return CaptureOutcome.UNCHANGED
+        if refunded_minor >= amount_minor > 0:
+            self.record_refund(user_id, payment_intent_id, refunded_minor)
+            return CaptureOutcome.ALREADY_REFUNDED
+        if disputed or refunded_minor > 0:
+            self._hold_for_review(user_id, payment_intent_id, amount_minor)
+            return CaptureOutcome.UNDER_REVIEW
+        if payment.status in SETTLED_STATUSES or payment.status is PaymentStatus.REVIEW:
+            raise errors.AlreadyPaid(f"The member's payment is already {payment.status}.")
         if self.status not in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
             raise errors.CartNotLocked(f"The cart is {self.status}, not locked.")
         if quote_version != self.quote_version:
-            raise errors.QuoteChanged()
+            raise errors.QuoteChanged(
+                f"Paid against quote {quote_version}, the cart is at {self.quote_version}."
+            )
         if currency != self.currency:
             raise errors.CurrencyMismatch(f"Paid in {currency}, owed in {self.currency}.")
         share = self.share_of(user_id)
@@ -637,6 +665,7 @@ class TeamCart:
             )
         )
         self._become_ready_if_settled()
+        return CaptureOutcome.RECORDED
 
     def mark_payment_failed(self, user_id: str, payment_intent_id: str) -> None:
         """Note that the member's online attempt failed, so they can try again.
@@ -709,17 +738,36 @@ class TeamCart:
         """A dispute was opened on this member's payment: it needs an operator's look.
 
         Returns whether the PaymentIntent was this member's recorded payment (else nothing
-        changes: the caller still records and alerts).
+        changes: the caller still records the dispute, and a capture of that intent reported
+        later goes to review, see ``record_online_payment``).
         """
         member = self._members.get(user_id)
         if member is None:
             raise errors.MemberNotFound()
-        if member.payment.reference != payment_intent_id:
-            return False
-        if member.payment.status is PaymentStatus.REVIEW:
-            return True
+        recorded = (PaymentStatus.PAID_ONLINE, PaymentStatus.REVIEW, PaymentStatus.REFUNDED)
+        if member.payment.reference != payment_intent_id or member.payment.status not in recorded:
+            return False  # e.g. a failed attempt's id: its capture was never recorded
+        self._hold_for_review(user_id, payment_intent_id, member.payment.amount_minor)
+        return True
+
+    def _hold_for_review(self, user_id: str, payment_intent_id: str, amount_minor: int) -> None:
+        """The member's payment by this intent is in ``review``: not paid, money held.
+
+        A member whose payment is settled by other means keeps it, and a refunded payment
+        stays refunded (the dispute is still on record with the caller); the cart is
+        reopened if it counted on this payment."""
+        member = self._members[user_id]
+        payment = member.payment
+        ours = payment.reference == payment_intent_id
+        if ours and payment.status in (PaymentStatus.REVIEW, PaymentStatus.REFUNDED):
+            return  # a refunded payment stays refunded: its status never moves backward
+        if not ours and payment.status in (*SETTLED_STATUSES, PaymentStatus.REVIEW):
+            return
         self._members[user_id] = replace(
-            member, payment=replace(member.payment, status=PaymentStatus.REVIEW)
+            member,
+            payment=MemberPayment(
+                PaymentStatus.REVIEW, PaymentMethod.ONLINE, amount_minor, payment_intent_id
+            ),
         )
         self._record(
             PaymentUnderReview(
@@ -730,7 +778,6 @@ class TeamCart:
             )
         )
         self._reopen_if_unsettled()
-        return True
 
     # --- the end of the cart ------------------------------------------------------------------
 

@@ -299,7 +299,7 @@ payment_intents = Table(
     Column("amount_minor", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("client_secret", Text, nullable=False),
-    # open → succeeded | failed | canceled; refunded once money went back
+    # open → failed | canceled → succeeded → refunded; never backward (INTENT_STATUS_RANK)
     Column("status", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
@@ -336,6 +336,21 @@ refunds = Table(
     Column("currency", String(3), nullable=False),
     Column("status", String(24), nullable=False),
     Column("reason", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# Every dispute Stripe told us about, by Stripe's dispute id, whatever it concerns: a dispute
+# reported before its payment's capture must still keep that capture from counting as paid.
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("id", Text, primary_key=True),  # Stripe's du_…
+    Column("payment_intent_id", Text, nullable=False, index=True),
+    Column("amount", BigInteger, nullable=False),  # Stripe's units
+    Column("currency", String(3), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(32), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )

@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy import RowMapping, bindparam, func, select, update
+from sqlalchemy import RowMapping, bindparam, case, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -38,6 +38,7 @@ from app.payments.gateway import (
 from app.persistence import carts as cart_repo
 from app.persistence.outbox import OutboxRecord, append_events, relay_committed
 from app.persistence.tables import (
+    disputes,
     order_payments,
     payment_intents,
     refund_requests,
@@ -48,7 +49,7 @@ from app.persistence.tables import (
 )
 from domain import errors
 from domain.money import exponent
-from domain.payments import PaymentStatus
+from domain.payments import CaptureOutcome, PaymentStatus
 from domain.teamcart import CartStatus, TeamCart
 from realtime.cart_view import cart_view
 
@@ -469,9 +470,15 @@ async def _set_order_payment_status(conn: AsyncConnection, intent_id: str, statu
     )
 
 
+INTENT_STATUS_RANK = {"open": 0, "failed": 1, "canceled": 1, "succeeded": 2, "refunded": 3}
+"""An intent's status only moves up this order: a late success never undoes a refund."""
+
 _SET_INTENT_STATUS = (
     update(payment_intents)
-    .where(payment_intents.c.id == bindparam("_id"))
+    .where(
+        payment_intents.c.id == bindparam("_id"),
+        case(INTENT_STATUS_RANK, value=payment_intents.c.status, else_=0) < bindparam("rank"),
+    )
     .values(status=bindparam("status"), updated_at=func.now())
 )
 
@@ -489,7 +496,9 @@ async def _mark_open_intent_failed(conn: AsyncConnection, intent_id: str) -> Non
 
 
 async def _set_intent_status(conn: AsyncConnection, intent_id: str, status: str) -> None:
-    await conn.execute(_SET_INTENT_STATUS, {"_id": intent_id, "status": status})
+    await conn.execute(
+        _SET_INTENT_STATUS, {"_id": intent_id, "status": status, "rank": INTENT_STATUS_RANK[status]}
+    )
 
 
 # --- webhooks --------------------------------------------------------------------------------
@@ -617,13 +626,21 @@ async def _apply_to_cart(
                 cart_id=cart_id,
             )
             return Outcome("refunded", "unknown_cart_or_member", intent_id, None)
+        facts = await _intent_facts(conn, intent_id)
         expected = cart.version
         try:
-            _check_matches_owed(cart, user_id, metadata, currency, received)
-            cart.record_online_payment(
-                user_id, cart.share_of(user_id), currency, cart.quote_version, intent_id
+            decision = cart.record_online_payment(
+                user_id,
+                _received_minor(received, currency),
+                currency,
+                _quote_version(metadata),
+                intent_id,
+                refunded_minor=from_stripe(facts.refunded, currency),
+                disputed=facts.disputed,
             )
         except errors.DomainError as refusal:
+            if refusal.code in _MISMATCHES:
+                AMOUNT_MISMATCHES.inc()
             await request_refund(
                 conn,
                 intent_id,
@@ -645,7 +662,23 @@ async def _apply_to_cart(
             )
             return Outcome("refunded", refusal.code, intent_id, cart_id, relayed)
         relayed = await _save(conn, cart, expected)
-        await _set_intent_status(conn, intent_id, "succeeded")
+        await _set_intent_status(conn, intent_id, "succeeded")  # never moves a refund back
+        if decision is CaptureOutcome.UNDER_REVIEW:
+            reason = "disputed" if facts.disputed else "partially_refunded"
+            ALERTS.labels(kind="capture_under_review").inc()
+            log.error(
+                "payment_under_review",
+                teamcart_id=cart_id,
+                member_user_id=user_id,
+                payment_intent_id=intent_id,
+                reason=reason,
+            )
+            return Outcome("review", reason, intent_id, cart_id, relayed)
+        status = cart.members[user_id].payment.status
+        if decision is not CaptureOutcome.RECORDED and status is PaymentStatus.REFUNDED:
+            return Outcome("refunded", "already_refunded", intent_id, cart_id, relayed)
+        if decision is not CaptureOutcome.RECORDED and status is PaymentStatus.REVIEW:
+            return Outcome("review", "under_review", intent_id, cart_id, relayed)
         return Outcome("applied", None, intent_id, cart_id, relayed)
 
     if cart is None or not cart.is_member(user_id):
@@ -670,26 +703,48 @@ async def _apply_to_cart(
     return Outcome("ignored", f"{event_type} is not handled", intent_id, cart_id)
 
 
-def _check_matches_owed(
-    cart: TeamCart, user_id: str, metadata: Mapping[str, Any], currency: str, received: int
-) -> None:
-    """Compare in Stripe's units what was captured with what this member owes right now."""
+_MISMATCHES = frozenset({"quote_changed", "currency_mismatch", "amount_mismatch"})
+
+
+def _quote_version(metadata: Mapping[str, Any]) -> int:
+    """The quote the member paid against, as our intent's metadata says (-1: unreadable)."""
     try:
-        quote_version = int(metadata.get("quote_version", -1))
-    except ValueError:
-        quote_version = -1
-    if quote_version != cart.quote_version:
-        AMOUNT_MISMATCHES.inc()
-        raise errors.QuoteChanged(
-            f"Paid against quote {quote_version}, the cart is at {cart.quote_version}."
-        )
-    if currency != cart.currency:
-        AMOUNT_MISMATCHES.inc()
-        raise errors.CurrencyMismatch(f"Paid in {currency}, owed in {cart.currency}.")
-    owed = to_stripe(cart.share_of(user_id), cart.currency)
-    if received != owed:
-        AMOUNT_MISMATCHES.inc()
-        raise errors.AmountMismatch(f"Paid {received}, owed {owed} ({currency}, Stripe units).")
+        return int(metadata.get("quote_version", -1))
+    except (TypeError, ValueError):
+        return -1
+
+
+def _received_minor(received: int, currency: str) -> int:
+    """What Stripe captured, in our minor units; a capture that isn't a whole number of them
+    can't be anyone's share."""
+    amount = from_stripe(received, currency)
+    if to_stripe(amount, currency) != received:
+        raise errors.AmountMismatch(f"Paid {received} {currency} (Stripe units), not a share.")
+    return amount
+
+
+@dataclass(frozen=True, slots=True)
+class _IntentFacts:
+    """What Stripe has told us happened to a PaymentIntent's capture, in any order."""
+
+    refunded: int  # Stripe's units, refunds that succeeded
+    disputed: bool  # a dispute that is not won
+
+
+_INTENT_FACTS = select(
+    select(func.coalesce(func.sum(refunds.c.amount_minor), 0))
+    .where(refunds.c.payment_intent_id == bindparam("intent"), refunds.c.status == "succeeded")
+    .scalar_subquery(),
+    exists().where(
+        disputes.c.payment_intent_id == bindparam("intent"),
+        disputes.c.status.not_in(["won", "warning_closed"]),
+    ),
+)
+
+
+async def _intent_facts(conn: AsyncConnection, intent_id: str) -> _IntentFacts:
+    refunded, disputed = (await conn.execute(_INTENT_FACTS, {"intent": intent_id})).one()
+    return _IntentFacts(int(refunded), bool(disputed))
 
 
 async def _apply_refund(conn: AsyncConnection, event_type: str, obj: Mapping[str, Any]) -> Outcome:
@@ -804,8 +859,24 @@ async def _apply_dispute(
         dispute_id=dispute.get("id"),
         reason=dispute.get("reason"),
     )
+    status = str(dispute.get("status") or "needs_response")
+    await conn.execute(
+        insert(disputes)
+        .values(
+            id=str(dispute.get("id") or ""),
+            payment_intent_id=intent_id,
+            amount=int(dispute.get("amount") or 0),
+            currency=str(dispute.get("currency") or "").upper(),
+            reason=str(dispute.get("reason") or "unknown"),
+            status=status,
+        )
+        .on_conflict_do_update(
+            index_elements=[disputes.c.id], set_={"status": status, "updated_at": func.now()}
+        )
+    )
     owner = await _intent_owner(conn, intent_id)
     if owner is None:
+        # Stored all the same: if its capture is reported later, it goes to review.
         return Outcome("review", "dispute on an unknown payment", intent_id)
     cart = await cart_repo.load_cart(conn, owner.cart_id, lock=lock)
     relayed: list[OutboxRecord] = []

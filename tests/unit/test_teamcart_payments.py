@@ -3,7 +3,7 @@
 import pytest
 
 from domain import errors, events
-from domain.payments import PaymentMethod, PaymentStatus
+from domain.payments import CaptureOutcome, PaymentMethod, PaymentStatus
 from domain.teamcart import CartStatus, MemberPayment
 
 from .builders import a_guest, a_locked_cart, add, an_id, an_open_cart
@@ -257,3 +257,67 @@ def test_mark_payment_failed_refusals() -> None:
     open_cart = an_open_cart()
     with pytest.raises(errors.CartNotLocked):
         open_cart.mark_payment_failed(open_cart.host_user_id, "pi_1")
+
+
+# --- Stripe does not order its events: refunds and disputes reported before the capture ----
+
+
+def test_a_capture_refunded_in_full_before_it_was_reported_is_never_paid() -> None:
+    cart, host, guest = a_locked_cart()
+    cart.commit_cod(host)
+    cart.pull_events()
+    outcome = cart.record_online_payment(guest, 3622, "USD", 1, "pi_1", refunded_minor=3622)
+    assert outcome is CaptureOutcome.ALREADY_REFUNDED
+    assert cart.members[guest].payment == MemberPayment(
+        PaymentStatus.REFUNDED, PaymentMethod.ONLINE, 3622, "pi_1"
+    )
+    assert cart.status is CartStatus.LOCKED  # nothing counts toward readiness
+    assert [type(e) for e in cart.pull_events()] == [events.PaymentRefunded]
+
+
+def test_a_capture_reported_after_its_refund_was_recorded_changes_nothing() -> None:
+    cart, _host, guest = a_locked_cart()
+    cart.record_refund(guest, "pi_1", 3622)  # charge.refunded came first
+    cart.pull_events()
+    assert cart.record_online_payment(guest, 3622, "USD", 1, "pi_1") is CaptureOutcome.UNCHANGED
+    assert cart.members[guest].payment.status is PaymentStatus.REFUNDED
+    assert cart.pull_events() == []
+
+
+@pytest.mark.parametrize(("refunded", "disputed"), [(0, True), (1000, False), (1000, True)])
+def test_a_capture_disputed_or_partly_refunded_before_it_was_reported_goes_to_review(
+    refunded: int, disputed: bool
+) -> None:
+    cart, host, guest = a_locked_cart()
+    cart.commit_cod(host)
+    cart.pull_events()
+    outcome = cart.record_online_payment(
+        guest, 3622, "USD", 1, "pi_1", refunded_minor=refunded, disputed=disputed
+    )
+    assert outcome is CaptureOutcome.UNDER_REVIEW
+    assert cart.members[guest].payment == MemberPayment(
+        PaymentStatus.REVIEW, PaymentMethod.ONLINE, 3622, "pi_1"
+    )
+    assert cart.status is CartStatus.LOCKED
+    assert [type(e) for e in cart.pull_events()] == [events.PaymentUnderReview]
+
+
+def test_a_disputed_duplicate_leaves_the_members_real_payment_alone() -> None:
+    cart, _host, guest = a_locked_cart()
+    cart.record_online_payment(guest, 3622, "USD", 1, "pi_real")
+    cart.pull_events()
+    outcome = cart.record_online_payment(guest, 3622, "USD", 1, "pi_dup", disputed=True)
+    assert outcome is CaptureOutcome.UNDER_REVIEW  # the caller keeps the dispute on record
+    assert cart.members[guest].payment.reference == "pi_real"
+    assert cart.members[guest].payment.status is PaymentStatus.PAID_ONLINE
+    assert cart.pull_events() == []
+
+
+def test_a_dispute_after_a_refund_leaves_the_payment_refunded() -> None:
+    cart, _host, guest = a_locked_cart()
+    cart.record_online_payment(guest, 3622, "USD", 1, "pi_1")
+    cart.record_refund(guest, "pi_1", 3622)
+    cart.pull_events()
+    assert cart.flag_payment_for_review(guest, "pi_1")
+    assert cart.members[guest].payment.status is PaymentStatus.REFUNDED
+    assert cart.pull_events() == []
