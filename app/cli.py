@@ -25,7 +25,7 @@ from app.embedded import EMULATOR_SECRET_KEY, embedded_services, ensure_jwt_secr
 from app.persistence import schema
 
 if TYPE_CHECKING:
-    from app.use_cases.payments import Unrecorded
+    from app.use_cases.payments.reconcile import Unrecorded
 
 log = logging.getLogger("teamcart.cli")
 
@@ -169,7 +169,8 @@ def _reconcile(settings: Settings, since: timedelta, *, fix: bool) -> int:
 async def _reconcile_async(settings: Settings, since: timedelta, *, fix: bool) -> list[Unrecorded]:
     from app.payments.gateway import StripeGateway
     from app.persistence.database import create_engine
-    from app.use_cases.payments import reconcile
+    from app.use_cases.payments.reconcile import reconcile
+    from app.wiring import build_runner
 
     assert settings.database_url is not None
     engine = create_engine(settings.database_url, pool_size=2)
@@ -178,7 +179,8 @@ async def _reconcile_async(settings: Settings, since: timedelta, *, fix: bool) -
     )
     started = int((datetime.now(UTC) - since).timestamp())
     try:
-        return await reconcile(engine, gateway, since=started, fix=fix)
+        runner = build_runner(engine, gateway, relay=None)  # the dispatchers project its events
+        return await reconcile(runner, since=started, fix=fix)
     finally:
         await gateway.close()
         await engine.dispose()

@@ -49,6 +49,8 @@ DEFAULT_BATCH: Final = 200
 LISTEN_RETRY_SECONDS: Final = 2.0
 DEFER_SECONDS: Final = 0.02
 MARK_DELAY_SECONDS: Final = 0.005
+RELAY_TIMEOUT_SECONDS: Final = 1.0
+"""How long a command waits for its relay before answering anyway (``relay_committed``)."""
 
 PROJECTED = Counter(
     "teamcart_projection_events",
@@ -116,6 +118,12 @@ class OutboxDispatcher:
         self._conn_lock = asyncio.Lock()  # claims and marks share the one connection
         self._relayed: list[int] = []  # handled by relay(), to be marked dispatched
         self._relayed_wake = asyncio.Event()
+        self._running = False
+
+    @property
+    def accepting(self) -> bool:
+        """Relayed records are taken only while the dispatcher runs (see ``running``)."""
+        return self._running
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -130,6 +138,23 @@ class OutboxDispatcher:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def relay_committed(self, records: Sequence[OutboxRecord]) -> None:
+        """The :class:`app.persistence.outbox.Relay` of this process's units of work.
+
+        Never raises, and gives up after ``RELAY_TIMEOUT_SECONDS`` (a Redis that hangs must
+        not hang every command's response): the transaction is committed whatever happens
+        here, and a record not dispatched here is dispatched by a sweep once its reservation
+        ends. (If the timeout struck between writing the view and publishing it, that
+        redelivery finds the view at its version and publishes the update again.) It runs in
+        the caller's task, not a task of its own: one event-loop turn less on every
+        command's way to the sockets.
+        """
+        try:
+            async with asyncio.timeout(RELAY_TIMEOUT_SECONDS):
+                await self.relay(records)
+        except Exception:
+            log.exception("outbox_relay_failed", aggregate_id=records[0].aggregate_id)
 
     async def relay(self, records: Sequence[OutboxRecord]) -> None:
         """Handle records this process has just committed (reserved for it; see
@@ -259,9 +284,11 @@ class OutboxDispatcher:
             asyncio.create_task(self._dispatch_forever(), name="outbox-dispatch"),
             asyncio.create_task(self._mark_relayed_forever(), name="outbox-mark-relayed"),
         ]
+        self._running = True
         try:
             yield
         finally:
+            self._running = False
             for task in tasks:
                 task.cancel()
             for task in tasks:

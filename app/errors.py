@@ -3,7 +3,9 @@
 One place maps exceptions to responses:
 
 - ``domain.errors.DomainError`` → 403 / 404 / 409 / 422 by its category, ``code`` from the class;
-- :class:`ApiError` → an application-level refusal (unknown store, bad signature, …);
+- ``app.failures.ApplicationError`` → a handler's refusal (unknown store, Stripe down, …), by
+  its category, with its ``code``;
+- :class:`ApiError` → a refusal decided at the HTTP edge (bad signature, malformed event);
 - Litestar's HTTP exceptions → their status, with a code per status (validation errors name
   the offending field);
 - anything else → 500 ``internal_error``, logged with its traceback, never leaking details.
@@ -21,6 +23,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
+from app.failures import ApplicationError
 from domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, OutOfStock
 
 log = structlog.get_logger("teamcart.errors")
@@ -50,6 +53,7 @@ _CODE_BY_STATUS = {
 
 _TITLE_BY_STATUS = {
     400: "Bad request",
+    402: "Payment required",
     401: "Authentication required",
     403: "Forbidden",
     404: "Not found",
@@ -58,6 +62,7 @@ _TITLE_BY_STATUS = {
     422: "Unprocessable request",
     429: "Too many requests",
     500: "Internal server error",
+    502: "Bad gateway",
     503: "Service unavailable",
 }
 
@@ -100,6 +105,10 @@ def domain_error_to_problem(exc: DomainError) -> ProblemDetailsException:
     if isinstance(exc, OutOfStock):
         extra["product_ids"] = list(exc.product_ids)
     return problem(status, exc.code, exc.detail, extra=extra)
+
+
+def application_error_to_problem(exc: ApplicationError) -> ProblemDetailsException:
+    return problem(exc.status, exc.code, exc.detail)
 
 
 def _validation_detail(errors: list[dict[str, Any]]) -> str:
@@ -145,6 +154,7 @@ def problem_details_config() -> ProblemDetailsConfig:
     return ProblemDetailsConfig(
         exception_to_problem_detail_map={
             DomainError: domain_error_to_problem,
+            ApplicationError: application_error_to_problem,
             HTTPException: http_exception_to_problem,
         }
     )

@@ -28,6 +28,7 @@ from litestar.types import (
     HTTPRequestEvent,
     HTTPResponseBodyEvent,
     HTTPResponseStartEvent,
+    HTTPScope,
     Message,
     Receive,
     ReceiveMessage,
@@ -113,6 +114,23 @@ async def _respond(
     await send(end)
 
 
+def _idempotent_caller(scope: HTTPScope) -> tuple[Principal, str] | None:
+    """The caller and their ``Idempotency-Key``, for a request the key applies to; else None."""
+    headers = dict(scope.get("headers", []))
+    key = headers.get(b"idempotency-key", b"").decode("latin-1").strip()
+    path: str = scope["path"]
+    user = scope.get("user")
+    if (
+        not key
+        or scope["method"] not in MUTATING
+        or not path.startswith("/api/")
+        or path.startswith(EXEMPT_PREFIXES)
+        or not isinstance(user, Principal)
+    ):
+        return None
+    return user, key
+
+
 class IdempotencyMiddleware(ASGIMiddleware):
     """Replays the first response to a repeated ``Idempotency-Key`` (see module docstring)."""
 
@@ -125,19 +143,11 @@ class IdempotencyMiddleware(ASGIMiddleware):
         if scope["type"] != ScopeType.HTTP:
             await next_app(scope, receive, send)
             return
-        headers = dict(scope.get("headers", []))
-        key = headers.get(b"idempotency-key", b"").decode("latin-1").strip()
-        path: str = scope["path"]
-        user = scope.get("user")
-        if (
-            not key
-            or scope["method"] not in MUTATING
-            or not path.startswith("/api/")
-            or path.startswith(EXEMPT_PREFIXES)
-            or not isinstance(user, Principal)
-        ):
+        caller = _idempotent_caller(scope)
+        if caller is None:
             await next_app(scope, receive, send)
             return
+        user, key = caller
         if len(key) > MAX_KEY_LENGTH:
             await _send_problem(
                 scope, send, ApiError(400, "validation_error", "Idempotency-Key: too long")
@@ -151,33 +161,46 @@ class IdempotencyMiddleware(ASGIMiddleware):
                 scope, send, ApiError(413, "payload_too_large", "the request body is too large")
             )
             return
-        request_hash = _request_hash(scope["method"], path, scope.get("query_string", b""), body)
+        request_hash = _request_hash(
+            scope["method"], scope["path"], scope.get("query_string", b""), body
+        )
         stored = await self._claim(user.user_id, key, request_hash)
         if stored is not None:
-            if stored["request_hash"] != request_hash:
-                await _send_problem(
-                    scope,
-                    send,
-                    ApiError(
-                        422,
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was used for a different request",
-                    ),
-                )
-            elif stored["status_code"] is None:
-                await _send_problem(
-                    scope,
-                    send,
-                    ApiError(
-                        409,
-                        "idempotency_in_progress",
-                        "a request with this Idempotency-Key is still being handled",
-                    ),
-                )
-            else:
-                await self._replay(send, stored)
+            await self._answer_from_store(scope, send, stored, request_hash)
             return
+        await self._run_and_keep(scope, body, send, next_app, user.user_id, key)
 
+    async def _answer_from_store(
+        self, scope: Scope, send: Send, stored: dict[str, Any], request_hash: str
+    ) -> None:
+        """The key is taken: refuse another request under it, or replay the kept response."""
+        if stored["request_hash"] != request_hash:
+            await _send_problem(
+                scope,
+                send,
+                ApiError(
+                    422,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for a different request",
+                ),
+            )
+        elif stored["status_code"] is None:
+            await _send_problem(
+                scope,
+                send,
+                ApiError(
+                    409,
+                    "idempotency_in_progress",
+                    "a request with this Idempotency-Key is still being handled",
+                ),
+            )
+        else:
+            await self._replay(send, stored)
+
+    async def _run_and_keep(
+        self, scope: Scope, body: bytes, send: Send, next_app: ASGIApp, user_id: str, key: str
+    ) -> None:
+        """Run the request this key claimed, then keep its response (or free the key)."""
         captured: dict[str, Any] = {"status": 500, "content_type": None, "body": []}
 
         async def capture(message: Message) -> None:
@@ -193,7 +216,7 @@ class IdempotencyMiddleware(ASGIMiddleware):
         try:
             await next_app(scope, _replaying(body), capture)
         finally:
-            await self._settle(user.user_id, key, captured)
+            await self._settle(user_id, key, captured)
 
     async def _claim(self, user_id: str, key: str, request_hash: str) -> dict[str, Any] | None:
         """Take the key for this request (None), or return what is already stored under it."""

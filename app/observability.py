@@ -87,7 +87,7 @@ def prometheus_config() -> PrometheusConfig:
     """Request counters and latency histograms per route, under the ``teamcart`` prefix.
 
     WebSockets are left out: a socket's "duration" is its whole life, and keeping per-request
-    state for every open socket costs memory; ``teamcart_websocket_*`` (``app.hub``) counts
+    state for every open socket costs memory; ``teamcart_websocket_*`` (``app.live``) counts
     them instead."""
     return PrometheusConfig(
         app_name="teamcart",

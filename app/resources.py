@@ -1,5 +1,6 @@
 """The long-lived things a running server holds: settings, the database engine, Redis, Stripe,
-and the real-time parts (``app.hub.Live``: view model, projection, dispatcher, WebSocket hub).
+the real-time parts (``app.live.Live``: view model, projection, dispatcher, WebSocket hub),
+and the unit-of-work runner the handlers run in.
 
 Built once by ``app.wiring.create_app`` and handed to route handlers as the ``resources``
 dependency. Creating them connects to nothing; closing them releases their pools.
@@ -14,8 +15,9 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.config import Settings
-from app.hub import Live
+from app.live import Live
 from app.payments.gateway import PaymentGateway
+from app.unit_of_work import UnitOfWorkRunner
 
 
 @dataclass(slots=True)
@@ -25,6 +27,8 @@ class Resources:
     redis: Redis
     gateway: PaymentGateway
     live: Live
+    runner: UnitOfWorkRunner
+    """Runs every command and webhook handler in a unit of work (``app.unit_of_work``)."""
 
     @property
     def jwt_secret(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from litestar import Litestar
@@ -21,16 +21,18 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.plugins.prometheus import PrometheusController
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import build_jwt_auth
 from app.config import Settings
 from app.embedded import EMULATOR_SECRET_KEY
 from app.errors import problem_details_config, unexpected_exception_handler
-from app.hub import build_live
 from app.idempotency import IdempotencyMiddleware
+from app.live import build_live
 from app.observability import RequestIdMiddleware, prometheus_config, structlog_plugin
-from app.payments.gateway import StripeGateway
+from app.payments.gateway import PaymentGateway, StripeGateway
 from app.persistence.database import create_engine
+from app.persistence.outbox import Relay
 from app.resources import Resources
 from app.routes.catalog import CatalogController
 from app.routes.health import HealthController
@@ -41,7 +43,10 @@ from app.routes.teamcarts import TeamCartController
 from app.routes.web import index, invite, static_files
 from app.routes.webhooks import StripeWebhookController
 from app.routes.ws import cart_socket
+from app.unit_of_work import UnitOfWorkRunner
+from app.use_cases.payments.refunds import carry_out_refunds
 from app.workers import running_sweeper
+from realtime.projection import outbox_payloads
 
 MAX_REQUEST_BODY_BYTES = 1 << 20
 
@@ -62,15 +67,33 @@ def build_resources(settings: Settings) -> Resources:
         raise ValueError("create_app needs a JWT secret; `teamcart serve` provides one")
     engine = create_engine(settings.database_url)
     redis = Redis.from_url(settings.redis_url, decode_responses=False)
+    gateway = StripeGateway(
+        settings.stripe_secret_key or EMULATOR_SECRET_KEY, api_base=settings.stripe_api_base
+    )
+    live = build_live(engine, redis, settings.database_url)
     return Resources(
         settings=settings,
         engine=engine,
         redis=redis,
-        live=build_live(engine, redis, settings.database_url),
-        gateway=StripeGateway(
-            settings.stripe_secret_key or EMULATOR_SECRET_KEY, api_base=settings.stripe_api_base
-        ),
+        live=live,
+        gateway=gateway,
+        runner=build_runner(engine, gateway, relay=live.dispatcher),
     )
+
+
+def build_runner(
+    engine: AsyncEngine, gateway: PaymentGateway, *, relay: Relay | None
+) -> UnitOfWorkRunner:
+    """The unit-of-work runner: outbox payloads in the projection's format, this process's
+    dispatcher as the relay, and refunds carried out after commit."""
+
+    async def refund(cart_id: str | None, payment_intent_ids: Sequence[str]) -> int:
+        return await carry_out_refunds(
+            runner, cart_id=cart_id, payment_intent_ids=list(payment_intent_ids) or None
+        )
+
+    runner = UnitOfWorkRunner(engine, gateway, outbox_payloads, refund, relay)
+    return runner
 
 
 GC_THRESHOLDS = (20_000, 20, 20)
@@ -109,7 +132,7 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
         async with (
             running_sweeper(
                 resources.engine,
-                resources.gateway,
+                resources.runner,
                 settings.payment_window,
                 settings.sweep_interval_seconds,
             ),
@@ -140,7 +163,6 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
         plugins=[
             ProblemDetailsPlugin(problem_details_config()),
             structlog_plugin(level=settings.log_level, as_json=settings.log_json),
-            resources.live.channels,
         ],
         middleware=[
             RequestIdMiddleware(),

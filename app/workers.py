@@ -19,30 +19,30 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.idempotency import purge_expired_keys
-from app.payments.gateway import PaymentGateway
 from app.persistence.outbox import purge_dispatched
-from app.use_cases.payments import carry_out_refunds
+from app.unit_of_work import UnitOfWorkRunner
+from app.use_cases.payments.refunds import carry_out_refunds
 from app.use_cases.teamcarts import expire_due_carts
 
 log = structlog.get_logger("teamcart.workers")
 
 
 async def sweep_once(
-    engine: AsyncEngine, gateway: PaymentGateway, payment_window: timedelta
+    engine: AsyncEngine, runner: UnitOfWorkRunner, payment_window: timedelta
 ) -> int:
-    changed = await expire_due_carts(engine, gateway, payment_window)
-    await carry_out_refunds(engine, gateway)  # any refund whose first attempt failed
+    changed = await expire_due_carts(runner, payment_window)
+    await carry_out_refunds(runner)  # any refund whose first attempt failed
     await purge_expired_keys(engine)
     await purge_dispatched(engine)
     return changed
 
 
 async def _sweep_forever(
-    engine: AsyncEngine, gateway: PaymentGateway, payment_window: timedelta, interval: float
+    engine: AsyncEngine, runner: UnitOfWorkRunner, payment_window: timedelta, interval: float
 ) -> None:
     while True:
         try:
-            await sweep_once(engine, gateway, payment_window)
+            await sweep_once(engine, runner, payment_window)
         except Exception:  # a database blip must not end the loop
             log.exception("sweep_failed")
         await asyncio.sleep(interval)
@@ -50,11 +50,11 @@ async def _sweep_forever(
 
 @contextlib.asynccontextmanager
 async def running_sweeper(
-    engine: AsyncEngine, gateway: PaymentGateway, payment_window: timedelta, interval: float
+    engine: AsyncEngine, runner: UnitOfWorkRunner, payment_window: timedelta, interval: float
 ) -> AsyncIterator[None]:
     """Run the sweeper for as long as the context is open (the app's lifespan)."""
     task = asyncio.create_task(
-        _sweep_forever(engine, gateway, payment_window, interval), name="sweeper"
+        _sweep_forever(engine, runner, payment_window, interval), name="sweeper"
     )
     try:
         yield

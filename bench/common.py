@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -37,7 +37,7 @@ from tests.services import fresh_database, postgres_server, redis_server  # noqa
 
 
 def run_benchmark(
-    run: Callable[[argparse.Namespace, str, str], Awaitable[dict[str, Any]]],
+    run: Callable[[argparse.Namespace, str, str], Coroutine[Any, Any, dict[str, Any]]],
     args: argparse.Namespace,
 ) -> None:
     """Run a benchmark on a fresh, migrated database and a Redis (the machine's PostgreSQL

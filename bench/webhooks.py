@@ -149,7 +149,7 @@ async def latency_at_rate(
     async def send(_: int) -> bool:
         body, headers = signed(failed_event(*random.choice(members)))
         try:
-            status, _ = await http.post(WEBHOOK_PATH, body, headers)
+            status, _answer = await http.post(WEBHOOK_PATH, body, headers)
         except HttpError:
             return False
         return status == 200

@@ -88,6 +88,7 @@ __all__ = [
     "Member",
     "MemberPayment",
     "MemberRole",
+    "OwedRefund",
     "PaymentMethod",
     "PaymentStatus",
     "TeamCart",
@@ -172,6 +173,15 @@ def _clean_display_name(display_name: str) -> str:
 def _check_quantity(quantity: int) -> None:
     if not is_whole_number(quantity) or not 1 <= quantity <= MAX_QUANTITY:
         raise errors.InvalidQuantity()
+
+
+@dataclass(frozen=True, slots=True)
+class OwedRefund:
+    """A captured online payment a cancelled or expired cart gives back."""
+
+    user_id: str
+    payment_intent_id: str
+    amount_minor: int
 
 
 class TeamCart:
@@ -856,6 +866,34 @@ class TeamCart:
             raise errors.CartNotOpen(f"The cart is already {self.status}.")
         self.status = CartStatus.CANCELLED
         self._record(CartCancelled(cart_id=self.id, version=self._next_version(), cancelled_at=now))
+
+    def payable_share(self, user_id: str) -> int:
+        """What the member may start paying online now: their share, if the cart is locked,
+        they have not paid or committed, and they owe something."""
+        member = self._member(user_id)
+        if self.status is not CartStatus.LOCKED:
+            raise errors.CartNotLocked(
+                f"The cart is {self.status}; online payment needs it locked."
+            )
+        if member.payment.status not in INACTIVE_STATUSES:
+            raise errors.AlreadyPaid(f"Your payment is already {member.payment.status}.")
+        share = self.share_of(user_id)
+        if share == 0:
+            raise errors.NothingOwed()
+        return share
+
+    def refund_paid_members(self) -> tuple[OwedRefund, ...]:
+        """A cancelled or expired cart gives every captured online payment back: each member
+        who paid online now shows ``refunded``. Returns the refunds to ask Stripe for."""
+        if self.status not in (CartStatus.CANCELLED, CartStatus.EXPIRED):
+            raise errors.CartNotOpen(f"The cart is {self.status}; only an ended cart refunds.")
+        owed = []
+        for member in self.paid_online_members:
+            reference = member.payment.reference
+            assert reference is not None, "an online payment always has its intent's id"
+            owed.append(OwedRefund(member.user_id, reference, member.payment.amount_minor))
+            self.record_refund(member.user_id, reference, member.payment.amount_minor)
+        return tuple(owed)
 
     def expire_if_due(self, now: datetime, payment_window: timedelta) -> bool:
         """Apply the deadline rules; returns whether the cart changed.

@@ -2,9 +2,9 @@
 
 Every process runs one :class:`Hub`. Sockets watching the same cart share a *room*, and a
 room holds the process's one subscription to the cart's channel (through a
-:class:`ChannelLink`, which the app implements with Litestar's channels plugin and its Redis
-backend; the process that projects a frame also hands it to its own room at once, and each
-stream drops the copy that comes back). A frame arriving on the channel is decoded once and
+:class:`ChannelLink`: :class:`realtime.pubsub.RedisChannelLink` in the app; the process that
+projects a frame also hands it to its own room at once, and each stream drops the copy that
+comes back). A frame arriving on the channel is decoded once and
 offered to each socket's :class:`~realtime.protocol.ClientStream`; each socket is written by
 its own short-lived task, so a slow socket only ever delays itself. A socket whose backlog
 overflows is dropped from the room at once and closed with 4408 (the close frame goes out
@@ -14,7 +14,9 @@ Connecting follows the protocol's order: subscribe (and publish a probe on the c
 it comes back: Redis may process a SUBSCRIBE after a PUBLISH sent later on another
 connection, so only a returned probe proves the subscription live), mark the user online,
 then read and send the snapshot; frames arriving meanwhile wait behind it and are filtered by
-its version.
+its version. When the link has lost its subscriptions for a while (its Redis connection
+dropped and came back), :meth:`Hub.resync_all` sends every socket a fresh snapshot, in order
+with the rest, as if each had asked for a ``resync``.
 
 The hub also keeps presence (:mod:`realtime.presence`) alive: every ``heartbeat_seconds`` it
 refreshes the entries of its live sockets, a pipeline per 20 carts with the pipelines spread
@@ -64,7 +66,7 @@ class HubUnavailable(Exception):
 
 
 class ChannelLink(Protocol):
-    """Cross-process pub/sub on named channels (the app's channels plugin)."""
+    """Cross-process pub/sub on named channels (:class:`realtime.pubsub.RedisChannelLink`)."""
 
     async def subscribe(self, channel: str, deliver: Callable[[bytes], None]) -> object:
         """Start calling ``deliver`` with every message on ``channel``; returns a handle."""
@@ -290,6 +292,15 @@ class Hub:
         if room is not None:
             room.deliver(data)
         await self.link.publish(channel_for(cart_id), data)
+
+    def resync_all(self) -> None:
+        """Send every socket of this process a fresh snapshot, in order with the rest (as for
+        a client's ``resync``): the link has just resubscribed after losing its connection,
+        so any room may have missed updates. A socket still connecting needs none: its
+        first snapshot is read once its subscription is proven live."""
+        for room in list(self._rooms.values()):
+            for connection in list(room.connections):
+                connection.resync()
 
     async def disconnect(self, connection: LiveConnection) -> None:
         """The socket is gone: leave the room and presence. Safe to call twice."""

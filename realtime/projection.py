@@ -28,13 +28,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from realtime.cart_view import CartView
+from domain.events import DomainEvent, event_to_dict
+from domain.teamcart import TeamCart
+from realtime.cart_view import CartView, cart_view
 from realtime.protocol import Snapshot, snapshot_frame, update_frame, update_message
 from realtime.view_store import ApplyOutcome, ViewStore
 
@@ -50,14 +52,34 @@ Publish = Callable[[str, bytes], Awaitable[None]]
 
 
 class OutboxPayload(msgspec.Struct):
-    """The payload of a cart event's outbox row, as ``app.persistence.outbox.append_events``
-    writes it and the projection reads it."""
+    """The payload of an event's outbox row, as :func:`outbox_payloads` writes it and the
+    projection reads it."""
 
     event: dict[str, Any] = msgspec.field(default_factory=dict)
     view: CartView | None = None
 
 
 _encoder = msgspec.json.Encoder()
+
+
+def outbox_payloads(events: Sequence[DomainEvent], cart: TeamCart | None) -> list[str]:
+    """The outbox payloads (JSON text) of an aggregate's events: each event's fields and, for
+    a cart, the cart's view after the command, stamped with that event's version. Encoded
+    once; the relayed records carry the same text."""
+    view = None if cart is None else cart_view(cart)
+    return [
+        _encoder.encode(
+            OutboxPayload(
+                event=event_to_dict(event),
+                view=None
+                if view is None
+                else msgspec.structs.replace(view, version=event.aggregate_version),
+            )
+        ).decode()
+        for event in events
+    ]
+
+
 _view_decoder = msgspec.json.Decoder(CartView)
 _payload_decoder = msgspec.json.Decoder(OutboxPayload)
 

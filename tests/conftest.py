@@ -24,7 +24,8 @@ from app.embedded import (
 from app.payments.gateway import StripeGateway
 from app.persistence import schema
 from app.persistence.database import create_engine
-from app.wiring import create_app
+from app.unit_of_work import UnitOfWorkRunner
+from app.wiring import build_runner, create_app
 from tests.services import fresh_database, postgres_server, redis_server, serving
 from tests.stripe_events import WEBHOOK_SECRET
 
@@ -102,6 +103,12 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     test_engine = create_engine(database_url, pool_size=5)
     yield test_engine
     await test_engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def runner(engine: AsyncEngine, gateway: StripeGateway) -> UnitOfWorkRunner:
+    """Handlers run on the tests' own engine; no relay (the dispatchers project events)."""
+    return build_runner(engine, gateway, relay=None)
 
 
 @pytest.fixture(scope="session")

@@ -45,9 +45,10 @@ def postgres_server(tmp: Path) -> Iterator[str]:
     elif answers("127.0.0.1", 5432):
         yield LOCAL_POSTGRES
     else:
-        import pgserver
+        # Where get_server is defined: the package's __init__ re-exports it only implicitly.
+        from pgserver.postgres_server import get_server
 
-        server = pgserver.get_server(tmp / "postgres", cleanup_mode="stop")
+        server = get_server(tmp / "postgres", cleanup_mode="stop")
         try:
             yield str(server.get_uri("postgres"))
         finally:

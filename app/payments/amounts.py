@@ -51,3 +51,10 @@ def _divide_half_even(amount: int, divisor: int) -> int:
     if twice > divisor or (twice == divisor and quotient % 2 == 1):
         quotient += 1
     return quotient
+
+
+def from_stripe(amount: int, currency: str) -> int:
+    """Stripe's amount back in our minor units (rounded down), for money we give back or a
+    capture we compare: ``to_stripe(from_stripe(a)) == a`` says the conversion was exact."""
+    shift = stripe_exponent(currency) - exponent(currency.upper())
+    return amount // int(10 ** max(shift, 0))

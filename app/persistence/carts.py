@@ -1,14 +1,15 @@
 """TeamCart repository: rows ↔ ``domain.teamcart.TeamCart``, by hand, with version checks.
 
 A save is ``UPDATE teamcarts … WHERE id = :id AND version = :expected``; no row updated means
-another writer got there first (:class:`VersionConflict`), and the caller retries from a fresh
-load. Members and items are rewritten with the cart in the same transaction. Stock
-reservations live here too because they move with the cart's state.
+another writer got there first, and the unit of work (``app.unit_of_work``) retries from a
+fresh load. A load hands back, beside the cart, the member and item rows it had
+(:class:`Snapshot`), so a save writes only the rows that changed; the unit of work keeps that
+snapshot with the cart it tracks. Stock reservations live here too because they move with the
+cart's state.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,10 +50,6 @@ from domain.pricing import Quote
 from domain.teamcart import CartItem, CartStatus, Member, MemberPayment, MemberRole, TeamCart
 
 
-class VersionConflict(Exception):
-    """The cart changed since it was loaded; reload and try again."""
-
-
 def _cart_values(cart: TeamCart) -> dict[str, Any]:
     quote = cart.quote
     return {
@@ -77,14 +74,16 @@ Rows = dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True, slots=True)
-class _Loaded:
-    """The member and item rows a cart had when loaded, so a save writes only changes."""
+class Snapshot:
+    """The member and item rows a cart had when loaded or last saved, so a save writes only
+    what changed."""
 
     members: Rows
     items: Rows
 
-
-_loaded: weakref.WeakKeyDictionary[TeamCart, _Loaded] = weakref.WeakKeyDictionary()
+    @classmethod
+    def of(cls, cart: TeamCart) -> Snapshot:
+        return cls(_member_rows(cart), _item_rows(cart))
 
 
 def _member_rows(cart: TeamCart) -> Rows:
@@ -163,9 +162,8 @@ async def _write_changes(
         await conn.execute(upsert, changed)
 
 
-async def _write_parts(conn: AsyncConnection, cart: TeamCart) -> None:
-    before = _loaded.get(cart, _Loaded({}, {}))
-    after = _Loaded(_member_rows(cart), _item_rows(cart))
+async def _write_parts(conn: AsyncConnection, cart: TeamCart, before: Snapshot) -> Snapshot:
+    after = Snapshot.of(cart)
     await _write_changes(
         conn,
         _UPSERT_MEMBERS,
@@ -178,10 +176,10 @@ async def _write_parts(conn: AsyncConnection, cart: TeamCart) -> None:
     await _write_changes(
         conn, _UPSERT_ITEMS, teamcart_items, teamcart_items.c.id, before.items, after.items, cart.id
     )
-    _loaded[cart] = after
+    return after
 
 
-async def insert_cart(conn: AsyncConnection, cart: TeamCart) -> None:
+async def insert_cart(conn: AsyncConnection, cart: TeamCart) -> Snapshot:
     await conn.execute(
         insert(teamcarts).values(
             id=cart.id,
@@ -195,19 +193,32 @@ async def insert_cart(conn: AsyncConnection, cart: TeamCart) -> None:
             **_cart_values(cart),
         )
     )
-    await _write_parts(conn, cart)
+    return await _write_parts(conn, cart, Snapshot({}, {}))
 
 
-async def save_cart(conn: AsyncConnection, cart: TeamCart, expected_version: int) -> None:
-    """Write the cart if nobody else has since ``expected_version``; else VersionConflict."""
+async def save_cart(
+    conn: AsyncConnection, cart: TeamCart, expected_version: int, before: Snapshot
+) -> Snapshot | None:
+    """Write the cart if nobody else has since ``expected_version`` (the rows it had then
+    are ``before``); ``None`` when another writer got there first. Returns the new rows."""
     if cart.version == expected_version:
-        return  # the command changed nothing
+        return before  # the command changed nothing
     result = await conn.execute(
         _SAVE, {"_id": cart.id, "_expected": expected_version, **_cart_values(cart)}
     )
     if result.rowcount != 1:
-        raise VersionConflict(cart.id)
-    await _write_parts(conn, cart)
+        return None
+    return await _write_parts(conn, cart, before)
+
+
+async def version_of(conn: AsyncConnection, cart_id: str) -> int | None:
+    """The cart's stored version (one primary-key read); ``None`` for no such cart."""
+    found = await conn.execute(_VERSION_OF, {"cart_id": cart_id})
+    version = found.scalar_one_or_none()
+    return None if version is None else int(version)
+
+
+_VERSION_OF = select(teamcarts.c.version).where(teamcarts.c.id == bindparam("cart_id"))
 
 
 async def is_member(conn: AsyncConnection, cart_id: str, user_id: str) -> bool:
@@ -279,12 +290,20 @@ _LOCK_ONE = (
 )
 
 
-async def load_cart(conn: AsyncConnection, cart_id: str, *, lock: bool = False) -> TeamCart | None:
-    """The cart with its members, items and coupon, in one round trip.
+async def read_cart(conn: AsyncConnection, cart_id: str) -> TeamCart | None:
+    """The cart as stored, for reading (views, rebuilds): nothing remembers it."""
+    loaded = await load_cart(conn, cart_id)
+    return None if loaded is None else loaded[0]
+
+
+async def load_cart(
+    conn: AsyncConnection, cart_id: str, *, lock: bool = False
+) -> tuple[TeamCart, Snapshot] | None:
+    """The cart with its members, items and coupon, in one round trip, and its rows.
 
     With ``lock``, the cart's row is locked first (one more round trip), so nobody else can
     save the cart before this transaction ends: a save after it never conflicts. Callers
-    load optimistically and lock only to retry after a ``VersionConflict``, so a busy cart
+    load optimistically and lock only to retry after a version conflict, so a busy cart
     (members paying or adding items at the same moment) still makes progress. The lock is
     its own statement: the load that follows takes a fresh snapshot (READ COMMITTED) and so
     sees every change committed before the lock was granted.
@@ -298,8 +317,7 @@ async def load_cart(conn: AsyncConnection, cart_id: str, *, lock: bool = False) 
     item_rows = row["items_json"]
     coupon = coupon_terms(row["coupon_json"]) if row["coupon_json"] is not None else None
     cart = _to_cart(row, member_rows, item_rows, coupon)
-    _loaded[cart] = _Loaded(_member_rows(cart), _item_rows(cart))
-    return cart
+    return cart, Snapshot.of(cart)
 
 
 def _parse_times(row: dict[str, Any], *names: str) -> dict[str, Any]:

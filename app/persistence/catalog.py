@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, insert, select
+from sqlalchemy import RowMapping, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -108,3 +108,14 @@ def coupon_terms(row: RowMapping) -> CouponTerms:
         max_uses=row["max_uses"],
         times_used=row["times_used"],
     )
+
+
+async def count_coupon_use(conn: AsyncConnection, store_id: str, code: str) -> bool:
+    """Count one use of the coupon; ``False`` when it has no use left."""
+    counted = await conn.execute(
+        update(coupons)
+        .where(coupons.c.store_id == store_id, coupons.c.code == code)
+        .where((coupons.c.max_uses.is_(None)) | (coupons.c.times_used < coupons.c.max_uses))
+        .values(times_used=coupons.c.times_used + 1)
+    )
+    return counted.rowcount == 1

@@ -9,11 +9,12 @@ process's dispatcher wakes at once. ``created_at`` is the clock at the insert, a
 the end of the transaction (a webhook still records its outcome after it): the dispatch
 latency is measured from it. Dispatched rows are purged after ``RETENTION``.
 
-Relayed rows skip the wake-up and the claim: a command that calls ``append_events(...,
-relay=True)`` and then ``relay_committed`` hands its records straight to its own process's
-dispatcher after the commit. Such rows are inserted with ``reserved_until`` (now +
-``RESERVATION_MS``) and send no ``NOTIFY``; no dispatcher claims them before then, so if the
-committing process dies before marking them dispatched, a sweep of any process picks them up.
+Relayed rows skip the wake-up and the claim: a unit of work (``app.unit_of_work``) whose
+runner has a :class:`Relay` appends with ``reserve=True`` and, after the commit, hands the
+records straight to its own process's dispatcher. Such rows are inserted with
+``reserved_until`` (now + ``RESERVATION_MS``) and send no ``NOTIFY``; no dispatcher claims
+them before then, so if the committing process dies before marking them dispatched, a sweep
+of any process picks them up.
 
 Claiming takes, besides the rows' locks (``FOR UPDATE SKIP LOCKED``), a transaction-scoped
 advisory lock per aggregate: one process at a time handles a given cart's claimed rows, in
@@ -24,26 +25,23 @@ on the version keeps the view in order.)
 A cart event's payload carries, beside the event's own fields, the cart view as of that
 version (``{"event": …, "view": …}``): the projection writes whole views with a
 compare-and-set on the version, and every WebSocket update carries the full cart (ADR 0004).
+The payloads arrive here as JSON text, encoded by whoever knows their format (the wiring gives
+the unit of work ``realtime.projection.outbox_payloads``): persistence knows no read model.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Protocol
-from weakref import WeakKeyDictionary
 
 import asyncpg
-import msgspec
 import structlog
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from domain.events import DomainEvent, event_to_dict
-from realtime.cart_view import CartView
-from realtime.projection import OutboxPayload
+from domain.events import DomainEvent
 
 log = structlog.get_logger("teamcart.outbox")
 
@@ -52,8 +50,6 @@ NOTIFY_CHANNEL: Final = "teamcart_outbox"
 _DISPATCH_LOCK_CLASS: Final = 0x7EA_CA27  # the advisory-lock namespace of outbox dispatch
 RESERVATION_MS: Final = 2_000
 """How long a relayed row is left to the process that committed it (migration 0006)."""
-RELAY_TIMEOUT_SECONDS: Final = 1.0
-"""How long a command waits for its relay before answering anyway (see relay_committed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,26 +65,21 @@ class OutboxRecord:
 
 
 class Relay(Protocol):
-    """Takes a transaction's outbox records right after it committed (``relay_committed``)."""
+    """Takes a transaction's outbox records right after it committed (``app.unit_of_work``).
 
-    async def __call__(self, records: Sequence[OutboxRecord]) -> None: ...
+    ``accepting`` is false while nobody would take them (the dispatcher is not running): the
+    rows are then not reserved, and the dispatchers claim them as usual."""
 
+    @property
+    def accepting(self) -> bool: ...
 
-_relays: WeakKeyDictionary[Engine, Relay] = WeakKeyDictionary()
-
-
-def set_relay(engine: AsyncEngine, relay: Relay | None) -> None:
-    """Relay events committed through ``engine`` to ``relay`` (``None``: stop relaying).
-
-    The process's dispatcher sets itself while it runs (``app.hub.Live.running``)."""
-    if relay is None:
-        _relays.pop(engine.sync_engine, None)
-    else:
-        _relays[engine.sync_engine] = relay
+    async def relay_committed(self, records: Sequence[OutboxRecord]) -> None:
+        """Never raises, and returns within a bounded time: the transaction is committed
+        whatever happens here."""
 
 
-# One round trip for any number of events: the payloads arrive as JSON text (msgspec encodes
-# them once; the relayed records carry the same text), and each row comes back with its id.
+# One round trip for any number of events: the payloads arrive as JSON text (encoded once;
+# the relayed records carry the same text), and each row comes back with its id.
 _APPEND = text(
     """
     INSERT INTO outbox (aggregate_type, aggregate_id, version, event_type, payload,
@@ -100,35 +91,22 @@ _APPEND = text(
     RETURNING id, aggregate_id::text AS aggregate_id, version, created_at
     """
 )
-_encode = msgspec.json.Encoder().encode
 
 
 async def append_events(
     conn: AsyncConnection,
     events: Sequence[DomainEvent],
-    view: CartView | None = None,
+    payloads: Sequence[str],
     *,
-    relay: bool = False,
+    reserve: bool = False,
 ) -> list[OutboxRecord]:
-    """Append events; ``view`` is the aggregate's view after the command, stamped per event.
+    """Append events with their payloads (JSON text, one per event).
 
-    ``relay``: the caller hands the returned records to :func:`relay_committed` once the
-    transaction has committed, so when this engine has a relay the rows are reserved for it
-    (and wake no other dispatcher); otherwise the dispatchers claim them as usual."""
+    ``reserve``: the caller hands the returned records to its :class:`Relay` once the
+    transaction has committed, so the rows are reserved for it (and wake no other
+    dispatcher); otherwise the dispatchers claim them as usual and nothing is returned."""
     if not events:
         return []
-    reserve = relay and conn.engine.sync_engine in _relays
-    payloads = [
-        _encode(
-            OutboxPayload(
-                event=event_to_dict(event),
-                view=None
-                if view is None
-                else msgspec.structs.replace(view, version=event.aggregate_version),
-            )
-        ).decode()
-        for event in events
-    ]
     rows = await conn.execute(
         _APPEND,
         {
@@ -137,7 +115,7 @@ async def append_events(
             "ids": [event.aggregate_id for event in events],
             "versions": [event.aggregate_version for event in events],
             "events": [event.name for event in events],
-            "payloads": payloads,
+            "payloads": list(payloads),
         },
     )
     if not reserve:
@@ -158,27 +136,6 @@ async def append_events(
             )
         )
     return records
-
-
-async def relay_committed(engine: AsyncEngine, records: Sequence[OutboxRecord]) -> None:
-    """Hand records of a committed transaction to the engine's relay (see append_events).
-
-    Never raises for the relay, and gives up after ``RELAY_TIMEOUT_SECONDS`` (a Redis that
-    hangs must not hang every command's response): the transaction is committed whatever
-    happens here, and a record the relay did not dispatch is dispatched by a sweep once its
-    reservation ends. (If the timeout struck between writing the view and publishing it,
-    that redelivery finds the view at its version and publishes the update again.) The relay
-    runs in the caller's task, not a task of its own: one event-loop turn less on every
-    command's way to the sockets.
-    """
-    relay = _relays.get(engine.sync_engine)
-    if relay is None or not records:
-        return
-    try:
-        async with asyncio.timeout(RELAY_TIMEOUT_SECONDS):
-            await relay(records)
-    except Exception:
-        log.exception("outbox_relay_failed", aggregate_id=records[0].aggregate_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from app.auth import Principal
 from app.resources import AppResources
-from app.use_cases import payments as use
+from app.use_cases.payments import intents as use
 
 STRIPE_JS = "https://js.stripe.com/v3/"
 
@@ -57,7 +57,7 @@ class PaymentController(Controller):
     ) -> OnlinePaymentView:
         """Create or reuse the caller's PaymentIntent for their share; never takes an amount."""
         payment = await use.start_online_payment(
-            resources.engine, resources.gateway, request.user, str(cart_id)
+            use.StartOnlinePayment(request.user.user_id, str(cart_id)), resources.runner
         )
         api_base = resources.settings.stripe_api_base
         return OnlinePaymentView(
@@ -82,12 +82,8 @@ class PaymentController(Controller):
 
         402 ``card_declined`` carries Stripe's message for the card holder.
         """
-        status = await use.confirm_online_payment(
-            resources.engine,
-            resources.gateway,
-            request.user,
-            str(cart_id),
-            data.payment_intent_id,
-            data.payment_method,
+        command = use.ConfirmOnlinePayment(
+            request.user.user_id, str(cart_id), data.payment_intent_id, data.payment_method
         )
+        status = await use.confirm_online_payment(command, resources.runner)
         return ConfirmAnswer(payment_intent_id=data.payment_intent_id, status=status)

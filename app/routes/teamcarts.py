@@ -1,8 +1,9 @@
 """TeamCart routes: open, join, items, lobby, lock and quote, COD, confirm, cancel.
 
-Each handler calls one use case in ``app.use_cases.teamcarts`` and answers with the cart view
-(``realtime.cart_view``), the same shape the WebSocket pushes. Rules and refusals live in the
-domain; this module only translates HTTP to commands and back.
+Each route builds one command of ``app.use_cases.teamcarts`` and runs its handler in a unit of
+work (``resources.runner``), then answers with the cart view (``realtime.cart_view``), the
+same shape the WebSocket pushes. Rules and refusals live in the domain; this module only
+translates HTTP to commands and back.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from app.auth import Principal
 from app.resources import AppResources
 from app.routes.orders import OrderCreated
 from app.use_cases import teamcarts as use
+from app.use_cases.views import read_cart_view
 from domain.order import DeliveryAddress
 from realtime.cart_view import CartView, ItemView, cart_view
 
@@ -86,17 +88,18 @@ class TeamCartController(Controller):
         self, request: AuthRequest, data: JSONBody[CartCreate], resources: AppResources
     ) -> CartView:
         """Open a cart for a store; the caller is its host."""
-        cart = await use.open_cart(
-            resources.engine, request.user, str(data.store_id), data.deadline
-        )
-        return cart_view(cart)
+        actor = request.user
+        command = use.OpenCart(actor.user_id, actor.display_name, str(data.store_id), data.deadline)
+        return cart_view(await resources.runner.run(use.open_cart, command))
 
     @post("/join", status_code=HTTP_200_OK)
     async def join(
         self, request: AuthRequest, data: JSONBody[JoinRequest], resources: AppResources
     ) -> CartView:
         """Join by invite code; joining again is harmless."""
-        return cart_view(await use.join_cart(resources.engine, request.user, data.invite_code))
+        actor = request.user
+        command = use.JoinCart(actor.user_id, actor.display_name, data.invite_code)
+        return cart_view(await resources.runner.run(use.join_cart, command))
 
     @get("/{cart_id:uuid}")
     async def get_cart(
@@ -108,8 +111,8 @@ class TeamCartController(Controller):
         """The cart view, with ``ETag: "<version>"``; ``If-None-Match`` → 304 when unchanged.
 
         Served from the Redis view model, with who is online now (ADR 0004)."""
-        view = await use.read_cart_view(
-            resources.engine, resources.live.projection, request.user.user_id, str(cart_id)
+        view = await read_cart_view(
+            resources.runner, resources.live.projection, request.user.user_id, str(cart_id)
         )
         etag = f'"{view.version}"'
         headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
@@ -127,16 +130,16 @@ class TeamCartController(Controller):
         resources: AppResources,
     ) -> ItemAdded:
         """Add one of the caller's own items (while open)."""
-        cart, item_id = await use.add_item(
-            resources.engine,
-            request.user,
+        command = use.AddItem(
+            request.user.user_id,
             str(cart_id),
             str(data.product_id),
             data.quantity,
-            data.options,
+            tuple(data.options),
         )
-        view = cart_view(cart)
-        item = next(item for item in view.items if item.item_id == item_id)
+        added = await resources.runner.run(use.add_item, command)
+        view = cart_view(added.cart)
+        item = next(item for item in view.items if item.item_id == added.item_id)
         return ItemAdded(**msgspec.structs.asdict(item), cart=view)
 
     @patch("/{cart_id:uuid}/items/{item_id:uuid}")
@@ -148,10 +151,10 @@ class TeamCartController(Controller):
         data: JSONBody[ItemUpdate],
         resources: AppResources,
     ) -> CartView:
-        cart = await use.change_item_quantity(
-            resources.engine, request.user, str(cart_id), str(item_id), data.quantity
+        command = use.ChangeItemQuantity(
+            request.user.user_id, str(cart_id), str(item_id), data.quantity
         )
-        return cart_view(cart)
+        return cart_view(await resources.runner.run(use.change_item_quantity, command))
 
     @delete("/{cart_id:uuid}/items/{item_id:uuid}")
     async def remove_item(
@@ -161,7 +164,8 @@ class TeamCartController(Controller):
         item_id: FromPath[uuid.UUID],
         resources: AppResources,
     ) -> None:
-        await use.remove_item(resources.engine, request.user, str(cart_id), str(item_id))
+        command = use.RemoveItem(request.user.user_id, str(cart_id), str(item_id))
+        await resources.runner.run(use.remove_item, command)
 
     @delete("/{cart_id:uuid}/members/{user_id:uuid}")
     async def remove_member(
@@ -172,7 +176,8 @@ class TeamCartController(Controller):
         resources: AppResources,
     ) -> None:
         """The host removes a guest, or a guest leaves; their items go with them."""
-        await use.remove_member(resources.engine, request.user, str(cart_id), str(user_id))
+        command = use.RemoveMember(request.user.user_id, str(cart_id), str(user_id))
+        await resources.runner.run(use.remove_member, command)
 
     @put("/{cart_id:uuid}/ready")
     async def set_ready(
@@ -182,21 +187,23 @@ class TeamCartController(Controller):
         data: JSONBody[ReadyUpdate],
         resources: AppResources,
     ) -> CartView:
-        cart = await use.set_ready(resources.engine, request.user, str(cart_id), data.ready)
-        return cart_view(cart)
+        command = use.SetReady(request.user.user_id, str(cart_id), data.ready)
+        return cart_view(await resources.runner.run(use.set_ready, command))
 
     @post("/{cart_id:uuid}/lock", status_code=HTTP_200_OK)
     async def lock(
         self, request: AuthRequest, cart_id: CartId, resources: AppResources
     ) -> CartView:
         """Host only: freeze items, reserve stock, compute every member's share."""
-        return cart_view(await use.lock_cart(resources.engine, request.user, str(cart_id)))
+        command = use.LockCart(request.user.user_id, str(cart_id))
+        return cart_view(await resources.runner.run(use.lock_cart, command))
 
     @post("/{cart_id:uuid}/unlock", status_code=HTTP_200_OK)
     async def unlock(
         self, request: AuthRequest, cart_id: CartId, resources: AppResources
     ) -> CartView:
-        return cart_view(await use.unlock_cart(resources.engine, request.user, str(cart_id)))
+        command = use.UnlockCart(request.user.user_id, str(cart_id))
+        return cart_view(await resources.runner.run(use.unlock_cart, command))
 
     @put("/{cart_id:uuid}/tip")
     async def set_tip(
@@ -206,8 +213,8 @@ class TeamCartController(Controller):
         data: JSONBody[TipUpdate],
         resources: AppResources,
     ) -> CartView:
-        cart = await use.set_tip(resources.engine, request.user, str(cart_id), data.amount_minor)
-        return cart_view(cart)
+        command = use.SetTip(request.user.user_id, str(cart_id), data.amount_minor)
+        return cart_view(await resources.runner.run(use.set_tip, command))
 
     @put("/{cart_id:uuid}/coupon")
     async def apply_coupon(
@@ -217,21 +224,23 @@ class TeamCartController(Controller):
         data: JSONBody[CouponRequest],
         resources: AppResources,
     ) -> CartView:
-        cart = await use.apply_coupon(resources.engine, request.user, str(cart_id), data.code)
-        return cart_view(cart)
+        command = use.ApplyCoupon(request.user.user_id, str(cart_id), data.code)
+        return cart_view(await resources.runner.run(use.apply_coupon, command))
 
     @delete("/{cart_id:uuid}/coupon", status_code=HTTP_200_OK)
     async def remove_coupon(
         self, request: AuthRequest, cart_id: CartId, resources: AppResources
     ) -> CartView:
-        return cart_view(await use.remove_coupon(resources.engine, request.user, str(cart_id)))
+        command = use.RemoveCoupon(request.user.user_id, str(cart_id))
+        return cart_view(await resources.runner.run(use.remove_coupon, command))
 
     @post("/{cart_id:uuid}/payments/cod", status_code=HTTP_200_OK)
     async def commit_cod(
         self, request: AuthRequest, cart_id: CartId, resources: AppResources
     ) -> CartView:
         """The caller will pay their own share in cash; the server computes the amount."""
-        return cart_view(await use.commit_cod(resources.engine, request.user, str(cart_id)))
+        command = use.CommitCod(request.user.user_id, str(cart_id))
+        return cart_view(await resources.runner.run(use.commit_cod, command))
 
     @post("/{cart_id:uuid}/confirm")
     async def confirm(
@@ -243,9 +252,8 @@ class TeamCartController(Controller):
     ) -> OrderCreated:
         """Host only, on a ready_to_confirm cart: it becomes an Order."""
         address = data.delivery_address
-        order = await use.confirm_cart(
-            resources.engine,
-            request.user,
+        command = use.ConfirmCart(
+            request.user.user_id,
             str(cart_id),
             DeliveryAddress(
                 line1=address.line1,
@@ -255,6 +263,7 @@ class TeamCartController(Controller):
                 country=address.country,
             ),
         )
+        order = await resources.runner.run(use.confirm_cart, command)
         return OrderCreated(order_id=order.id, number=order.number)
 
     @post("/{cart_id:uuid}/cancel", status_code=HTTP_200_OK)
@@ -262,7 +271,5 @@ class TeamCartController(Controller):
         self, request: AuthRequest, cart_id: CartId, resources: AppResources
     ) -> CartView:
         """Host only: gives stock back and refunds every captured online payment."""
-        cart = await use.cancel_cart(
-            resources.engine, resources.gateway, request.user, str(cart_id)
-        )
-        return cart_view(cart)
+        command = use.CancelCart(request.user.user_id, str(cart_id))
+        return cart_view(await resources.runner.run(use.cancel_cart, command))

@@ -22,7 +22,7 @@ from app.errors import ApiError
 from app.payments.gateway import GatewayError
 from app.payments.signatures import InvalidSignature, verify_signature
 from app.resources import AppResources
-from app.use_cases.payments import WEBHOOKS, handle_stripe_event
+from app.use_cases.payments.webhooks import WEBHOOKS, handle_stripe_event
 
 log = structlog.get_logger("teamcart.webhooks")
 
@@ -76,7 +76,7 @@ class StripeWebhookController(Controller):
             raise ApiError(400, "invalid_signature", str(exc)) from exc
         event = _parse_event(payload)
         try:
-            outcome = await handle_stripe_event(resources.engine, resources.gateway, event)
+            outcome = await handle_stripe_event(resources.runner, event)
         except TRANSIENT as exc:
             WEBHOOKS.labels(type=event["type"], outcome="transient_failure").inc()
             log.warning("webhook_transient_failure", event_id=event["id"], error=repr(exc))

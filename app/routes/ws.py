@@ -19,11 +19,11 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 from litestar.params import FromPath
 from litestar.security.jwt import Token
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import principal_from_token
-from app.persistence import carts as cart_repo
 from app.resources import AppResources
+from app.unit_of_work import UnitOfWorkRunner
+from app.use_cases.views import is_member
 from realtime.hub import HubUnavailable
 from realtime.projection import Projection
 from realtime.protocol import (
@@ -65,7 +65,9 @@ async def _authenticate(socket: WebSocket[Any, Any, Any], secret: str) -> str | 
     return _user_id(message.token, secret) if isinstance(message, Auth) else None
 
 
-async def _refusal(projection: Projection, engine: AsyncEngine, cart_id: str, user_id: str) -> int:
+async def _refusal(
+    projection: Projection, runner: UnitOfWorkRunner, cart_id: str, user_id: str
+) -> int:
     """The close code for a socket that may not watch the cart, or 0. (A function of its
     own, so the view it reads is not kept alive for the connection's lifetime.)
 
@@ -77,9 +79,7 @@ async def _refusal(projection: Projection, engine: AsyncEngine, cart_id: str, us
         return CLOSE_CART_NOT_FOUND
     if any(member.user_id == user_id for member in live.cart.members):
         return 0
-    async with engine.connect() as conn:
-        member = await cart_repo.is_member(conn, cart_id, user_id)
-    return 0 if member else CLOSE_NOT_A_MEMBER
+    return 0 if await is_member(runner, cart_id, user_id) else CLOSE_NOT_A_MEMBER
 
 
 def _text_of(event: Any) -> str | bytes:
@@ -102,7 +102,7 @@ async def cart_socket(
         if user_id is None:
             await socket.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
             return
-        refusal = await _refusal(live.projection, resources.engine, str(cart_id), user_id)
+        refusal = await _refusal(live.projection, resources.runner, str(cart_id), user_id)
         if refusal:
             reason = "cart_not_found" if refusal == CLOSE_CART_NOT_FOUND else "not_a_member"
             await socket.close(refusal, reason)

@@ -1,49 +1,30 @@
-"""TeamCart use cases: one function per command, each one transaction.
+"""TeamCart handlers: one plain function per command, ``(command, uow) -> result``.
 
-Every command follows the same path (``_run``): load the cart with its version, call one
-domain method, then in the same transaction save it with the version check, apply the
-command's side effects (stock, orders, coupons) and append its events to the outbox. A
-version conflict (someone else saved first) reloads and tries again, a bounded number of
-times, then answers 409 ``version_conflict``.
+Each loads the cart through the unit of work, calls one domain method and does what the
+command owes beside it (stock, the order, the coupon's use, refunds); the unit of work saves
+the cart with its version check, appends its events to the outbox, commits, relays and
+retries on a conflict (``app.unit_of_work``). Nothing here opens a transaction or builds a
+view. Commands are the frozen dataclasses beside their handler.
 """
 
 from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
 
 import structlog
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.auth import Principal
-from app.errors import ApiError
-from app.payments.gateway import PaymentGateway
-from app.persistence import carts as cart_repo
-from app.persistence import catalog as catalog_repo
-from app.persistence import orders as order_repo
-from app.persistence.outbox import append_events, relay_committed
-from app.persistence.tables import coupons, teamcarts
-from app.use_cases.payments import (
-    carry_out_refunds,
-    ensure_no_open_intents,
-    mark_paid_members_refunded,
-    request_refunds_for_cart,
-)
-from domain.errors import CouponExhausted, NotAMember, OutOfStock
+from app.failures import NotFoundError, cart_not_found
+from app.payments.amounts import to_stripe
+from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
+from app.use_cases.payments.refunds import owe_refund
+from domain.errors import CouponExhausted, NotAMember, OutOfStock, PaymentActivityStarted
 from domain.order import DeliveryAddress, Order
 from domain.teamcart import CartStatus, TeamCart
-from realtime.cart_view import CartView, cart_view
-from realtime.projection import Projection
 
 log = structlog.get_logger("teamcart.carts")
-
-MAX_ATTEMPTS = 2  # the retry locks the cart: it cannot conflict again
-T = TypeVar("T")
-Effect = Callable[[AsyncConnection, TeamCart], Awaitable[T]]
 
 
 def utcnow() -> datetime:
@@ -55,366 +36,362 @@ def new_invite_code() -> str:
     return secrets.token_urlsafe(24)
 
 
-def cart_not_found(cart_id: str) -> ApiError:
-    return ApiError(404, "cart_not_found", f"no cart with id {cart_id}")
-
-
-async def _nothing(conn: AsyncConnection, cart: TeamCart) -> None:
-    return None
-
-
-async def _run(
-    engine: AsyncEngine,
-    cart_id: str,
-    command: Callable[[TeamCart], None],
-    effect: Effect[T] = _nothing,  # type: ignore[assignment]
-    *,
-    relay: bool = True,
-) -> tuple[TeamCart, T]:
-    """Load → command → save (version-checked) → effect → outbox, retried on conflict
-    (with the cart locked, so the retry cannot conflict again); after the commit, the
-    events go straight to this process's projection (``relay_committed``), unless
-    ``relay`` is off: then the outbox dispatchers take them, and nothing here waits on
-    Redis (background work)."""
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        try:
-            async with engine.begin() as conn:
-                cart = await cart_repo.load_cart(conn, cart_id, lock=attempt > 1)
-                if cart is None:
-                    raise cart_not_found(cart_id)
-                expected = cart.version
-                command(cart)
-                await cart_repo.save_cart(conn, cart, expected)
-                result = await effect(conn, cart)
-                records = await append_events(
-                    conn, cart.pull_events(), cart_view(cart), relay=relay
-                )
-        except cart_repo.VersionConflict:
-            log.info("version_conflict", teamcart_id=cart_id, attempt=attempt)
-            continue
-        await relay_committed(engine, records)  # committed: on to the projection at once
-        return cart, result
-    raise ApiError(409, "version_conflict", "the cart changed at the same time; try again")
-
-
-# --- opening and joining ---------------------------------------------------------------------
-
-
-async def open_cart(
-    engine: AsyncEngine, actor: Principal, store_id: str, deadline: datetime | None
-) -> TeamCart:
-    async with engine.begin() as conn:
-        store = await catalog_repo.get_store(conn, store_id)
-        if store is None:
-            raise ApiError(404, "store_not_found", f"no store with id {store_id}")
-        cart = TeamCart.open(
-            cart_id=str(uuid.uuid4()),
-            store=catalog_repo.store_terms(store),
-            host_user_id=actor.user_id,
-            host_display_name=actor.display_name,
-            invite_code=new_invite_code(),
-            deadline=deadline,
-            now=utcnow(),
-        )
-        await cart_repo.insert_cart(conn, cart)
-        await append_events(conn, cart.pull_events(), cart_view(cart))
-    log.info("cart_opened", teamcart_id=cart.id, store_id=store_id)
-    return cart
-
-
-async def join_cart(engine: AsyncEngine, actor: Principal, invite_code: str) -> TeamCart:
-    """Unknown codes, and codes of carts that were cancelled or expired, are 404."""
-    async with engine.connect() as conn:
-        cart_id = await cart_repo.find_cart_id_by_invite(conn, invite_code)
-    if cart_id is None:
-        raise ApiError(404, "invite_not_found", "this invite link is not valid")
-
-    def join(cart: TeamCart) -> None:
-        if cart.status in {CartStatus.CANCELLED, CartStatus.EXPIRED}:
-            raise ApiError(404, "invite_not_found", f"this invite's cart is {cart.status}")
-        cart.join(actor.user_id, actor.display_name, utcnow())
-
-    cart, _ = await _run(engine, cart_id, join)
-    return cart
-
-
-async def get_cart_for_member(engine: AsyncEngine, user_id: str, cart_id: str) -> TeamCart:
-    async with engine.connect() as conn:
-        cart = await cart_repo.load_cart(conn, cart_id)
+async def _cart(uow: UnitOfWork, cart_id: str) -> TeamCart:
+    cart = await uow.carts.get(cart_id)
     if cart is None:
         raise cart_not_found(cart_id)
+    return cart
+
+
+async def _member_cart(uow: UnitOfWork, cart_id: str, user_id: str) -> TeamCart:
+    cart = await _cart(uow, cart_id)
     if not cart.is_member(user_id):
         raise NotAMember()
     return cart
 
 
-async def read_cart_view(
-    engine: AsyncEngine, projection: Projection, user_id: str, cart_id: str
-) -> CartView:
-    """A member's view of the cart, with presence, served from the Redis view model.
-
-    The view is rebuilt on a miss. In the few milliseconds after a commit before the
-    projection has applied it, the view is behind the cart's version (one primary-key read):
-    the cart is then read from PostgreSQL, so a client always reads its own writes.
-    """
-    async with engine.connect() as conn:
-        version = (
-            await conn.execute(select(teamcarts.c.version).where(teamcarts.c.id == cart_id))
-        ).scalar_one_or_none()
-    live = None if version is None else await projection.current(cart_id)
-    if version is None or live is None:
-        raise cart_not_found(cart_id)
-    view = live.cart
-    if view.version < version:
-        async with engine.connect() as conn:
-            cart = await cart_repo.load_cart(conn, cart_id)
-        if cart is None:
-            raise cart_not_found(cart_id)
-        view = cart_view(cart, live.online)
-    if all(member.user_id != user_id for member in view.members):
-        raise NotAMember()
-    return view
+async def _ensure_no_open_intents(uow: UnitOfWork, cart_id: str) -> None:
+    """Tip, coupon and unlock change what members owe: refused while anyone is paying."""
+    if await uow.payments.has_open_intents(cart_id):
+        raise PaymentActivityStarted("A member has started paying online.")
 
 
-# --- items and members -----------------------------------------------------------------------
+# --- opening and joining ---------------------------------------------------------------------
 
 
-async def add_item(
-    engine: AsyncEngine,
-    actor: Principal,
-    cart_id: str,
-    product_id: str,
-    quantity: int,
-    options: list[str],
-) -> tuple[TeamCart, str]:
-    async with engine.connect() as conn:
-        row = await catalog_repo.get_product(conn, product_id)
-    if row is None:
-        raise ApiError(404, "product_not_found", f"no product with id {product_id}")
-    product = catalog_repo.product_snapshot(row)
+@dataclass(frozen=True, slots=True)
+class OpenCart:
+    actor_id: str
+    display_name: str
+    store_id: str
+    deadline: datetime | None
+
+
+async def open_cart(command: OpenCart, uow: UnitOfWork) -> TeamCart:
+    store = await uow.catalog.store_terms(command.store_id)
+    if store is None:
+        raise NotFoundError("store_not_found", f"no store with id {command.store_id}")
+    cart = TeamCart.open(
+        cart_id=str(uuid.uuid4()),
+        store=store,
+        host_user_id=command.actor_id,
+        host_display_name=command.display_name,
+        invite_code=new_invite_code(),
+        deadline=command.deadline,
+        now=utcnow(),
+    )
+    uow.carts.add(cart)
+    log.info("cart_opened", teamcart_id=cart.id, store_id=command.store_id)
+    return cart
+
+
+@dataclass(frozen=True, slots=True)
+class JoinCart:
+    actor_id: str
+    display_name: str
+    invite_code: str
+
+
+async def join_cart(command: JoinCart, uow: UnitOfWork) -> TeamCart:
+    """Unknown codes, and codes of carts that were cancelled or expired, are 404."""
+    cart_id = await uow.carts.id_by_invite(command.invite_code)
+    cart = None if cart_id is None else await uow.carts.get(cart_id)
+    if cart is None:
+        raise NotFoundError("invite_not_found", "this invite link is not valid")
+    if cart.status in {CartStatus.CANCELLED, CartStatus.EXPIRED}:
+        raise NotFoundError("invite_not_found", f"this invite's cart is {cart.status}")
+    cart.join(command.actor_id, command.display_name, utcnow())
+    return cart
+
+
+# --- items, members, the lobby ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AddItem:
+    actor_id: str
+    cart_id: str
+    product_id: str
+    quantity: int
+    options: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemAdded:
+    cart: TeamCart
+    item_id: str
+
+
+async def add_item(command: AddItem, uow: UnitOfWork) -> ItemAdded:
+    product = await uow.catalog.product(command.product_id)
+    if product is None:
+        raise NotFoundError("product_not_found", f"no product with id {command.product_id}")
+    cart = await _cart(uow, command.cart_id)
     item_id = str(uuid.uuid4())
-    cart, _ = await _run(
-        engine,
-        cart_id,
-        lambda cart: cart.add_item(actor.user_id, item_id, product, quantity, options, utcnow()),
+    cart.add_item(
+        command.actor_id, item_id, product, command.quantity, list(command.options), utcnow()
     )
-    return cart, item_id
+    return ItemAdded(cart, item_id)
 
 
-async def change_item_quantity(
-    engine: AsyncEngine, actor: Principal, cart_id: str, item_id: str, quantity: int
-) -> TeamCart:
-    cart, _ = await _run(
-        engine, cart_id, lambda cart: cart.change_item_quantity(actor.user_id, item_id, quantity)
-    )
+@dataclass(frozen=True, slots=True)
+class ChangeItemQuantity:
+    actor_id: str
+    cart_id: str
+    item_id: str
+    quantity: int
+
+
+async def change_item_quantity(command: ChangeItemQuantity, uow: UnitOfWork) -> TeamCart:
+    cart = await _cart(uow, command.cart_id)
+    cart.change_item_quantity(command.actor_id, command.item_id, command.quantity)
     return cart
 
 
-async def remove_item(
-    engine: AsyncEngine, actor: Principal, cart_id: str, item_id: str
-) -> TeamCart:
-    cart, _ = await _run(engine, cart_id, lambda cart: cart.remove_item(actor.user_id, item_id))
+@dataclass(frozen=True, slots=True)
+class RemoveItem:
+    actor_id: str
+    cart_id: str
+    item_id: str
+
+
+async def remove_item(command: RemoveItem, uow: UnitOfWork) -> TeamCart:
+    cart = await _cart(uow, command.cart_id)
+    cart.remove_item(command.actor_id, command.item_id)
     return cart
 
 
-async def remove_member(
-    engine: AsyncEngine, actor: Principal, cart_id: str, user_id: str
-) -> TeamCart:
-    cart, _ = await _run(engine, cart_id, lambda cart: cart.remove_member(actor.user_id, user_id))
+@dataclass(frozen=True, slots=True)
+class RemoveMember:
+    actor_id: str
+    cart_id: str
+    user_id: str
+
+
+async def remove_member(command: RemoveMember, uow: UnitOfWork) -> TeamCart:
+    cart = await _cart(uow, command.cart_id)
+    cart.remove_member(command.actor_id, command.user_id)
     return cart
 
 
-async def set_ready(engine: AsyncEngine, actor: Principal, cart_id: str, ready: bool) -> TeamCart:
-    cart, _ = await _run(engine, cart_id, lambda cart: cart.set_ready(actor.user_id, ready))
+@dataclass(frozen=True, slots=True)
+class SetReady:
+    actor_id: str
+    cart_id: str
+    ready: bool
+
+
+async def set_ready(command: SetReady, uow: UnitOfWork) -> TeamCart:
+    cart = await _cart(uow, command.cart_id)
+    cart.set_ready(command.actor_id, command.ready)
     return cart
 
 
 # --- the quote -------------------------------------------------------------------------------
 
 
-async def lock_cart(engine: AsyncEngine, actor: Principal, cart_id: str) -> TeamCart:
+@dataclass(frozen=True, slots=True)
+class LockCart:
+    actor_id: str
+    cart_id: str
+
+
+async def lock_cart(command: LockCart, uow: UnitOfWork) -> TeamCart:
     """Freeze the items, price the cart and reserve every line's stock, all or nothing."""
-    cart, _ = await _run(
-        engine,
-        cart_id,
-        lambda cart: cart.lock(actor.user_id, utcnow()),
-        lambda conn, cart: cart_repo.reserve_stock(conn, cart),
-    )
+    cart = await _cart(uow, command.cart_id)
+    cart.lock(command.actor_id, utcnow())
+    await uow.carts.reserve_stock(cart)
     return cart
 
 
-async def unlock_cart(engine: AsyncEngine, actor: Principal, cart_id: str) -> TeamCart:
-    cart, _ = await _run(
-        engine,
-        cart_id,
-        lambda cart: cart.unlock(actor.user_id),
-        _release_unless_paying,
-    )
+@dataclass(frozen=True, slots=True)
+class UnlockCart:
+    actor_id: str
+    cart_id: str
+
+
+async def unlock_cart(command: UnlockCart, uow: UnitOfWork) -> TeamCart:
+    cart = await _cart(uow, command.cart_id)
+    cart.unlock(command.actor_id)
+    await _ensure_no_open_intents(uow, cart.id)
+    await uow.carts.release_stock(cart.id)
     return cart
 
 
-async def _release_unless_paying(conn: AsyncConnection, cart: TeamCart) -> None:
-    await ensure_no_open_intents(conn, cart.id)
-    await cart_repo.release_stock(conn, cart.id)
+@dataclass(frozen=True, slots=True)
+class SetTip:
+    actor_id: str
+    cart_id: str
+    amount_minor: int
 
 
-async def _no_open_intents(conn: AsyncConnection, cart: TeamCart) -> None:
-    await ensure_no_open_intents(conn, cart.id)
-
-
-async def set_tip(
-    engine: AsyncEngine, actor: Principal, cart_id: str, amount_minor: int
-) -> TeamCart:
-    cart, _ = await _run(
-        engine, cart_id, lambda cart: cart.set_tip(actor.user_id, amount_minor), _no_open_intents
-    )
+async def set_tip(command: SetTip, uow: UnitOfWork) -> TeamCart:
+    cart = await _cart(uow, command.cart_id)
+    cart.set_tip(command.actor_id, command.amount_minor)
+    await _ensure_no_open_intents(uow, cart.id)
     return cart
 
 
-async def apply_coupon(engine: AsyncEngine, actor: Principal, cart_id: str, code: str) -> TeamCart:
-    cart = await get_cart_for_member(engine, actor.user_id, cart_id)
-    async with engine.connect() as conn:
-        row = await catalog_repo.get_coupon(conn, cart.store.store_id, code)
-    if row is None:
-        raise ApiError(404, "coupon_not_found", f"this store has no coupon {code.upper()}")
-    terms = catalog_repo.coupon_terms(row)
-    cart, _ = await _run(
-        engine, cart_id, lambda cart: cart.apply_coupon(actor.user_id, terms), _no_open_intents
-    )
+@dataclass(frozen=True, slots=True)
+class ApplyCoupon:
+    actor_id: str
+    cart_id: str
+    code: str
+
+
+async def apply_coupon(command: ApplyCoupon, uow: UnitOfWork) -> TeamCart:
+    cart = await _member_cart(uow, command.cart_id, command.actor_id)
+    terms = await uow.catalog.coupon(cart.store.store_id, command.code)
+    if terms is None:
+        raise NotFoundError("coupon_not_found", f"this store has no coupon {command.code.upper()}")
+    cart.apply_coupon(command.actor_id, terms)
+    await _ensure_no_open_intents(uow, cart.id)
     return cart
 
 
-async def remove_coupon(engine: AsyncEngine, actor: Principal, cart_id: str) -> TeamCart:
-    cart, _ = await _run(
-        engine, cart_id, lambda cart: cart.remove_coupon(actor.user_id), _no_open_intents
-    )
+@dataclass(frozen=True, slots=True)
+class RemoveCoupon:
+    actor_id: str
+    cart_id: str
+
+
+async def remove_coupon(command: RemoveCoupon, uow: UnitOfWork) -> TeamCart:
+    cart = await _cart(uow, command.cart_id)
+    cart.remove_coupon(command.actor_id)
+    await _ensure_no_open_intents(uow, cart.id)
     return cart
 
 
 # --- paying ----------------------------------------------------------------------------------
 
 
-async def commit_cod(engine: AsyncEngine, actor: Principal, cart_id: str) -> TeamCart:
+@dataclass(frozen=True, slots=True)
+class CommitCod:
+    actor_id: str
+    cart_id: str
+
+
+async def commit_cod(command: CommitCod, uow: UnitOfWork) -> TeamCart:
     """The member will pay their own share in cash; the amount comes from the quote."""
-    cart, _ = await _run(engine, cart_id, lambda cart: cart.commit_cod(actor.user_id))
+    cart = await _cart(uow, command.cart_id)
+    cart.commit_cod(command.actor_id)
     return cart
 
 
 # --- the end of a cart -----------------------------------------------------------------------
 
 
-async def confirm_cart(
-    engine: AsyncEngine, actor: Principal, cart_id: str, address: DeliveryAddress
-) -> Order:
+@dataclass(frozen=True, slots=True)
+class ConfirmCart:
+    actor_id: str
+    cart_id: str
+    address: DeliveryAddress
+
+
+async def confirm_cart(command: ConfirmCart, uow: UnitOfWork) -> Order:
     """The cart becomes an Order; its reserved stock is sold and its coupon use counted."""
-    order_id = str(uuid.uuid4())
-    placed: list[Order] = []
-
-    async def number_then_confirm(conn: AsyncConnection, cart: TeamCart) -> None:
-        order = placed[-1]
-        await order_repo.insert_order(conn, order)
-        await cart_repo.commit_stock(conn, cart.id)
-        if order.coupon_code is not None:
-            await _count_coupon_use(conn, cart.store.store_id, order.coupon_code)
-        await append_events(conn, order.pull_events())
-
-    async with engine.connect() as conn:
-        number = await order_repo.next_order_number(conn)
-        await conn.commit()
-
-    def confirm(cart: TeamCart) -> None:
-        placed.append(cart.confirm(actor.user_id, order_id, number, address, utcnow()))
-
-    await _run(engine, cart_id, confirm, number_then_confirm)
-    log.info("cart_converted", teamcart_id=cart_id, order_id=order_id, order_number=number)
-    return placed[-1]
+    cart = await _cart(uow, command.cart_id)
+    number = await uow.orders.next_number()
+    order = cart.confirm(command.actor_id, str(uuid.uuid4()), number, command.address, utcnow())
+    uow.orders.add(order)
+    await uow.carts.commit_stock(cart.id)
+    if order.coupon_code is not None and not await uow.catalog.count_coupon_use(
+        cart.store.store_id, order.coupon_code
+    ):
+        raise CouponExhausted(
+            f"Coupon {order.coupon_code} has been used up; remove it and confirm again."
+        )
+    log.info("cart_converted", teamcart_id=cart.id, order_id=order.id, order_number=number)
+    return order
 
 
-async def _count_coupon_use(conn: AsyncConnection, store_id: str, code: str) -> None:
-    counted = await conn.execute(
-        update(coupons)
-        .where(coupons.c.store_id == store_id, coupons.c.code == code)
-        .where((coupons.c.max_uses.is_(None)) | (coupons.c.times_used < coupons.c.max_uses))
-        .values(times_used=coupons.c.times_used + 1)
-    )
-    if counted.rowcount != 1:
-        raise CouponExhausted(f"Coupon {code} has been used up; remove it and confirm again.")
+@dataclass(frozen=True, slots=True)
+class CancelCart:
+    actor_id: str
+    cart_id: str
 
 
-async def cancel_cart(
-    engine: AsyncEngine, gateway: PaymentGateway, actor: Principal, cart_id: str
-) -> TeamCart:
+async def cancel_cart(command: CancelCart, uow: UnitOfWork) -> TeamCart:
     """Cancel: give back reserved stock and refund every online payment already captured."""
-
-    def cancel(cart: TeamCart) -> None:
-        cart.cancel(actor.user_id, utcnow())
-        mark_paid_members_refunded(cart)
-
-    async def give_back(conn: AsyncConnection, cart: TeamCart) -> None:
-        await cart_repo.release_stock(conn, cart.id)
-        await request_refunds_for_cart(conn, cart, "cart_cancelled")
-
-    cart, _ = await _run(engine, cart_id, cancel, give_back)
-    await carry_out_refunds(engine, gateway, cart_id=cart.id)  # committed; retried if it fails
+    cart = await _cart(uow, command.cart_id)
+    cart.cancel(command.actor_id, utcnow())
+    await _give_back(uow, cart, "cart_cancelled")
     return cart
 
 
-async def expire_due_carts(
-    engine: AsyncEngine, gateway: PaymentGateway, payment_window: timedelta
-) -> int:
+async def _give_back(uow: UnitOfWork, cart: TeamCart, reason: str) -> None:
+    """Release the stock of a cancelled or expired cart and refund what it holds."""
+    await uow.carts.release_stock(cart.id)
+    for refund in cart.refund_paid_members():
+        await owe_refund(
+            uow,
+            refund.payment_intent_id,
+            amount=to_stripe(refund.amount_minor, cart.currency),
+            currency=cart.currency,
+            reason=reason,
+            cart_id=cart.id,
+        )
+
+
+# --- the sweeper -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireIfDue:
+    cart_id: str
+    payment_window: timedelta
+    now: datetime
+
+
+async def expire_if_due(command: ExpireIfDue, uow: UnitOfWork) -> CartStatus | None:
+    """Apply the deadline rules to one cart; its new status if it changed.
+
+    An open cart whose deadline lock can't reserve its stock expires instead of failing on
+    every sweep (``OutOfStock`` rolls the lock back; ``expire_out_of_stock`` runs next)."""
+    cart = await _cart(uow, command.cart_id)
+    if not cart.expire_if_due(command.now, command.payment_window):
+        return None
+    if cart.status is CartStatus.LOCKED:
+        await uow.carts.reserve_stock(cart)
+    elif cart.status is CartStatus.EXPIRED:
+        await _give_back(uow, cart, "cart_expired")
+    return cart.status
+
+
+async def expire_out_of_stock(command: ExpireIfDue, uow: UnitOfWork) -> CartStatus | None:
+    cart = await _cart(uow, command.cart_id)
+    cart.expire(command.now)
+    await _give_back(uow, cart, "cart_expired")
+    return cart.status
+
+
+async def expire_due_carts(runner: UnitOfWorkRunner, payment_window: timedelta) -> int:
     """Auto-lock or expire every cart whose deadline or payment window has passed.
 
     Safe with many processes: two sweepers racing on one cart meet at its version check, and
-    the loser reloads a cart that has nothing left to do. An open cart whose deadline lock
-    can't reserve its stock expires instead of failing on every sweep. Its events go to the
-    outbox dispatchers (no relay): a Redis that hangs must not hold up expiries and their
-    refunds, one relay timeout per cart.
+    the loser reloads a cart that has nothing left to do. Its events go to the outbox
+    dispatchers (no relay): a Redis that hangs must not hold up expiries and their refunds,
+    one relay timeout per cart.
     """
-    async with engine.connect() as conn:
-        candidates = await cart_repo.due_cart_ids(conn, payment_window)
+    background = runner.without_relay()
+    candidates = await background.run(_due_cart_ids, payment_window)
     changed = 0
     for cart_id in candidates:
+        command = ExpireIfDue(cart_id, payment_window, utcnow())
         try:
-            changed += await _expire_one(engine, gateway, cart_id, payment_window)
+            try:
+                status = await background.run(expire_if_due, command)
+            except OutOfStock as exc:
+                log.warning("deadline_lock_out_of_stock", teamcart_id=cart_id, detail=exc.detail)
+                status = await background.run(expire_out_of_stock, command)
         except Exception:  # one bad cart must not stop the sweep
             log.exception("expiry_failed", teamcart_id=cart_id)
+            continue
+        if status is not None:
+            changed += 1
+            log.info("cart_swept", teamcart_id=cart_id, status=status.value)
     return changed
 
 
-async def _expire_one(
-    engine: AsyncEngine, gateway: PaymentGateway, cart_id: str, payment_window: timedelta
-) -> bool:
-    now = utcnow()
-    status_before: list[CartStatus] = []
-
-    def expire(cart: TeamCart) -> None:
-        status_before.append(cart.status)
-        if cart.expire_if_due(now, payment_window) and cart.status is CartStatus.EXPIRED:
-            mark_paid_members_refunded(cart)
-
-    async def move_stock(conn: AsyncConnection, cart: TeamCart) -> None:
-        if cart.status is status_before[-1]:
-            return
-        if cart.status is CartStatus.LOCKED:
-            await cart_repo.reserve_stock(conn, cart)
-        elif cart.status is CartStatus.EXPIRED:
-            await cart_repo.release_stock(conn, cart.id)
-            await request_refunds_for_cart(conn, cart, "cart_expired")
-
-    try:
-        cart, _ = await _run(engine, cart_id, expire, move_stock, relay=False)
-    except OutOfStock as exc:
-        log.warning("deadline_lock_out_of_stock", teamcart_id=cart_id, detail=exc.detail)
-        cart, _ = await _run(
-            engine,
-            cart_id,
-            lambda cart: cart.expire(now),
-            lambda conn, cart: cart_repo.release_stock(conn, cart.id),
-            relay=False,
-        )
-    if cart.status is CartStatus.EXPIRED:
-        await carry_out_refunds(engine, gateway, cart_id=cart.id)
-    changed = cart.status is not status_before[0]
-    if changed:
-        log.info("cart_swept", teamcart_id=cart_id, status=cart.status.value)
-    return changed
+async def _due_cart_ids(payment_window: timedelta, uow: UnitOfWork) -> list[str]:
+    return await uow.carts.due_ids(payment_window)

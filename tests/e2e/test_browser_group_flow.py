@@ -50,7 +50,7 @@ async def browser() -> AsyncIterator[Browser]:
 
 async def a_store(base: str, admin: dict[str, str]) -> dict[str, Any]:
     async with httpx.AsyncClient(base_url=base, headers=admin, timeout=10) as http:
-        store = (
+        store: dict[str, Any] = (
             await http.post(
                 "/api/v1/stores",
                 json={

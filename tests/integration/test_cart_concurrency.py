@@ -11,8 +11,8 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.payments.gateway import StripeGateway
 from app.persistence.tables import orders
+from app.unit_of_work import UnitOfWorkRunner
 from app.use_cases.teamcarts import expire_due_carts
 from tests.builders import Client, create_product, create_store
 from tests.integration.test_group_flow import ADDRESS, open_cart, session, uid
@@ -212,8 +212,7 @@ async def test_concurrent_confirms_create_one_order(
 
 async def test_sweeper_locks_due_carts_and_expires_unpaid_ones(
     client: Client,
-    engine: AsyncEngine,
-    gateway: StripeGateway,
+    runner: UnitOfWorkRunner,
     admin_headers: dict[str, str],
 ) -> None:
     store = await create_store(client, admin_headers)
@@ -236,13 +235,13 @@ async def test_sweeper_locks_due_carts_and_expires_unpaid_ones(
     )
     await asyncio.sleep(1.2)
 
-    await expire_due_carts(engine, gateway, timedelta(minutes=30))
+    await expire_due_carts(runner, timedelta(minutes=30))
     assert (await client.get(full_url, headers=host)).json()["status"] == "locked"
     empty_view = await client.get(f"/api/v1/teamcarts/{empty['id']}", headers=host)
     assert empty_view.json()["status"] == "expired"
     assert (await stock_of(client, host, store["id"]))[product["id"]] == 7
 
-    await expire_due_carts(engine, gateway, timedelta(0))  # the payment window is over
+    await expire_due_carts(runner, timedelta(0))  # the payment window is over
     assert (await client.get(full_url, headers=host)).json()["status"] == "expired"
     assert (await stock_of(client, host, store["id"]))[product["id"]] == 9
     assert_problem(

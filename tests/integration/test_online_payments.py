@@ -36,7 +36,7 @@ async def pay_with_card(api_base: str, intent_id: str, number: str) -> str:
     try:
         return await _attach_and_confirm(browser, intent_id, number)
     finally:
-        await http_client.close_async()
+        await http_client.close_async()  # type: ignore[no-untyped-call]  # stripe: unannotated
 
 
 async def _attach_and_confirm(browser: stripe.StripeClient, intent_id: str, number: str) -> str:

@@ -23,25 +23,23 @@ from redis.asyncio import Redis
 from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.dispatcher import OutboxDispatcher
+from app.dispatcher import RELAY_TIMEOUT_SECONDS, OutboxDispatcher
 from app.persistence import schema
-from app.persistence.carts import load_cart
+from app.persistence.carts import read_cart
 from app.persistence.database import create_engine
 from app.persistence.outbox import (
-    RELAY_TIMEOUT_SECONDS,
     RESERVATION_MS,
     RETENTION,
     OutboxRecord,
+    Relay,
     append_events,
     purge_dispatched,
-    relay_committed,
-    set_relay,
 )
 from app.persistence.tables import outbox
 from domain.events import ItemRemoved
 from realtime.cart_view import CartView, cart_view
 from realtime.presence import PresenceStore, presence_member
-from realtime.projection import Outcome, Projection
+from realtime.projection import Outcome, Projection, ViewLoader
 from realtime.protocol import HubFrame
 from realtime.view_store import ApplyOutcome, ViewStore, view_key
 from tests.builders import Client, create_product, create_store
@@ -68,10 +66,10 @@ class Published:
         self.frames.append(HubFrame.decode(data))
 
 
-def loader(engine: AsyncEngine) -> Any:
+def loader(engine: AsyncEngine) -> ViewLoader:
     async def load_view(cart_id: str) -> CartView | None:
         async with engine.connect() as conn:
-            cart = await load_cart(conn, cart_id)
+            cart = await read_cart(conn, cart_id)
         return None if cart is None else cart_view(cart)
 
     return load_view
@@ -169,7 +167,8 @@ async def test_32_concurrent_appliers_converge_on_the_rebuild_and_never_go_back(
 
     async def watcher() -> None:
         while not done.is_set():
-            stored = await redis.hget(view_key(cart_id), "version")
+            # redis-py types hget for its sync and asyncio clients alike: this one is awaitable.
+            stored = await redis.hget(view_key(cart_id), "version")  # type: ignore[misc]
             observed.append(int(stored or 0))
             await asyncio.sleep(0)
 
@@ -183,7 +182,7 @@ async def test_32_concurrent_appliers_converge_on_the_rebuild_and_never_go_back(
     assert stored is not None
     assert stored.version == final
     async with engine.connect() as conn:
-        cart = await load_cart(conn, cart_id)
+        cart = await read_cart(conn, cart_id)
     assert cart is not None
     assert msgspec.json.decode(stored.view_json, type=CartView) == cart_view(cart)
     assert len(outcomes) == len(stream)
@@ -339,10 +338,10 @@ async def dispatch_engine(dispatch_database: str) -> AsyncIterator[AsyncEngine]:
 async def append_removals(engine: AsyncEngine, cart_id: str, versions: range) -> None:
     """Outbox rows for a cart (any event will do: the handler under test only records)."""
     async with engine.begin() as conn:
-        await append_events(
-            conn,
-            [ItemRemoved(cart_id=cart_id, version=v, item_id="i", user_id="u") for v in versions],
-        )
+        events = [
+            ItemRemoved(cart_id=cart_id, version=v, item_id="i", user_id="u") for v in versions
+        ]
+        await append_events(conn, events, ["{}"] * len(events))
 
 
 async def undispatched(engine: AsyncEngine) -> int:
@@ -453,13 +452,13 @@ async def test_the_sweep_redelivers_rows_left_behind(
     assert seen == [1, 2]
 
 
-async def commit_relayed_removal(engine: AsyncEngine, cart_id: str) -> float:
-    """A command's way: append with ``relay=True``, commit, relay. The commit's time."""
+async def commit_relayed_removal(engine: AsyncEngine, relay: Relay, cart_id: str) -> float:
+    """A unit of work's way: append reserved, commit, relay. The commit's time."""
     async with engine.begin() as conn:
         event = ItemRemoved(cart_id=cart_id, version=1, item_id="i", user_id="u")
-        records = await append_events(conn, [event], relay=True)
+        records = await append_events(conn, [event], ["{}"], reserve=True)
     committed = time.monotonic()
-    await relay_committed(engine, records)
+    await relay.relay_committed(records)
     return committed
 
 
@@ -492,14 +491,11 @@ async def test_a_relayed_commit_is_handled_by_its_own_process_and_wakes_no_other
     other = OutboxDispatcher(dispatch_database, recorder("other"), sweep_interval=0.05)
     async with own.running(), other.running():
         await asyncio.sleep(0.3)  # both listening
-        set_relay(dispatch_engine, own.relay)
-        try:
-            await commit_relayed_removal(dispatch_engine, cart_id)
-            assert handled["own"] == [1]  # before the command returned
-            await until_dispatched(dispatch_engine, cart_id)
-            await asyncio.sleep(0.3)  # the other process's NOTIFY and sweeps would come now
-        finally:
-            set_relay(dispatch_engine, None)
+        assert own.accepting
+        await commit_relayed_removal(dispatch_engine, own, cart_id)
+        assert handled["own"] == [1]  # before the command returned
+        await until_dispatched(dispatch_engine, cart_id)
+        await asyncio.sleep(0.3)  # the other process's NOTIFY and sweeps would come now
     assert handled == {"own": [1], "other": []}
 
 
@@ -525,12 +521,8 @@ async def test_a_relayed_event_its_process_failed_to_handle_is_swept_after_its_r
     own = OutboxDispatcher(dispatch_database, failing, sweep_interval=60)
     other = OutboxDispatcher(dispatch_database, handle, sweep_interval=0.05)
     async with own.running(), other.running():
-        set_relay(dispatch_engine, own.relay)
-        try:
-            committed = await commit_relayed_removal(dispatch_engine, cart_id)
-            assert time.monotonic() - committed < RELAY_TIMEOUT_SECONDS + 0.5
-        finally:
-            set_relay(dispatch_engine, None)
+        committed = await commit_relayed_removal(dispatch_engine, own, cart_id)
+        assert time.monotonic() - committed < RELAY_TIMEOUT_SECONDS + 0.5
         async with asyncio.timeout(RESERVATION_MS / 1000 + 5):
             await swept.wait()
         assert time.monotonic() - committed >= RESERVATION_MS / 1000 - 0.05

@@ -340,6 +340,24 @@ async def test_updates_resume_after_the_pubsub_connection_drops(
         await redis.aclose()
 
 
+async def test_a_socket_gets_a_fresh_snapshot_after_the_pubsub_connection_drops(
+    client: Client, admin_headers: dict[str, str], live_server: str, redis_url: str
+) -> None:
+    """Whatever was published while a process resubscribed is lost, so once it is back it
+    sends each of its sockets a snapshot, though nothing changes in the cart after the drop."""
+    host, cart, _ = await cart_with_product(client, admin_headers)
+    redis = Redis.from_url(redis_url)
+    try:
+        async with connect(ws_url(live_server, cart["id"], host)) as ws:
+            assert (await receive(ws))["type"] == "snapshot"
+            assert await redis.client_kill_filter(_type="pubsub") >= 1
+            snapshot = await receive_type(ws, "snapshot")
+            assert snapshot["version"] == cart["version"]
+            assert snapshot["cart"]["id"] == cart["id"]
+    finally:
+        await redis.aclose()
+
+
 async def test_the_heartbeat_keeps_every_carts_presence_alive_past_one_batch(
     client: Client, admin_headers: dict[str, str], live_server: str, redis_url: str
 ) -> None:

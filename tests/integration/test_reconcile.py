@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.embedded import EMULATOR_SECRET_KEY, stripe_emulator
 from app.payments.amounts import to_stripe
 from app.payments.gateway import StripeGateway
-from app.use_cases.payments import reconcile
+from app.use_cases.payments.reconcile import reconcile
+from app.wiring import build_runner
 from tests.builders import Client
 from tests.integration.test_group_flow import uid
 from tests.integration.test_online_payments import VISA, pay_with_card
@@ -46,6 +47,7 @@ async def test_reconcile_reports_then_records_or_refunds(
     silent_stripe: tuple[str, StripeGateway],
 ) -> None:
     base, gateway = silent_stripe
+    runner = build_runner(engine, gateway, relay=None)
     url, host, guest, view = await locked_cart(client, admin_headers)
 
     async def captured(user_id: str, amount: int) -> str:
@@ -80,10 +82,10 @@ async def test_reconcile_reports_then_records_or_refunds(
     listed = {json.loads(line)["payment_intent_id"] for line in report.stdout.splitlines()}
     assert listed == {good, short}
 
-    fixed = await reconcile(engine, gateway, since=since, fix=True)
+    fixed = await reconcile(runner, since=since, fix=True)
     assert {f.payment_intent_id: f.fixed_as for f in fixed} == {good: "applied", short: "refunded"}
     after = (await client.get(url, headers=guest)).json()
     assert payment_of(after, uid(guest))["status"] == "paid_online"
     assert payment_of(after, uid(host))["status"] == "refunded"
 
-    assert await reconcile(engine, gateway, since=since, fix=False) == []
+    assert await reconcile(runner, since=since, fix=False) == []

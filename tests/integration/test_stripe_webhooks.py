@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.config import Settings
 from app.payments.gateway import StripeGateway
 from app.persistence.tables import outbox, refund_requests, refunds, stripe_events
-from app.use_cases.payments import carry_out_refunds
+from app.unit_of_work import UnitOfWorkRunner
+from app.use_cases.payments.refunds import carry_out_refunds
 from app.wiring import create_app
 from tests.builders import Client, create_product, create_store
 from tests.integration.test_group_flow import open_cart, session, uid
@@ -422,6 +423,7 @@ async def test_events_that_are_not_ours_are_acknowledged_and_ignored(client: Cli
 async def test_cancel_commits_even_when_stripe_refuses_the_refund_and_it_is_retried(
     client: Client,
     engine: AsyncEngine,
+    runner: UnitOfWorkRunner,
     settings: Settings,
     gateway: StripeGateway,
     stripe_api_base: str,
@@ -450,9 +452,9 @@ async def test_cancel_commits_even_when_stripe_refuses_the_refund_and_it_is_retr
     # already have retried it (successfully: attempt 2) by now.
     assert (owed["status"], owed["attempts"]) in {("pending", 1), ("done", 2)}
 
-    await carry_out_refunds(engine, gateway)  # what the sweeper does, if none did yet
+    await carry_out_refunds(runner)  # what the sweeper does, if none did yet
     assert await count(engine, refunds, refunds.c.payment_intent_id == paid) == 1
-    assert await carry_out_refunds(engine, gateway, payment_intent_ids=[paid]) == 0  # once
+    assert await carry_out_refunds(runner, payment_intent_ids=[paid]) == 0  # once
 
 
 async def test_a_partial_dashboard_refund_keeps_the_member_paid_until_it_covers_everything(

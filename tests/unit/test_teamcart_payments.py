@@ -6,7 +6,7 @@ from domain import errors, events
 from domain.payments import CaptureOutcome, PaymentMethod, PaymentStatus
 from domain.teamcart import CartStatus, MemberPayment
 
-from .builders import a_guest, a_locked_cart, add, an_id, an_open_cart
+from .builders import a_guest, a_locked_cart, add, an_id, an_open_cart, status_of
 
 
 def test_commit_cod_records_the_members_share() -> None:
@@ -166,7 +166,7 @@ def test_refund_or_dispute_of_a_settled_payment_reopens_a_ready_cart() -> None:
     cart.pull_events()
     assert cart.flag_payment_for_review(guest, "pi_1")
     assert cart.members[guest].payment.status is PaymentStatus.REVIEW
-    assert cart.status is CartStatus.LOCKED
+    assert status_of(cart) is CartStatus.LOCKED
     assert [type(e) for e in cart.pull_events()] == [
         events.PaymentUnderReview,
         events.CartPaymentsReopened,

@@ -1,0 +1,402 @@
+"""Payments repository: PaymentIntents, refunds owed and made, disputes, the Stripe event
+inbox, and the order's copy of each payment — every payment statement, on one connection.
+
+Amounts named ``amount`` are Stripe's units (``app.payments.amounts``); ``amount_minor`` on
+``payment_intents`` is ours. A PaymentIntent's ``status`` only ever moves up
+:data:`INTENT_STATUS_RANK`: Stripe does not order its events, and a late success must never
+undo a refund.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import RowMapping, bindparam, case, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app.persistence.tables import (
+    disputes,
+    order_payments,
+    payment_intents,
+    refund_requests,
+    refunds,
+    stripe_events,
+    teamcart_members,
+    teamcarts,
+)
+
+INTENT_STATUS_RANK: Final = {
+    "open": 0,
+    "failed": 1,
+    "canceled": 1,
+    "succeeded": 2,
+    "refunded": 3,
+}
+"""An intent's status only moves up this order (open → failed | canceled → succeeded →
+refunded)."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntentOwner:
+    """Whose share a PaymentIntent we created pays."""
+
+    cart_id: str
+    user_id: str
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class IntentFacts:
+    """What Stripe has told us happened to a PaymentIntent's capture, in whatever order."""
+
+    refunded: int  # Stripe's units, refunds that succeeded
+    disputed: bool  # a dispute that was not won
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOwed:
+    payment_intent_id: str
+    cart_id: str | None
+    amount: int
+    currency: str
+    reason: str
+    attempts: int
+
+
+_SET_INTENT_STATUS = (
+    update(payment_intents)
+    .where(
+        payment_intents.c.id == bindparam("_id"),
+        case(INTENT_STATUS_RANK, value=payment_intents.c.status, else_=0) < bindparam("rank"),
+    )
+    .values(status=bindparam("status"), updated_at=func.now())
+)
+_FROM_OPEN = (
+    update(payment_intents)
+    .where(payment_intents.c.id == bindparam("_id"), payment_intents.c.status == "open")
+    .values(status=bindparam("status"), updated_at=func.now())
+)
+_INTENT_FACTS = select(
+    select(func.coalesce(func.sum(refunds.c.amount_minor), 0))
+    .where(refunds.c.payment_intent_id == bindparam("intent"), refunds.c.status == "succeeded")
+    .scalar_subquery(),
+    exists().where(
+        disputes.c.payment_intent_id == bindparam("intent"),
+        disputes.c.status.not_in(["won", "warning_closed"]),
+    ),
+)
+_CLAIM_EVENT = insert(stripe_events).on_conflict_do_nothing().returning(stripe_events.c.id)
+_RECORD_OUTCOME = update(stripe_events).where(stripe_events.c.id == bindparam("_id"))
+
+
+class SqlPayments:
+    """The payment statements of one unit of work's transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    # --- PaymentIntents ----------------------------------------------------------------
+
+    async def latest_intent(
+        self, cart_id: str, user_id: str, quote_version: int
+    ) -> RowMapping | None:
+        """The member's newest attempt at paying this quote."""
+        found = await self._conn.execute(
+            select(payment_intents)
+            .where(
+                payment_intents.c.cart_id == cart_id,
+                payment_intents.c.user_id == user_id,
+                payment_intents.c.quote_version == quote_version,
+            )
+            .order_by(payment_intents.c.attempt.desc())
+            .limit(1)
+        )
+        return found.mappings().one_or_none()
+
+    async def lock_quote(self, cart_id: str) -> tuple[int, str]:
+        """The cart's quote version and status, its row locked: this orders an intent's
+        insert against tip, coupon and unlock, which refuse open intents."""
+        row = (
+            await self._conn.execute(
+                select(teamcarts.c.quote_version, teamcarts.c.status)
+                .where(teamcarts.c.id == cart_id)
+                .with_for_update()
+            )
+        ).one()
+        return int(row.quote_version), str(row.status)
+
+    async def add_intent(self, **values: Any) -> RowMapping:
+        """Insert a new attempt; when a concurrent call inserted the same attempt first,
+        that one (whose ``id`` then differs)."""
+        inserted = await self._conn.execute(
+            insert(payment_intents)
+            .values(status="open", **values)
+            .on_conflict_do_nothing()
+            .returning(*payment_intents.c)
+        )
+        row = inserted.mappings().one_or_none()
+        if row is not None:
+            return row
+        existing = await self._conn.execute(
+            select(payment_intents).where(
+                payment_intents.c.cart_id == values["cart_id"],
+                payment_intents.c.user_id == values["user_id"],
+                payment_intents.c.quote_version == values["quote_version"],
+                payment_intents.c.attempt == values["attempt"],
+            )
+        )
+        return existing.mappings().one()
+
+    async def member_intent_status(self, intent_id: str, cart_id: str, user_id: str) -> str | None:
+        row = await self._conn.execute(
+            select(payment_intents.c.status).where(
+                payment_intents.c.id == intent_id,
+                payment_intents.c.cart_id == cart_id,
+                payment_intents.c.user_id == user_id,
+            )
+        )
+        status = row.scalar_one_or_none()
+        return None if status is None else str(status)
+
+    async def has_open_intents(self, cart_id: str) -> bool:
+        found = await self._conn.execute(
+            select(payment_intents.c.id)
+            .where(payment_intents.c.cart_id == cart_id, payment_intents.c.status == "open")
+            .limit(1)
+        )
+        return found.first() is not None
+
+    async def set_intent_status(self, intent_id: str, status: str) -> None:
+        """Move the intent's status up to ``status`` (never down: see the module docstring)."""
+        await self._conn.execute(
+            _SET_INTENT_STATUS,
+            {"_id": intent_id, "status": status, "rank": INTENT_STATUS_RANK[status]},
+        )
+
+    async def close_open_intent(self, intent_id: str, status: str) -> None:
+        """An open attempt failed or was canceled; a late notice never overwrites more."""
+        await self._conn.execute(_FROM_OPEN, {"_id": intent_id, "status": status})
+
+    async def intent_owner(self, intent_id: str) -> IntentOwner | None:
+        row = (
+            await self._conn.execute(
+                select(
+                    payment_intents.c.cart_id,
+                    payment_intents.c.user_id,
+                    payment_intents.c.amount_minor,
+                    payment_intents.c.currency,
+                ).where(payment_intents.c.id == intent_id)
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return IntentOwner(str(row.cart_id), str(row.user_id), row.amount_minor, row.currency)
+
+    async def intent_facts(self, intent_id: str) -> IntentFacts:
+        refunded, disputed = (await self._conn.execute(_INTENT_FACTS, {"intent": intent_id})).one()
+        return IntentFacts(int(refunded), bool(disputed))
+
+    # --- refunds -----------------------------------------------------------------------
+
+    async def request_refund(
+        self,
+        payment_intent_id: str,
+        *,
+        amount: int,
+        currency: str,
+        reason: str,
+        cart_id: str | None,
+    ) -> None:
+        """Owe a refund (once per intent, however often it is decided)."""
+        await self._conn.execute(
+            insert(refund_requests)
+            .values(
+                payment_intent_id=payment_intent_id,
+                cart_id=cart_id,
+                amount=amount,
+                currency=currency,
+                reason=reason,
+            )
+            .on_conflict_do_nothing()
+        )
+
+    async def pending_refunds(
+        self, *, payment_intent_ids: Sequence[str] | None, cart_id: str | None, limit: int
+    ) -> list[str]:
+        query = select(refund_requests.c.payment_intent_id).where(
+            refund_requests.c.status == "pending"
+        )
+        if payment_intent_ids is not None:
+            query = query.where(refund_requests.c.payment_intent_id.in_(list(payment_intent_ids)))
+        if cart_id is not None:
+            query = query.where(refund_requests.c.cart_id == cart_id)
+        return [str(i) for i in (await self._conn.execute(query.limit(limit))).scalars()]
+
+    async def claim_refund(self, payment_intent_id: str) -> RefundOwed | None:
+        """The pending refund, locked until this transaction ends; ``None`` when it is done
+        or another process has it."""
+        row = (
+            (
+                await self._conn.execute(
+                    select(refund_requests)
+                    .where(
+                        refund_requests.c.payment_intent_id == payment_intent_id,
+                        refund_requests.c.status == "pending",
+                    )
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            .mappings()
+            .one_or_none()
+        )
+        if row is None:
+            return None
+        return RefundOwed(
+            payment_intent_id=payment_intent_id,
+            cart_id=None if row["cart_id"] is None else str(row["cart_id"]),
+            amount=row["amount"],
+            currency=row["currency"],
+            reason=row["reason"],
+            attempts=row["attempts"],
+        )
+
+    async def note_refund_failed(self, payment_intent_id: str, attempts: int, error: str) -> None:
+        await self._conn.execute(
+            update(refund_requests)
+            .where(refund_requests.c.payment_intent_id == payment_intent_id)
+            .values(attempts=attempts, last_error=error[:500], updated_at=func.now())
+        )
+
+    async def mark_refund_done(self, payment_intent_id: str, attempts: int) -> None:
+        await self._conn.execute(
+            update(refund_requests)
+            .where(refund_requests.c.payment_intent_id == payment_intent_id)
+            .values(status="done", attempts=attempts, updated_at=func.now())
+        )
+
+    async def record_refund(
+        self,
+        refund_id: str,
+        payment_intent_id: str,
+        *,
+        amount: int,
+        currency: str,
+        status: str,
+        reason: str,
+    ) -> None:
+        """A refund Stripe made or told us of, by its id; a later notice updates its status."""
+        await self._conn.execute(
+            insert(refunds)
+            .values(
+                id=refund_id,
+                payment_intent_id=payment_intent_id,
+                amount_minor=amount,
+                currency=currency,
+                status=status,
+                reason=reason,
+            )
+            .on_conflict_do_update(
+                index_elements=[refunds.c.id], set_={"status": status, "updated_at": func.now()}
+            )
+        )
+
+    async def refunded_total(self, payment_intent_id: str) -> int:
+        """Stripe's units refunded so far (succeeded refunds)."""
+        total = await self._conn.execute(
+            select(func.coalesce(func.sum(refunds.c.amount_minor), 0)).where(
+                refunds.c.payment_intent_id == payment_intent_id, refunds.c.status == "succeeded"
+            )
+        )
+        return int(total.scalar_one())
+
+    # --- disputes and the order's copy ---------------------------------------------------
+
+    async def record_dispute(
+        self,
+        dispute_id: str,
+        payment_intent_id: str,
+        *,
+        amount: int,
+        currency: str,
+        reason: str,
+        status: str,
+    ) -> None:
+        """Stored by intent whatever it concerns, even before its capture is reported."""
+        await self._conn.execute(
+            insert(disputes)
+            .values(
+                id=dispute_id,
+                payment_intent_id=payment_intent_id,
+                amount=amount,
+                currency=currency,
+                reason=reason,
+                status=status,
+            )
+            .on_conflict_do_update(
+                index_elements=[disputes.c.id], set_={"status": status, "updated_at": func.now()}
+            )
+        )
+
+    async def set_order_payment_status(self, payment_intent_id: str, status: str) -> None:
+        """A converted cart's payments live on its order too: keep the order's in step."""
+        await self._conn.execute(
+            update(order_payments)
+            .where(order_payments.c.reference == payment_intent_id)
+            .values(status=status)
+        )
+
+    # --- the Stripe event inbox ----------------------------------------------------------
+
+    async def claim_event(self, event_id: str, event_type: str) -> bool:
+        """Enter the event in the inbox; ``False`` when it is there already (a duplicate)."""
+        claimed = await self._conn.execute(
+            _CLAIM_EVENT, {"id": event_id, "type": event_type, "outcome": "processing"}
+        )
+        return claimed.first() is not None
+
+    async def record_outcome(
+        self,
+        event_id: str,
+        outcome: str,
+        reason: str | None,
+        payment_intent_id: str | None,
+        cart_id: str | None,
+    ) -> None:
+        await self._conn.execute(
+            _RECORD_OUTCOME,
+            {
+                "_id": event_id,
+                "outcome": outcome,
+                "reason": reason,
+                "payment_intent_id": payment_intent_id,
+                "cart_id": cart_id,
+            },
+        )
+
+    # --- reconciliation ------------------------------------------------------------------
+
+    async def is_accounted_for(self, payment_intent_id: str) -> bool:
+        """Recorded as a member's payment (paid, under review or refunded), on an order, or
+        owed back. A failed attempt's id on a member does not count: that money was never
+        recorded."""
+        settled = ("paid_online", "review", "refunded")
+        for query in (
+            select(teamcart_members.c.user_id).where(
+                teamcart_members.c.payment_reference == payment_intent_id,
+                teamcart_members.c.payment_status.in_(settled),
+            ),
+            select(order_payments.c.user_id).where(order_payments.c.reference == payment_intent_id),
+            select(refund_requests.c.payment_intent_id).where(
+                refund_requests.c.payment_intent_id == payment_intent_id
+            ),
+            select(refunds.c.id).where(
+                refunds.c.payment_intent_id == payment_intent_id, refunds.c.status == "succeeded"
+            ),
+        ):
+            if (await self._conn.execute(query.limit(1))).first() is not None:
+                return True
+        return False

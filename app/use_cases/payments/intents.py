@@ -1,0 +1,215 @@
+"""A member's PaymentIntent: started (or reused) for their share, and confirmed.
+
+Starting spans three steps, because Stripe must not be called inside a transaction that
+holds the cart: a read (may this member pay, is an open attempt there to reuse?), the intent
+created at Stripe with an idempotency key, then a write that records it if the quote is still
+the one it was made for (the cart's row locked, which orders it against tip, coupon and
+unlock). The aggregate does not change: the payment is recorded when Stripe's webhook says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+from sqlalchemy import RowMapping
+
+from app.failures import (
+    ConflictError,
+    NotFoundError,
+    PaymentDeclinedError,
+    ProviderUnavailableError,
+    UnprocessableError,
+    cart_not_found,
+)
+from app.payments.amounts import from_stripe, to_stripe
+from app.payments.gateway import CardDeclined, GatewayError, IntentInfo, PaymentGateway
+from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
+from domain import errors
+from domain.teamcart import CartStatus
+
+log = structlog.get_logger("teamcart.payments")
+
+
+@dataclass(frozen=True, slots=True)
+class StartOnlinePayment:
+    actor_id: str
+    cart_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OnlinePayment:
+    payment_intent_id: str
+    client_secret: str
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What the read step found: the attempt to make, or the open one to reuse."""
+
+    command: StartOnlinePayment
+    share: int
+    currency: str
+    quote_version: int
+    attempt: int
+    reuse: OnlinePayment | None
+
+
+def _online_payment(row: RowMapping) -> OnlinePayment:
+    return OnlinePayment(
+        payment_intent_id=row["id"],
+        client_secret=row["client_secret"],
+        amount_minor=row["amount_minor"],
+        currency=row["currency"],
+    )
+
+
+async def _plan(command: StartOnlinePayment, uow: UnitOfWork) -> _Plan:
+    cart = await uow.carts.get(command.cart_id)
+    if cart is None:
+        raise cart_not_found(command.cart_id)
+    share = cart.payable_share(command.actor_id)
+    existing = await uow.payments.latest_intent(cart.id, command.actor_id, cart.quote_version)
+    reuse = None
+    if existing is not None and existing["status"] == "open":
+        reuse = _online_payment(existing)
+    attempt = 1 if existing is None else existing["attempt"] + 1
+    return _Plan(command, share, cart.currency, cart.quote_version, attempt, reuse)
+
+
+def _stripe_amount(plan: _Plan) -> int:
+    try:
+        amount = to_stripe(plan.share, plan.currency)
+    except ValueError as exc:
+        raise UnprocessableError("currency_not_payable_online", str(exc)) from exc
+    if from_stripe(amount, plan.currency) != plan.share:
+        # Stripe rounds three-decimal currencies to tens: it would charge a different amount.
+        raise UnprocessableError(
+            "amount_not_payable_online",
+            f"Stripe can't charge exactly {plan.share} in {plan.currency} minor units; "
+            "please pay cash on delivery",
+        )
+    return amount
+
+
+async def _create_intent(gateway: PaymentGateway, plan: _Plan) -> IntentInfo:
+    command = plan.command
+    try:
+        return await gateway.create_payment_intent(
+            amount=_stripe_amount(plan),
+            currency=plan.currency,
+            metadata={
+                "source": "teamcart",
+                "teamcart_id": command.cart_id,
+                "member_user_id": command.actor_id,
+                "quote_version": str(plan.quote_version),
+                "purpose": "member_payment",
+            },
+            idempotency_key=(
+                f"teamcart-{command.cart_id}-{command.actor_id}"
+                f"-q{plan.quote_version}-a{plan.attempt}"
+            ),
+        )
+    except GatewayError as exc:
+        log.warning("payment_intent_create_failed", teamcart_id=command.cart_id, error=str(exc))
+        raise ProviderUnavailableError(
+            "payment_provider_unavailable", "Stripe did not answer"
+        ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    plan: _Plan
+    created: IntentInfo
+
+
+async def _record(record: _Record, uow: UnitOfWork) -> RowMapping:
+    plan, created = record.plan, record.created
+    quote_version, status = await uow.payments.lock_quote(plan.command.cart_id)
+    if quote_version != plan.quote_version or status != CartStatus.LOCKED:
+        await cancel_quietly(uow.stripe, created.id)
+        raise errors.QuoteChanged("The cart's quote changed; start the payment again.")
+    return await uow.payments.add_intent(
+        id=created.id,
+        cart_id=plan.command.cart_id,
+        user_id=plan.command.actor_id,
+        quote_version=plan.quote_version,
+        attempt=plan.attempt,
+        amount_minor=plan.share,
+        currency=plan.currency,
+        client_secret=created.client_secret,
+    )
+
+
+async def start_online_payment(
+    command: StartOnlinePayment, runner: UnitOfWorkRunner
+) -> OnlinePayment:
+    """Create (or reuse) the member's PaymentIntent for their share of the current quote."""
+    plan = await runner.run(_plan, command)
+    if plan.reuse is not None:
+        return plan.reuse
+    created = await _create_intent(runner.stripe, plan)
+    row = await runner.run(_record, _Record(plan, created))
+    if row["id"] != created.id:  # a concurrent call won this attempt: use its intent
+        await cancel_quietly(runner.stripe, created.id)
+    log.info(
+        "payment_intent_started",
+        teamcart_id=command.cart_id,
+        member_user_id=command.actor_id,
+        payment_intent_id=row["id"],
+        attempt=plan.attempt,
+    )
+    return _online_payment(row)
+
+
+async def cancel_quietly(gateway: PaymentGateway, intent_id: str) -> None:
+    try:
+        await gateway.cancel_payment_intent(intent_id)
+    except GatewayError:
+        log.warning("payment_intent_cancel_failed", payment_intent_id=intent_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmOnlinePayment:
+    actor_id: str
+    cart_id: str
+    payment_intent_id: str
+    payment_method: str
+
+
+async def _intent_status(command: ConfirmOnlinePayment, uow: UnitOfWork) -> str | None:
+    return await uow.payments.member_intent_status(
+        command.payment_intent_id, command.cart_id, command.actor_id
+    )
+
+
+async def _mark_failed(payment_intent_id: str, uow: UnitOfWork) -> None:
+    await uow.payments.close_open_intent(payment_intent_id, "failed")
+
+
+async def confirm_online_payment(command: ConfirmOnlinePayment, runner: UnitOfWorkRunner) -> str:
+    """Confirm the caller's own open PaymentIntent with a payment method from Stripe.js.
+
+    For Stripe.js builds that create a payment method but do not confirm (the emulator's),
+    and any client that prefers confirming on the server. The outcome still arrives by
+    webhook; this returns Stripe's status (``succeeded``, ``processing``, …).
+    """
+    status = await runner.run(_intent_status, command)
+    if status is None:
+        raise NotFoundError("payment_not_found", "no such payment of yours on this cart")
+    if status != "open":
+        raise ConflictError("payment_not_open", f"this payment is already {status}")
+    try:
+        return await runner.stripe.confirm_payment_intent(
+            command.payment_intent_id, command.payment_method
+        )
+    except CardDeclined as exc:
+        # Known failed now: a retry starts a new attempt (the webhook will agree later).
+        await runner.run(_mark_failed, command.payment_intent_id)
+        raise PaymentDeclinedError("card_declined", str(exc)) from exc
+    except GatewayError as exc:
+        raise ProviderUnavailableError(
+            "payment_provider_unavailable", "Stripe did not answer"
+        ) from exc

@@ -1,0 +1,329 @@
+"""Stripe's events: taken in exactly once, routed by metadata, and handed to the aggregate.
+
+``handle_stripe_event`` runs one verified event as one unit of work: the event id goes into
+the ``stripe_events`` inbox first (a duplicate delivery stops there), then its effect (the
+cart saved with its version check, its outbox events), then the recorded outcome. What can't
+be recorded is owed back in the same transaction and refunded once it commits. A transient
+failure raises, rolls everything back, and Stripe delivers the event again.
+
+Routing: ``payment_intent.*`` by ``metadata.teamcart_id`` (single-payer orders, by
+``order_id``, are not handled yet); refunds and disputes by the PaymentIntent they name,
+through the intents we created. Stripe does not order its events, so what has happened to a
+capture (refunds, disputes) is stored by intent, and a capture reported late is judged with
+it (``TeamCart.record_online_payment``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Histogram
+
+from app.failures import ServiceUnavailableError, VersionConflictError
+from app.payments.amounts import from_stripe, to_stripe
+from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
+from app.use_cases.payments.metrics import ALERTS, AMOUNT_MISMATCHES
+from app.use_cases.payments.refunds import owe_refund
+from domain import errors
+from domain.payments import CaptureOutcome, PaymentStatus
+from domain.teamcart import TeamCart
+
+log = structlog.get_logger("teamcart.payments")
+
+WEBHOOKS = Counter(
+    "teamcart_webhooks_total", "Stripe webhook events by type and outcome", ["type", "outcome"]
+)
+WEBHOOK_SECONDS = Histogram(
+    "teamcart_webhook_seconds",
+    "Time to process one Stripe webhook, signature to answer",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+_MISMATCHES = frozenset({"quote_changed", "currency_mismatch", "amount_mismatch"})
+REFUND_EVENTS = frozenset({"charge.refunded", "refund.created", "refund.updated"})
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an event did: applied, duplicate, ignored, refunded or review, and why."""
+
+    outcome: str
+    reason: str | None = None
+    payment_intent_id: str | None = None
+    cart_id: str | None = None
+
+
+async def handle_stripe_event(runner: UnitOfWorkRunner, event: Mapping[str, Any]) -> Outcome:
+    """Apply one verified Stripe event exactly once; raise on transient failure (→ 503)."""
+    started = time.perf_counter()
+    try:
+        outcome = await runner.run(take_in_event, event)
+    except VersionConflictError as exc:
+        raise ServiceUnavailableError(
+            "service_unavailable", "the cart kept changing; Stripe will retry"
+        ) from exc
+    WEBHOOKS.labels(type=str(event["type"]), outcome=outcome.outcome).inc()
+    WEBHOOK_SECONDS.observe(time.perf_counter() - started)
+    return outcome
+
+
+async def take_in_event(event: Mapping[str, Any], uow: UnitOfWork) -> Outcome:
+    """The handler: the inbox, the effect, the recorded outcome, in one transaction."""
+    event_id = str(event["id"])
+    event_type = str(event["type"])
+    obj: Mapping[str, Any] = event["data"]["object"]
+    if not await uow.payments.claim_event(event_id, event_type):
+        return Outcome("duplicate")
+    outcome = await _apply(uow, event_type, obj)
+    await uow.payments.record_outcome(
+        event_id, outcome.outcome, outcome.reason, outcome.payment_intent_id, outcome.cart_id
+    )
+    log.info(
+        "stripe_event",
+        event_id=event_id,
+        type=event_type,
+        outcome=outcome.outcome,
+        reason=outcome.reason,
+        payment_intent_id=outcome.payment_intent_id,
+        teamcart_id=outcome.cart_id,
+        member_user_id=(obj.get("metadata") or {}).get("member_user_id"),
+    )
+    return outcome
+
+
+async def _apply(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]) -> Outcome:
+    if event_type.startswith("payment_intent."):
+        metadata = obj.get("metadata") or {}
+        intent_id = str(obj.get("id"))
+        if metadata.get("teamcart_id"):
+            return await _apply_to_cart(uow, event_type, obj, metadata)
+        if metadata.get("order_id"):
+            return Outcome(
+                "ignored", "unrouted: single-payer orders are not handled yet", intent_id
+            )
+        return Outcome("ignored", "not a TeamCart payment", intent_id)
+    if event_type in REFUND_EVENTS:
+        return await _apply_refund(uow, event_type, obj)
+    if event_type == "charge.dispute.created":
+        return await _apply_dispute(uow, obj)
+    return Outcome("ignored", f"{event_type} is not handled")
+
+
+# --- payment_intent.* ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _IntentEvent:
+    intent_id: str
+    cart_id: str
+    user_id: str
+    currency: str
+    received: int  # Stripe's units
+    metadata: Mapping[str, Any]
+
+
+async def _apply_to_cart(
+    uow: UnitOfWork, event_type: str, intent: Mapping[str, Any], metadata: Mapping[str, Any]
+) -> Outcome:
+    evt = _IntentEvent(
+        intent_id=str(intent["id"]),
+        cart_id=str(metadata["teamcart_id"]),
+        user_id=str(metadata.get("member_user_id", "")),
+        currency=str(intent.get("currency", "")).upper(),
+        received=int(intent.get("amount_received") or intent.get("amount") or 0),
+        metadata=metadata,
+    )
+    cart = await uow.carts.get(evt.cart_id)
+    if event_type == "payment_intent.succeeded":
+        return await _captured(uow, evt, cart)
+    if cart is None or not cart.is_member(evt.user_id):
+        return Outcome("ignored", "unknown cart or member", evt.intent_id, evt.cart_id)
+    if event_type == "payment_intent.payment_failed":
+        await uow.payments.close_open_intent(evt.intent_id, "failed")
+        try:
+            cart.mark_payment_failed(evt.user_id, evt.intent_id)
+        except errors.DomainError as refusal:
+            return Outcome("ignored", refusal.code, evt.intent_id, evt.cart_id)
+        return Outcome("applied", None, evt.intent_id, evt.cart_id)
+    if event_type == "payment_intent.canceled":
+        await uow.payments.close_open_intent(evt.intent_id, "canceled")
+        return Outcome("applied", None, evt.intent_id, evt.cart_id)
+    return Outcome("ignored", f"{event_type} is not handled", evt.intent_id, evt.cart_id)
+
+
+async def _captured(uow: UnitOfWork, evt: _IntentEvent, cart: TeamCart | None) -> Outcome:
+    """A capture: recorded if it is what the member owes, else owed back."""
+    if cart is None or not cart.is_member(evt.user_id):
+        ALERTS.labels(kind="unknown_cart_payment").inc()
+        await owe_refund(
+            uow,
+            evt.intent_id,
+            amount=evt.received,
+            currency=evt.currency,
+            reason="unknown_cart_or_member",
+            cart_id=evt.cart_id,
+        )
+        return Outcome("refunded", "unknown_cart_or_member", evt.intent_id, None)
+    facts = await uow.payments.intent_facts(evt.intent_id)
+    try:
+        decision = cart.record_online_payment(
+            evt.user_id,
+            _received_minor(evt.received, evt.currency),
+            evt.currency,
+            _quote_version(evt.metadata),
+            evt.intent_id,
+            refunded_minor=from_stripe(facts.refunded, evt.currency),
+            disputed=facts.disputed,
+        )
+    except errors.DomainError as refusal:
+        return await _refuse(uow, evt, cart, refusal)
+    await uow.payments.set_intent_status(evt.intent_id, "succeeded")  # never undoes a refund
+    if decision is CaptureOutcome.UNDER_REVIEW:
+        reason = "disputed" if facts.disputed else "partially_refunded"
+        ALERTS.labels(kind="capture_under_review").inc()
+        log.error(
+            "payment_under_review",
+            teamcart_id=evt.cart_id,
+            member_user_id=evt.user_id,
+            payment_intent_id=evt.intent_id,
+            reason=reason,
+        )
+        return Outcome("review", reason, evt.intent_id, evt.cart_id)
+    status = cart.members[evt.user_id].payment.status
+    if decision is not CaptureOutcome.RECORDED and status is PaymentStatus.REFUNDED:
+        return Outcome("refunded", "already_refunded", evt.intent_id, evt.cart_id)
+    if decision is not CaptureOutcome.RECORDED and status is PaymentStatus.REVIEW:
+        return Outcome("review", "under_review", evt.intent_id, evt.cart_id)
+    return Outcome("applied", None, evt.intent_id, evt.cart_id)
+
+
+async def _refuse(
+    uow: UnitOfWork, evt: _IntentEvent, cart: TeamCart, refusal: errors.DomainError
+) -> Outcome:
+    """A capture the member didn't owe (wrong amount, quote, currency; paid twice; the cart
+    no longer takes payments): owed back, and the member sees it came back."""
+    if refusal.code in _MISMATCHES:
+        AMOUNT_MISMATCHES.inc()
+    await owe_refund(
+        uow,
+        evt.intent_id,
+        amount=evt.received,
+        currency=evt.currency,
+        reason=refusal.code,
+        cart_id=evt.cart_id,
+    )
+    cart.record_refund(evt.user_id, evt.intent_id, from_stripe(evt.received, evt.currency))
+    ALERTS.labels(kind="rejected_payment").inc()
+    log.warning(
+        "payment_rejected",
+        teamcart_id=evt.cart_id,
+        member_user_id=evt.user_id,
+        payment_intent_id=evt.intent_id,
+        reason=refusal.code,
+        detail=refusal.detail,
+    )
+    return Outcome("refunded", refusal.code, evt.intent_id, evt.cart_id)
+
+
+def _quote_version(metadata: Mapping[str, Any]) -> int:
+    """The quote the member paid against, as our intent's metadata says (-1: unreadable)."""
+    try:
+        return int(metadata.get("quote_version", -1))
+    except (TypeError, ValueError):
+        return -1
+
+
+def _received_minor(received: int, currency: str) -> int:
+    """What Stripe captured, in our minor units; a capture that isn't a whole number of them
+    can't be anyone's share."""
+    amount = from_stripe(received, currency)
+    if to_stripe(amount, currency) != received:
+        raise errors.AmountMismatch(f"Paid {received} {currency} (Stripe units), not a share.")
+    return amount
+
+
+# --- refunds and disputes --------------------------------------------------------------------
+
+
+async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]) -> Outcome:
+    """Sync refunds by refund id: ours and ones made in the Stripe dashboard.
+
+    A member's payment shows ``refunded`` only once refunds cover the whole capture; a
+    partial refund is recorded and alerted, and the member stays paid.
+    """
+    intent_id = str(obj.get("payment_intent") or "")
+    currency = str(obj.get("currency", "")).upper()
+    owner = await uow.payments.intent_owner(intent_id)
+    # The cart before the intent's rows, as the payment path takes them on a retry (which
+    # locks the cart as it loads it): the other order could deadlock with it.
+    cart = await uow.carts.get(owner.cart_id) if owner is not None else None
+    listed = [obj]
+    if event_type == "charge.refunded":
+        listed = (obj.get("refunds") or {}).get("data") or []
+    for refund in listed:
+        status = str(refund.get("status") or "succeeded")
+        await uow.payments.record_refund(
+            str(refund["id"]),
+            intent_id,
+            amount=int(refund.get("amount") or 0),
+            currency=currency,
+            status=status,
+            reason="stripe",
+        )
+        if status == "failed":
+            ALERTS.labels(kind="refund_failed").inc()
+            log.error("refund_failed", payment_intent_id=intent_id, refund_id=refund["id"])
+    if owner is None:
+        return Outcome("ignored", "unknown intent", intent_id)
+    if event_type == "charge.refunded" and obj.get("amount") is not None:
+        captured, refunded = int(obj["amount"]), int(obj.get("amount_refunded") or 0)
+    else:
+        captured = to_stripe(owner.amount_minor, owner.currency)
+        refunded = await uow.payments.refunded_total(intent_id)
+    if refunded < captured:
+        ALERTS.labels(kind="partial_refund").inc()
+        log.warning(
+            "partial_refund", payment_intent_id=intent_id, refunded=refunded, captured=captured
+        )
+        return Outcome(
+            "applied", f"partial refund: {refunded} of {captured}", intent_id, owner.cart_id
+        )
+    await uow.payments.set_intent_status(intent_id, "refunded")
+    await uow.payments.set_order_payment_status(intent_id, PaymentStatus.REFUNDED.value)
+    if cart is None or not cart.is_member(owner.user_id):
+        ALERTS.labels(kind="refund_for_departed_member").inc()
+        return Outcome("applied", "the member is no longer in the cart", intent_id, owner.cart_id)
+    cart.record_refund(owner.user_id, intent_id, from_stripe(refunded, currency))
+    return Outcome("applied", None, intent_id, owner.cart_id)
+
+
+async def _apply_dispute(uow: UnitOfWork, dispute: Mapping[str, Any]) -> Outcome:
+    intent_id = str(dispute.get("payment_intent") or "")
+    ALERTS.labels(kind="dispute").inc()
+    log.error(
+        "payment_disputed",
+        payment_intent_id=intent_id,
+        dispute_id=dispute.get("id"),
+        reason=dispute.get("reason"),
+    )
+    await uow.payments.record_dispute(
+        str(dispute.get("id") or ""),
+        intent_id,
+        amount=int(dispute.get("amount") or 0),
+        currency=str(dispute.get("currency") or "").upper(),
+        reason=str(dispute.get("reason") or "unknown"),
+        status=str(dispute.get("status") or "needs_response"),
+    )
+    owner = await uow.payments.intent_owner(intent_id)
+    if owner is None:
+        # Stored all the same: if its capture is reported later, it goes to review.
+        return Outcome("review", "dispute on an unknown payment", intent_id)
+    cart = await uow.carts.get(owner.cart_id)
+    if cart is not None and cart.is_member(owner.user_id):
+        cart.flag_payment_for_review(owner.user_id, intent_id)
+    await uow.payments.set_order_payment_status(intent_id, PaymentStatus.REVIEW.value)
+    reason = str(dispute.get("reason") or "dispute")
+    return Outcome("review", reason, intent_id, owner.cart_id)

@@ -1,0 +1,64 @@
+"""Reads of a cart for its members: the view with presence, and who may watch it.
+
+Served from the Redis view model (``realtime.projection``), with PostgreSQL, the source of
+truth, asked the one question the view can't answer alone (is it behind a just-committed
+change?). Reads run in a unit of work like commands, and change nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.failures import cart_not_found
+from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
+from domain.errors import NotAMember
+from realtime.cart_view import CartView, cart_view
+from realtime.projection import Projection, with_presence
+
+
+async def _version(cart_id: str, uow: UnitOfWork) -> int | None:
+    return await uow.carts.version_of(cart_id)
+
+
+async def _stored_view(cart_id: str, uow: UnitOfWork) -> CartView | None:
+    cart = await uow.carts.get(cart_id)
+    return None if cart is None else cart_view(cart)
+
+
+async def read_cart_view(
+    runner: UnitOfWorkRunner, projection: Projection, user_id: str, cart_id: str
+) -> CartView:
+    """A member's view of the cart, with presence, served from the Redis view model.
+
+    The view is rebuilt on a miss. In the few milliseconds after a commit before the
+    projection has applied it, the view is behind the cart's version (one primary-key read):
+    the cart is then read from PostgreSQL, so a client always reads its own writes.
+    """
+    version = await runner.run(_version, cart_id)
+    live = None if version is None else await projection.current(cart_id)
+    if version is None or live is None:
+        raise cart_not_found(cart_id)
+    view = live.cart
+    if view.version < version:
+        stored = await runner.run(_stored_view, cart_id)
+        if stored is None:
+            raise cart_not_found(cart_id)
+        view = with_presence(stored, live.online)
+    if all(member.user_id != user_id for member in view.members):
+        raise NotAMember()
+    return view
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    cart_id: str
+    user_id: str
+
+
+async def _is_member(query: Membership, uow: UnitOfWork) -> bool:
+    return await uow.carts.is_member(query.cart_id, query.user_id)
+
+
+async def is_member(runner: UnitOfWorkRunner, cart_id: str, user_id: str) -> bool:
+    """Whether the user is a member of the cart right now, by PostgreSQL."""
+    return await runner.run(_is_member, Membership(cart_id, user_id))
