@@ -24,7 +24,7 @@ TOKEN_LIFETIME = timedelta(days=7)
 MAX_DISPLAY_NAME = 60
 
 # Paths reachable without a token (regular expressions matched against the path).
-PUBLIC_PATHS = [
+PUBLIC_PATHS = (
     "^/$",
     "^/join/",
     "^/static/",
@@ -35,7 +35,7 @@ PUBLIC_PATHS = [
     "^/api/v1/sessions$",
     "^/api/v1/webhooks/",
     "^/ws/",  # WebSockets authenticate in their own handshake (token parameter or message)
-]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,7 @@ def build_jwt_auth(secret: str) -> JWTAuth[Principal, Token]:
     return JWTAuth[Principal, Token](
         token_secret=secret,
         retrieve_user_handler=_retrieve_principal,
-        exclude=PUBLIC_PATHS,
+        exclude=list(PUBLIC_PATHS),
         default_token_expiration=TOKEN_LIFETIME,
     )
 

@@ -7,7 +7,9 @@ the existing demo store and prints the same ids.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import select
@@ -19,16 +21,18 @@ from app.persistence.tables import coupons, products
 DEMO_STORE_ID = "0d3e1a2b-5c6d-4e7f-8a9b-0c1d2e3f4a5b"
 DEMO_COUPON = "TEAM10"
 
-_SIZE = {
-    "name": "Size",
-    "min": 1,
-    "max": 1,
-    "options": [
-        {"name": "Regular", "price_delta_minor": 0},
-        {"name": "Large", "price_delta_minor": 250},
-    ],
-}
-_PRODUCTS: list[dict[str, Any]] = [
+_SIZE: Mapping[str, Any] = MappingProxyType(
+    {
+        "name": "Size",
+        "min": 1,
+        "max": 1,
+        "options": [
+            {"name": "Regular", "price_delta_minor": 0},
+            {"name": "Large", "price_delta_minor": 250},
+        ],
+    }
+)
+_PRODUCTS: tuple[dict[str, Any], ...] = (
     {
         "name": "Margherita pizza",
         "price_minor": 1100,
@@ -83,9 +87,9 @@ _PRODUCTS: list[dict[str, Any]] = [
         ],
     },
     {"name": "Caesar salad", "price_minor": 950, "stock": 40, "option_groups": []},
-    {"name": "Iced lemon tea", "price_minor": 400, "stock": None, "option_groups": [_SIZE]},
+    {"name": "Iced lemon tea", "price_minor": 400, "stock": None, "option_groups": [dict(_SIZE)]},
     {"name": "Tiramisu", "price_minor": 650, "stock": 12, "option_groups": []},
-]
+)
 
 
 @dataclass(frozen=True, slots=True)

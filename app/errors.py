@@ -15,6 +15,7 @@ Clients branch on ``code``; ``type`` is a URI naming the same thing.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import structlog
@@ -37,34 +38,38 @@ _STATUS_BY_CATEGORY: tuple[tuple[type[DomainError], int], ...] = (
     (Invalid, 422),
 )
 
-_CODE_BY_STATUS = {
-    400: "malformed_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "unprocessable",
-    429: "rate_limited",
-    503: "service_unavailable",
-}
+_CODE_BY_STATUS = MappingProxyType(
+    {
+        400: "malformed_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        409: "conflict",
+        413: "payload_too_large",
+        415: "unsupported_media_type",
+        422: "unprocessable",
+        429: "rate_limited",
+        503: "service_unavailable",
+    }
+)
 
-_TITLE_BY_STATUS = {
-    400: "Bad request",
-    402: "Payment required",
-    401: "Authentication required",
-    403: "Forbidden",
-    404: "Not found",
-    405: "Method not allowed",
-    409: "Conflict",
-    422: "Unprocessable request",
-    429: "Too many requests",
-    500: "Internal server error",
-    502: "Bad gateway",
-    503: "Service unavailable",
-}
+_TITLE_BY_STATUS = MappingProxyType(
+    {
+        400: "Bad request",
+        402: "Payment required",
+        401: "Authentication required",
+        403: "Forbidden",
+        404: "Not found",
+        405: "Method not allowed",
+        409: "Conflict",
+        422: "Unprocessable request",
+        429: "Too many requests",
+        500: "Internal server error",
+        502: "Bad gateway",
+        503: "Service unavailable",
+    }
+)
 
 
 class ApiError(ProblemDetailsException):

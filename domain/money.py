@@ -6,41 +6,45 @@ amount. ``Money`` refuses floats, booleans and mixing currencies, so a rounding 
 currency mix-up fails loudly instead of charging someone the wrong amount.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Self
 
 from domain.errors import CurrencyMismatch, UnknownCurrency
 
 # Number of decimal places of each supported currency's minor unit (ISO 4217).
-_EXPONENTS: dict[str, int] = {
-    **dict.fromkeys(
-        [
-            "USD",
-            "EUR",
-            "GBP",
-            "CAD",
-            "AUD",
-            "CHF",
-            "SEK",
-            "NOK",
-            "DKK",
-            "PLN",
-            "CZK",
-            "HUF",
-            "MXN",
-            "BRL",
-            "INR",
-            "CNY",
-            "HKD",
-            "SGD",
-            "NZD",
-            "ZAR",
-        ],
-        2,
-    ),
-    **dict.fromkeys(["JPY", "KRW", "VND", "CLP", "PYG", "UGX", "XAF", "XOF", "ISK"], 0),
-    **dict.fromkeys(["KWD", "BHD", "JOD", "OMR", "TND", "IQD", "LYD"], 3),
-}
+_EXPONENTS: Mapping[str, int] = MappingProxyType(
+    {
+        **dict.fromkeys(
+            [
+                "USD",
+                "EUR",
+                "GBP",
+                "CAD",
+                "AUD",
+                "CHF",
+                "SEK",
+                "NOK",
+                "DKK",
+                "PLN",
+                "CZK",
+                "HUF",
+                "MXN",
+                "BRL",
+                "INR",
+                "CNY",
+                "HKD",
+                "SGD",
+                "NZD",
+                "ZAR",
+            ],
+            2,
+        ),
+        **dict.fromkeys(["JPY", "KRW", "VND", "CLP", "PYG", "UGX", "XAF", "XOF", "ISK"], 0),
+        **dict.fromkeys(["KWD", "BHD", "JOD", "OMR", "TND", "IQD", "LYD"], 3),
+    }
+)
 # ISK has no minor unit in ISO 4217, so it is listed with 0 here. Payment providers that use
 # another convention (Stripe sends ISK with two decimals) convert at their own boundary.
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Final
 
 from sqlalchemy import RowMapping, bindparam, case, exists, func, select, update
@@ -28,13 +29,9 @@ from app.persistence.tables import (
     teamcarts,
 )
 
-INTENT_STATUS_RANK: Final = {
-    "open": 0,
-    "failed": 1,
-    "canceled": 1,
-    "succeeded": 2,
-    "refunded": 3,
-}
+INTENT_STATUS_RANK: Final = MappingProxyType(
+    {"open": 0, "failed": 1, "canceled": 1, "succeeded": 2, "refunded": 3}
+)
 """An intent's status only moves up this order (open → failed | canceled → succeeded →
 refunded)."""
 
@@ -71,7 +68,7 @@ _SET_INTENT_STATUS = (
     update(payment_intents)
     .where(
         payment_intents.c.id == bindparam("_id"),
-        case(INTENT_STATUS_RANK, value=payment_intents.c.status, else_=0) < bindparam("rank"),
+        case(dict(INTENT_STATUS_RANK), value=payment_intents.c.status, else_=0) < bindparam("rank"),
     )
     .values(status=bindparam("status"), updated_at=func.now())
 )
