@@ -22,7 +22,7 @@ from datetime import datetime
 from enum import Enum
 from typing import ClassVar
 
-from domain.pricing import Quote
+from domain.pricing import Quote, Totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,9 +372,9 @@ def _from_json(hint: object, value: object) -> object:
             raise ValueError(f"expected an ISO 8601 string, got {value!r}")
         return datetime.fromisoformat(value)
     if hint is Quote:
-        if not isinstance(value, Mapping):
+        if not isinstance(value, Mapping) or not isinstance(value.get("totals"), Mapping):
             raise ValueError(f"expected a quote object, got {value!r}")
-        return Quote(**value)
+        return Quote(totals=Totals(**value["totals"]), shares=value.get("shares") or {})
     if typing.get_origin(hint) is tuple:
         if not isinstance(value, list | tuple):
             raise ValueError(f"expected a list, got {value!r}")

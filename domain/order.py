@@ -17,6 +17,7 @@ from domain.errors import InvalidAddress
 from domain.events import OrderEvent, OrderPlaced
 from domain.money import exponent
 from domain.payments import PaymentMethod, PaymentStatus
+from domain.pricing import Totals
 
 _ADDRESS_FIELD_MAX = 200
 
@@ -84,16 +85,6 @@ class OrderLine:
 
 
 @dataclass(frozen=True, slots=True)
-class OrderTotals:
-    subtotal_minor: int
-    delivery_fee_minor: int
-    tax_minor: int
-    tip_minor: int
-    discount_minor: int
-    total_minor: int
-
-
-@dataclass(frozen=True, slots=True)
 class OrderPayment:
     """What one member paid or will pay into the order, and how."""
 
@@ -117,7 +108,7 @@ class Order:
         currency: str,
         host_user_id: str,
         lines: Iterable[OrderLine],
-        totals: OrderTotals,
+        totals: Totals,
         payments: Iterable[OrderPayment],
         delivery_address: DeliveryAddress,
         status: OrderStatus,
@@ -152,7 +143,7 @@ class Order:
         currency: str,
         host_user_id: str,
         lines: Iterable[OrderLine],
-        totals: OrderTotals,
+        totals: Totals,
         payments: Iterable[OrderPayment],
         delivery_address: DeliveryAddress,
         coupon_code: str | None,

@@ -14,6 +14,8 @@ share. All arithmetic is on integers (and exact fractions), never floats:
   nothing in the cart owes 0.
 """
 
+from __future__ import annotations
+
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -88,8 +90,10 @@ def discount_for(subtotal_minor: int, coupon: CouponTerms | None) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class Quote:
-    """The frozen price of a locked cart: its totals and every member's share of the total."""
+class Totals:
+    """The six amounts every price states, in one currency's minor units: what the items
+    cost, the delivery fee, tax, tip, the discount, and what is paid in all. The cart's
+    quote, the order, the views and the stored rows all use this one value."""
 
     subtotal_minor: int
     delivery_fee_minor: int
@@ -97,6 +101,33 @@ class Quote:
     tip_minor: int
     discount_minor: int
     total_minor: int
+
+    @classmethod
+    def before_quote(cls, subtotal_minor: int, delivery_fee_minor: int) -> Totals:
+        """An open cart's running totals: its items and the store's fee, no tax or tip yet."""
+        return cls(subtotal_minor, delivery_fee_minor, 0, 0, 0, subtotal_minor + delivery_fee_minor)
+
+    def as_dict(self) -> dict[str, int]:
+        """The six amounts by name (``subtotal_minor``, …, ``total_minor``)."""
+        return {name: getattr(self, name) for name in TOTALS_FIELDS}
+
+
+TOTALS_FIELDS = (
+    "subtotal_minor",
+    "delivery_fee_minor",
+    "tax_minor",
+    "tip_minor",
+    "discount_minor",
+    "total_minor",
+)
+"""The names of :class:`Totals`' amounts, in order (as columns and view fields)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The frozen price of a locked cart: its totals and every member's share of the total."""
+
+    totals: Totals
     shares: Mapping[str, int]
 
     def __post_init__(self) -> None:
@@ -132,11 +163,13 @@ def compute_quote(
     discount = discount_for(subtotal, coupon)
     total = max(0, subtotal + delivery_fee_minor + tax + tip_minor - discount)
     return Quote(
-        subtotal_minor=subtotal,
-        delivery_fee_minor=delivery_fee_minor,
-        tax_minor=tax,
-        tip_minor=tip_minor,
-        discount_minor=discount,
-        total_minor=total,
+        totals=Totals(
+            subtotal_minor=subtotal,
+            delivery_fee_minor=delivery_fee_minor,
+            tax_minor=tax,
+            tip_minor=tip_minor,
+            discount_minor=discount,
+            total_minor=total,
+        ),
         shares=split_proportionally(total, member_subtotals),
     )

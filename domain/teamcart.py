@@ -69,7 +69,7 @@ from domain.events import (
     TipSet,
 )
 from domain.money import is_whole_number
-from domain.order import DeliveryAddress, Order, OrderLine, OrderPayment, OrderTotals
+from domain.order import DeliveryAddress, Order, OrderLine, OrderPayment
 from domain.payments import (
     INACTIVE_STATUSES,
     SETTLED_STATUSES,
@@ -823,14 +823,7 @@ class TeamCart:
                 )
                 for item in self._items.values()
             ],
-            totals=OrderTotals(
-                subtotal_minor=quote.subtotal_minor,
-                delivery_fee_minor=quote.delivery_fee_minor,
-                tax_minor=quote.tax_minor,
-                tip_minor=quote.tip_minor,
-                discount_minor=quote.discount_minor,
-                total_minor=quote.total_minor,
-            ),
+            totals=quote.totals,
             payments=[
                 OrderPayment(
                     user_id=member.user_id,

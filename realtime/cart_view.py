@@ -12,6 +12,7 @@ from datetime import datetime
 
 import msgspec
 
+from domain.pricing import Totals
 from domain.teamcart import TeamCart
 
 
@@ -69,20 +70,11 @@ def cart_view(cart: TeamCart, online: Collection[str] = ()) -> CartView:
     the running subtotal with the store's delivery fee (no tax or share yet)."""
     subtotals = cart.member_subtotals
     quote = cart.quote
-    if quote is not None:
-        totals = (
-            quote.subtotal_minor,
-            quote.delivery_fee_minor,
-            quote.tax_minor,
-            quote.tip_minor,
-            quote.discount_minor,
-            quote.total_minor,
-        )
-    else:
-        subtotal = cart.subtotal_minor
-        fee = cart.store.delivery_fee_minor
-        totals = (subtotal, fee, 0, 0, 0, subtotal + fee)
-    subtotal_minor, fee_minor, tax_minor, tip_minor, discount_minor, total_minor = totals
+    totals = (
+        quote.totals
+        if quote is not None
+        else Totals.before_quote(cart.subtotal_minor, cart.store.delivery_fee_minor)
+    )
     return CartView(
         id=cart.id,
         store_id=cart.store.store_id,
@@ -93,12 +85,7 @@ def cart_view(cart: TeamCart, online: Collection[str] = ()) -> CartView:
         invite_code=cart.invite_code,
         deadline=cart.deadline,
         host_user_id=cart.host_user_id,
-        subtotal_minor=subtotal_minor,
-        delivery_fee_minor=fee_minor,
-        tax_minor=tax_minor,
-        tip_minor=tip_minor,
-        discount_minor=discount_minor,
-        total_minor=total_minor,
+        **totals.as_dict(),
         order_id=cart.order_id,
         members=[
             MemberView(

@@ -46,7 +46,7 @@ from app.persistence.tables import (
 from domain.catalog import CouponTerms, StoreTerms
 from domain.errors import OutOfStock
 from domain.payments import PaymentMethod, PaymentStatus
-from domain.pricing import Quote
+from domain.pricing import TOTALS_FIELDS, Quote, Totals
 from domain.teamcart import CartItem, CartStatus, Member, MemberPayment, MemberRole, TeamCart
 
 
@@ -60,14 +60,18 @@ def _cart_values(cart: TeamCart) -> dict[str, Any]:
         "locked_at": cart.locked_at,
         "tip_minor": cart.tip_minor,
         "coupon_code": cart.coupon.code if cart.coupon is not None else None,
-        "subtotal_minor": quote.subtotal_minor if quote else None,
-        "quote_delivery_fee_minor": quote.delivery_fee_minor if quote else None,
-        "tax_minor": quote.tax_minor if quote else None,
-        "quote_tip_minor": quote.tip_minor if quote else None,
-        "discount_minor": quote.discount_minor if quote else None,
-        "total_minor": quote.total_minor if quote else None,
+        **_quote_columns(quote.totals if quote else None),
         "order_id": cart.order_id,
     }
+
+
+def _quote_columns(totals: Totals | None) -> dict[str, int | None]:
+    """A locked cart's totals in its columns (the fee and tip columns of the quote are
+    ``quote_…``: ``delivery_fee_minor`` and ``tip_minor`` are the cart's own settings)."""
+    names = {"delivery_fee_minor": "quote_delivery_fee_minor", "tip_minor": "quote_tip_minor"}
+    if totals is None:
+        return {names.get(name, name): None for name in TOTALS_FIELDS}
+    return {names.get(name, name): value for name, value in totals.as_dict().items()}
 
 
 Rows = dict[str, dict[str, Any]]
@@ -334,12 +338,14 @@ def _to_cart(
     quote = None
     if row["total_minor"] is not None:
         quote = Quote(
-            subtotal_minor=row["subtotal_minor"],
-            delivery_fee_minor=row["quote_delivery_fee_minor"],
-            tax_minor=row["tax_minor"],
-            tip_minor=row["quote_tip_minor"],
-            discount_minor=row["discount_minor"],
-            total_minor=row["total_minor"],
+            totals=Totals(
+                subtotal_minor=row["subtotal_minor"],
+                delivery_fee_minor=row["quote_delivery_fee_minor"],
+                tax_minor=row["tax_minor"],
+                tip_minor=row["quote_tip_minor"],
+                discount_minor=row["discount_minor"],
+                total_minor=row["total_minor"],
+            ),
             shares={str(m["user_id"]): m["share_minor"] or 0 for m in member_rows},
         )
     return TeamCart(

@@ -9,8 +9,9 @@ from sqlalchemy import RowMapping, exists, insert, literal, or_, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.persistence.tables import order_lines, order_number_seq, order_payments, orders
-from domain.order import DeliveryAddress, Order, OrderLine, OrderPayment, OrderStatus, OrderTotals
+from domain.order import DeliveryAddress, Order, OrderLine, OrderPayment, OrderStatus
 from domain.payments import PaymentMethod, PaymentStatus
+from domain.pricing import TOTALS_FIELDS, Totals
 
 
 async def next_order_number(conn: AsyncConnection) -> str:
@@ -20,7 +21,6 @@ async def next_order_number(conn: AsyncConnection) -> str:
 
 
 async def insert_order(conn: AsyncConnection, order: Order) -> None:
-    totals = order.totals
     address = order.delivery_address
     await conn.execute(
         insert(orders).values(
@@ -32,12 +32,7 @@ async def insert_order(conn: AsyncConnection, order: Order) -> None:
             currency=order.currency,
             status=order.status.value,
             version=order.version,
-            subtotal_minor=totals.subtotal_minor,
-            delivery_fee_minor=totals.delivery_fee_minor,
-            tax_minor=totals.tax_minor,
-            tip_minor=totals.tip_minor,
-            discount_minor=totals.discount_minor,
-            total_minor=totals.total_minor,
+            **order.totals.as_dict(),
             coupon_code=order.coupon_code,
             delivery_address={
                 "line1": address.line1,
@@ -164,14 +159,7 @@ def _to_order(
             )
             for line in lines
         ],
-        totals=OrderTotals(
-            subtotal_minor=row["subtotal_minor"],
-            delivery_fee_minor=row["delivery_fee_minor"],
-            tax_minor=row["tax_minor"],
-            tip_minor=row["tip_minor"],
-            discount_minor=row["discount_minor"],
-            total_minor=row["total_minor"],
-        ),
+        totals=Totals(**{name: row[name] for name in TOTALS_FIELDS}),
         payments=[
             OrderPayment(
                 user_id=str(payment["user_id"]),

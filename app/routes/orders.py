@@ -75,7 +75,6 @@ class OrderPage(msgspec.Struct):
 
 
 def order_view(order: Order) -> OrderView:
-    totals = order.totals
     address = order.delivery_address
     return OrderView(
         id=order.id,
@@ -85,12 +84,7 @@ def order_view(order: Order) -> OrderView:
         store_id=order.store_id,
         host_user_id=order.host_user_id,
         currency=order.currency,
-        subtotal_minor=totals.subtotal_minor,
-        delivery_fee_minor=totals.delivery_fee_minor,
-        tax_minor=totals.tax_minor,
-        tip_minor=totals.tip_minor,
-        discount_minor=totals.discount_minor,
-        total_minor=totals.total_minor,
+        **order.totals.as_dict(),
         coupon_code=order.coupon_code,
         delivery_address=AddressView(
             line1=address.line1,

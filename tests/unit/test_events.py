@@ -111,7 +111,7 @@ def test_json_form_uses_iso_times_lists_and_plain_quote_objects() -> None:
     quote = data["quote"]
     assert isinstance(quote, dict)
     assert isinstance(quote["shares"], dict)
-    assert sum(quote["shares"].values()) == quote["total_minor"]
+    assert sum(quote["shares"].values()) == quote["totals"]["total_minor"]
     assert set(data) == {"cart_id", "version", "locked_at", "quote_version", "quote", "by_deadline"}
 
 

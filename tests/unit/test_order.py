@@ -9,14 +9,14 @@ from domain.order import (
     OrderLine,
     OrderPayment,
     OrderStatus,
-    OrderTotals,
 )
 from domain.payments import PaymentMethod, PaymentStatus
+from domain.pricing import Totals
 
 from .builders import NOW, an_address, an_id
 
 LINE = OrderLine("p", "Pizza", ("Large",), 1300, 2, 2600, "ana")
-TOTALS = OrderTotals(2600, 500, 0, 0, 0, 3100)
+TOTALS = Totals(2600, 500, 0, 0, 0, 3100)
 PAYMENT = OrderPayment("ana", PaymentMethod.COD, 3100, PaymentStatus.COD_COMMITTED, None)
 
 
@@ -90,7 +90,7 @@ def test_participants_are_the_host_and_the_payers_once_each() -> None:
 
 def test_the_lines_and_payments_must_add_up() -> None:
     with pytest.raises(ValueError, match="lines must add up"):
-        _place(totals=OrderTotals(2000, 500, 0, 0, 0, 2500))
+        _place(totals=Totals(2000, 500, 0, 0, 0, 2500))
     with pytest.raises(ValueError, match="payments must add up"):
         _place(payments=[])
     with pytest.raises(ValueError, match="number"):

@@ -99,26 +99,26 @@ def test_quote_adds_up() -> None:
         tip_minor=200,
         coupon=a_coupon(kind=CouponKind.FIXED, value=100),
     )
-    assert quote.subtotal_minor == 4000
-    assert quote.tax_minor == 330
-    assert quote.discount_minor == 100
-    assert quote.total_minor == 4000 + 500 + 330 + 200 - 100
+    assert quote.totals.subtotal_minor == 4000
+    assert quote.totals.tax_minor == 330
+    assert quote.totals.discount_minor == 100
+    assert quote.totals.total_minor == 4000 + 500 + 330 + 200 - 100
     assert dict(quote.shares) == {"host": 1233, "guest": 3697, "idle": 0}
-    assert sum(quote.shares.values()) == quote.total_minor
+    assert sum(quote.shares.values()) == quote.totals.total_minor
     assert quote.share_of("idle") == 0
     assert quote.share_of("stranger") == 0
 
 
 def test_tax_is_on_the_subtotal_before_discount() -> None:
     quote = compute_quote({"a": 1000}, 0, 1000, 0, a_coupon(kind=CouponKind.PERCENT, value=50))
-    assert quote.tax_minor == 100
-    assert quote.total_minor == 1000 + 100 - 500
+    assert quote.totals.tax_minor == 100
+    assert quote.totals.total_minor == 1000 + 100 - 500
 
 
 def test_full_discount_leaves_charges_but_never_goes_negative() -> None:
     quote = compute_quote({"a": 1000}, 0, 0, 0, a_coupon(kind=CouponKind.PERCENT, value=100))
-    assert quote.discount_minor == 1000
-    assert quote.total_minor == 0
+    assert quote.totals.discount_minor == 1000
+    assert quote.totals.total_minor == 0
     assert dict(quote.shares) == {"a": 0}
 
 

@@ -80,8 +80,8 @@ def test_shares_are_exact_fair_and_never_negative(cart: PricedCart) -> None:
     quote = cart.quote()
     weight_sum = sum(cart.member_subtotals.values())
 
-    assert quote.total_minor >= 0
-    assert sum(quote.shares.values()) == quote.total_minor
+    assert quote.totals.total_minor >= 0
+    assert sum(quote.shares.values()) == quote.totals.total_minor
     assert list(quote.shares) == list(cart.member_subtotals)
     for user_id, weight in cart.member_subtotals.items():
         share = quote.shares[user_id]
@@ -89,7 +89,7 @@ def test_shares_are_exact_fair_and_never_negative(cart: PricedCart) -> None:
         assert share >= 0
         if weight == 0:
             assert share == 0
-        assert abs(share - Fraction(quote.total_minor * weight, weight_sum)) < 1
+        assert abs(share - Fraction(quote.totals.total_minor * weight, weight_sum)) < 1
 
 
 @SETTINGS
@@ -97,18 +97,20 @@ def test_shares_are_exact_fair_and_never_negative(cart: PricedCart) -> None:
 def test_totals_follow_the_formula(cart: PricedCart) -> None:
     quote = cart.quote()
     # round() of a Fraction rounds half to even: an independent reference.
-    assert quote.tax_minor == round(Fraction(quote.subtotal_minor * cart.tax_rate_bps, 10_000))
-    assert 0 <= quote.discount_minor <= quote.subtotal_minor
+    assert quote.totals.tax_minor == round(
+        Fraction(quote.totals.subtotal_minor * cart.tax_rate_bps, 10_000)
+    )
+    assert 0 <= quote.totals.discount_minor <= quote.totals.subtotal_minor
     if cart.coupon is not None and cart.coupon.kind is CouponKind.PERCENT:
-        expected = round(Fraction(quote.subtotal_minor * cart.coupon.value, 100))
-        assert quote.discount_minor == min(expected, quote.subtotal_minor)
-    assert quote.total_minor == max(
+        expected = round(Fraction(quote.totals.subtotal_minor * cart.coupon.value, 100))
+        assert quote.totals.discount_minor == min(expected, quote.totals.subtotal_minor)
+    assert quote.totals.total_minor == max(
         0,
-        quote.subtotal_minor
-        + quote.delivery_fee_minor
-        + quote.tax_minor
-        + quote.tip_minor
-        - quote.discount_minor,
+        quote.totals.subtotal_minor
+        + quote.totals.delivery_fee_minor
+        + quote.totals.tax_minor
+        + quote.totals.tip_minor
+        - quote.totals.discount_minor,
     )
 
 

@@ -10,9 +10,9 @@ from domain.order import (
     OrderLine,
     OrderPayment,
     OrderStatus,
-    OrderTotals,
 )
 from domain.payments import PaymentMethod, PaymentStatus
+from domain.pricing import Totals
 from domain.teamcart import CartStatus
 
 from .builders import (
@@ -49,7 +49,7 @@ def test_confirm_turns_a_ready_cart_into_a_placed_order() -> None:
     )
     assert order.status is OrderStatus.PLACED
     assert (order.created_at, order.delivery_address, order.version) == (NOW, address, 1)
-    assert order.totals == OrderTotals(
+    assert order.totals == Totals(
         subtotal_minor=4000,
         delivery_fee_minor=500,
         tax_minor=330,

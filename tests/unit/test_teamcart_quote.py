@@ -7,7 +7,7 @@ import pytest
 from domain import errors, events
 from domain.catalog import CouponKind
 from domain.payments import PaymentStatus
-from domain.pricing import Quote
+from domain.pricing import Quote, Totals
 from domain.teamcart import CartStatus
 
 from .builders import (
@@ -36,12 +36,14 @@ def test_lock_prices_the_cart_and_bumps_the_quote_version() -> None:
     cart.lock(host, LATER)
 
     expected = Quote(
-        subtotal_minor=4000,
-        delivery_fee_minor=500,
-        tax_minor=330,
-        tip_minor=0,
-        discount_minor=0,
-        total_minor=4830,
+        totals=Totals(
+            subtotal_minor=4000,
+            delivery_fee_minor=500,
+            tax_minor=330,
+            tip_minor=0,
+            discount_minor=0,
+            total_minor=4830,
+        ),
         shares={host: 1208, guest: 3622, idle: 0},
     )
     assert cart.status is CartStatus.LOCKED
@@ -141,7 +143,7 @@ def test_set_tip_reprices() -> None:
     cart.set_tip(host, 170)
     assert cart.tip_minor == 170
     assert cart.quote is not None
-    assert (cart.quote.tip_minor, cart.quote.total_minor) == (170, 5000)
+    assert (cart.quote.totals.tip_minor, cart.quote.totals.total_minor) == (170, 5000)
     assert cart.quote_version == 2
     [event] = cart.pull_events()
     assert event == events.TipSet(
@@ -182,7 +184,7 @@ def test_apply_coupon_reprices() -> None:
     cart.apply_coupon(host, coupon)
     assert cart.coupon == coupon
     assert cart.quote is not None
-    assert (cart.quote.discount_minor, cart.quote.total_minor) == (1000, 3830)
+    assert (cart.quote.totals.discount_minor, cart.quote.totals.total_minor) == (1000, 3830)
     assert cart.pull_events() == [
         events.CouponApplied(
             cart_id=cart.id,
@@ -205,7 +207,7 @@ def test_applying_the_same_code_again_is_a_no_op_and_another_code_replaces_it() 
     cart.apply_coupon(host, second)
     assert cart.coupon == second
     assert cart.quote is not None
-    assert cart.quote.discount_minor == 300
+    assert cart.quote.totals.discount_minor == 300
     assert cart.quote_version == 3
 
 
@@ -254,7 +256,7 @@ def test_remove_coupon_reprices_and_without_coupon_is_a_no_op() -> None:
     cart.remove_coupon(host)
     assert cart.coupon is None
     assert cart.quote is not None
-    assert cart.quote.discount_minor == 0
+    assert cart.quote.totals.discount_minor == 0
     assert cart.pull_events() == [
         events.CouponRemoved(
             cart_id=cart.id,
@@ -270,7 +272,7 @@ def test_a_quote_of_zero_makes_the_cart_ready_at_once_and_it_can_still_be_unlock
     cart, host, _ = a_locked_cart(store=a_store(delivery_fee_minor=0, tax_rate_bps=0))
     cart.apply_coupon(host, a_coupon(kind=CouponKind.PERCENT, value=100))
     assert cart.quote is not None
-    assert cart.quote.total_minor == 0
+    assert cart.quote.totals.total_minor == 0
     assert cart.status is CartStatus.READY_TO_CONFIRM
     applied, ready = cart.pull_events()
     assert isinstance(applied, events.CouponApplied)

@@ -175,5 +175,5 @@ def test_any_command_sequence_keeps_versions_consecutive(
         assert _versions(new) == list(range(version + 1, cart.version + 1))
         recorded.extend(new)
         if cart.quote is not None:
-            assert sum(cart.quote.shares.values()) == cart.quote.total_minor
+            assert sum(cart.quote.shares.values()) == cart.quote.totals.total_minor
     assert _versions(recorded) == list(range(1, cart.version + 1))
