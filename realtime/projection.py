@@ -26,7 +26,6 @@ freely. Nothing here imports ``app``: the loader and the publisher are passed in
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from domain.events import DomainEvent, event_to_dict
 from domain.teamcart import TeamCart
 from realtime.cart_view import CartView, cart_view
 from realtime.protocol import Snapshot, snapshot_frame, update_frame, update_message
-from realtime.view_store import ApplyOutcome, ViewStore
+from realtime.view_store import Outcome, ViewStore
 
 log = logging.getLogger("teamcart.realtime.projection")
 
@@ -99,14 +98,6 @@ def with_presence(view: CartView, online: Collection[str]) -> CartView:
     )
 
 
-class Outcome(enum.Enum):
-    """What projecting one event did (counted by the dispatcher's metrics)."""
-
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"
-    GAP = "gap"
-
-
 @dataclass(frozen=True, slots=True)
 class LiveView:
     """A cart view with presence overlaid, as served to members."""
@@ -156,17 +147,17 @@ class Projection:
             # rebuild, which would turn their updates into a snapshot.
             await asyncio.sleep(pause)
             result = await self.views.apply(cart_id, version, view_json, view.status)
-        if result.outcome is ApplyOutcome.GAP:
+        if result.outcome is Outcome.GAP:
             await self.rebuild(cart_id)
             return Outcome.GAP
-        if result.outcome is ApplyOutcome.DUPLICATE and result.stored_version != version:
+        if result.outcome is Outcome.DUPLICATE and result.stored_version != version:
             return Outcome.DUPLICATE
         # Applied now, or (a redelivery) applied before by a delivery that may have failed
         # to publish: publish it (again; every stream drops a version it already has).
         cart = with_presence(view, result.online)
         message = update_message(version, event_type, decoded.event, cart)
         await self._publish(cart_id, update_frame(message))
-        return Outcome.APPLIED if result.outcome is ApplyOutcome.APPLIED else Outcome.DUPLICATE
+        return Outcome.APPLIED if result.outcome is Outcome.APPLIED else Outcome.DUPLICATE
 
     async def rebuild(self, cart_id: str) -> LiveView | None:
         """Rebuild the view from the source of truth; write and publish it if newer."""

@@ -39,15 +39,18 @@ def load_script(name: str) -> str:
     return resources.files("realtime").joinpath(name).read_text(encoding="utf-8")
 
 
-class ApplyOutcome(enum.Enum):
-    APPLIED = "applied"
-    DUPLICATE = "duplicate"
-    GAP = "gap"
+class Outcome(enum.Enum):
+    """What applying one version to a cart's view did (the Lua compare-and-set's answer, and
+    the projection's, which the dispatcher's metrics count)."""
+
+    APPLIED = "applied"  # the view moved from v-1 to v
+    DUPLICATE = "duplicate"  # the view is at v or newer already
+    GAP = "gap"  # the view is older than v-1 or missing
 
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    outcome: ApplyOutcome
+    outcome: Outcome
     stored_version: int
     """The stored view's version after the call (0: none)."""
     online: frozenset[str]
@@ -93,7 +96,7 @@ class ViewStore:
             keys=[view_key(cart_id), presence_key(cart_id)],
             args=[version, view_json, self.ttl_for(status)],
         )
-        return ApplyResult(ApplyOutcome(outcome.decode()), int(stored), online_users(members))
+        return ApplyResult(Outcome(outcome.decode()), int(stored), online_users(members))
 
     async def write_if_newer(
         self, cart_id: str, version: int, view_json: bytes, status: str

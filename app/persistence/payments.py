@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -28,12 +29,39 @@ from app.persistence.tables import (
     teamcart_members,
     teamcarts,
 )
+from domain.payments import PaymentStatus
+
+
+class IntentStatus(StrEnum):
+    """Where a PaymentIntent we created stands, as far as we know."""
+
+    OPEN = "open"  # created; the member may still pay it
+    FAILED = "failed"  # the attempt failed: the member may start another
+    CANCELED = "canceled"
+    SUCCEEDED = "succeeded"  # captured
+    REFUNDED = "refunded"  # the capture went back in full
+
 
 INTENT_STATUS_RANK: Final = MappingProxyType(
-    {"open": 0, "failed": 1, "canceled": 1, "succeeded": 2, "refunded": 3}
+    {
+        IntentStatus.OPEN: 0,
+        IntentStatus.FAILED: 1,
+        IntentStatus.CANCELED: 1,
+        IntentStatus.SUCCEEDED: 2,
+        IntentStatus.REFUNDED: 3,
+    }
 )
 """An intent's status only moves up this order (open → failed | canceled → succeeded →
 refunded)."""
+
+
+class RefundRequestStatus(StrEnum):
+    PENDING = "pending"  # owed; Stripe not (successfully) asked yet
+    DONE = "done"
+
+
+PROCESSING: Final = "processing"
+"""An inbox row's outcome until its transaction records the real one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +96,18 @@ _SET_INTENT_STATUS = (
     update(payment_intents)
     .where(
         payment_intents.c.id == bindparam("_id"),
-        case(dict(INTENT_STATUS_RANK), value=payment_intents.c.status, else_=0) < bindparam("rank"),
+        case(
+            {str(k): v for k, v in INTENT_STATUS_RANK.items()},
+            value=payment_intents.c.status,
+            else_=0,
+        )
+        < bindparam("rank"),
     )
     .values(status=bindparam("status"), updated_at=func.now())
 )
 _FROM_OPEN = (
     update(payment_intents)
-    .where(payment_intents.c.id == bindparam("_id"), payment_intents.c.status == "open")
+    .where(payment_intents.c.id == bindparam("_id"), payment_intents.c.status == IntentStatus.OPEN)
     .values(status=bindparam("status"), updated_at=func.now())
 )
 _INTENT_FACTS = select(
@@ -131,7 +164,7 @@ class SqlPayments:
         that one (whose ``id`` then differs)."""
         inserted = await self._conn.execute(
             insert(payment_intents)
-            .values(status="open", **values)
+            .values(status=IntentStatus.OPEN.value, **values)
             .on_conflict_do_nothing()
             .returning(*payment_intents.c)
         )
@@ -148,7 +181,9 @@ class SqlPayments:
         )
         return existing.mappings().one()
 
-    async def member_intent_status(self, intent_id: str, cart_id: str, user_id: str) -> str | None:
+    async def member_intent_status(
+        self, intent_id: str, cart_id: str, user_id: str
+    ) -> IntentStatus | None:
         row = await self._conn.execute(
             select(payment_intents.c.status).where(
                 payment_intents.c.id == intent_id,
@@ -157,26 +192,28 @@ class SqlPayments:
             )
         )
         status = row.scalar_one_or_none()
-        return None if status is None else str(status)
+        return None if status is None else IntentStatus(status)
 
     async def has_open_intents(self, cart_id: str) -> bool:
         found = await self._conn.execute(
             select(payment_intents.c.id)
-            .where(payment_intents.c.cart_id == cart_id, payment_intents.c.status == "open")
+            .where(
+                payment_intents.c.cart_id == cart_id, payment_intents.c.status == IntentStatus.OPEN
+            )
             .limit(1)
         )
         return found.first() is not None
 
-    async def set_intent_status(self, intent_id: str, status: str) -> None:
+    async def set_intent_status(self, intent_id: str, status: IntentStatus) -> None:
         """Move the intent's status up to ``status`` (never down: see the module docstring)."""
         await self._conn.execute(
             _SET_INTENT_STATUS,
-            {"_id": intent_id, "status": status, "rank": INTENT_STATUS_RANK[status]},
+            {"_id": intent_id, "status": status.value, "rank": INTENT_STATUS_RANK[status]},
         )
 
-    async def close_open_intent(self, intent_id: str, status: str) -> None:
+    async def close_open_intent(self, intent_id: str, status: IntentStatus) -> None:
         """An open attempt failed or was canceled; a late notice never overwrites more."""
-        await self._conn.execute(_FROM_OPEN, {"_id": intent_id, "status": status})
+        await self._conn.execute(_FROM_OPEN, {"_id": intent_id, "status": status.value})
 
     async def intent_owner(self, intent_id: str) -> IntentOwner | None:
         row = (
@@ -225,7 +262,7 @@ class SqlPayments:
         self, *, payment_intent_ids: Sequence[str] | None, cart_id: str | None, limit: int
     ) -> list[str]:
         query = select(refund_requests.c.payment_intent_id).where(
-            refund_requests.c.status == "pending"
+            refund_requests.c.status == RefundRequestStatus.PENDING
         )
         if payment_intent_ids is not None:
             query = query.where(refund_requests.c.payment_intent_id.in_(list(payment_intent_ids)))
@@ -242,7 +279,7 @@ class SqlPayments:
                     select(refund_requests)
                     .where(
                         refund_requests.c.payment_intent_id == payment_intent_id,
-                        refund_requests.c.status == "pending",
+                        refund_requests.c.status == RefundRequestStatus.PENDING,
                     )
                     .with_for_update(skip_locked=True)
                 )
@@ -272,7 +309,7 @@ class SqlPayments:
         await self._conn.execute(
             update(refund_requests)
             .where(refund_requests.c.payment_intent_id == payment_intent_id)
-            .values(status="done", attempts=attempts, updated_at=func.now())
+            .values(status=RefundRequestStatus.DONE.value, attempts=attempts, updated_at=func.now())
         )
 
     async def record_refund(
@@ -351,7 +388,7 @@ class SqlPayments:
     async def claim_event(self, event_id: str, event_type: str) -> bool:
         """Enter the event in the inbox; ``False`` when it is there already (a duplicate)."""
         claimed = await self._conn.execute(
-            _CLAIM_EVENT, {"id": event_id, "type": event_type, "outcome": "processing"}
+            _CLAIM_EVENT, {"id": event_id, "type": event_type, "outcome": PROCESSING}
         )
         return claimed.first() is not None
 
@@ -380,7 +417,7 @@ class SqlPayments:
         """Recorded as a member's payment (paid, under review or refunded), on an order, or
         owed back. A failed attempt's id on a member does not count: that money was never
         recorded."""
-        settled = ("paid_online", "review", "refunded")
+        settled = (PaymentStatus.PAID_ONLINE, PaymentStatus.REVIEW, PaymentStatus.REFUNDED)
         for query in (
             select(teamcart_members.c.user_id).where(
                 teamcart_members.c.payment_reference == payment_intent_id,

@@ -39,9 +39,9 @@ from app.persistence.tables import outbox
 from domain.events import ItemRemoved
 from realtime.cart_view import CartView, cart_view
 from realtime.presence import PresenceStore, presence_member
-from realtime.projection import Outcome, Projection, ViewLoader
+from realtime.projection import Projection, ViewLoader
 from realtime.protocol import HubFrame
-from realtime.view_store import ApplyOutcome, ViewStore, view_key
+from realtime.view_store import Outcome, ViewStore, view_key
 from tests.builders import Client, create_product, create_store
 from tests.integration.test_group_flow import open_cart, session
 from tests.services import fresh_database
@@ -274,23 +274,23 @@ async def test_the_ttl_slides_and_ended_carts_keep_a_short_one(redis: Redis) -> 
     views = ViewStore(redis, ttl_ms=3000, terminal_ttl_ms=800)
     cart_id = str(uuid.uuid4())
     key = view_key(cart_id)
-    assert (await views.apply(cart_id, 1, b"{}", "open")).outcome is ApplyOutcome.APPLIED
+    assert (await views.apply(cart_id, 1, b"{}", "open")).outcome is Outcome.APPLIED
     assert 2500 < await redis.pttl(key) <= 3000
     await asyncio.sleep(0.6)
     assert await redis.pttl(key) <= 2500
     assert await views.read(cart_id) is not None  # a read slides it
     assert await redis.pttl(key) > 2500
     await asyncio.sleep(0.6)
-    assert (await views.apply(cart_id, 2, b"{}", "locked")).outcome is ApplyOutcome.APPLIED
+    assert (await views.apply(cart_id, 2, b"{}", "locked")).outcome is Outcome.APPLIED
     assert await redis.pttl(key) > 2500
-    assert (await views.apply(cart_id, 2, b"{}", "locked")).outcome is ApplyOutcome.DUPLICATE
-    assert (await views.apply(cart_id, 4, b"{}", "locked")).outcome is ApplyOutcome.GAP
-    assert (await views.apply(cart_id, 3, b"{}", "cancelled")).outcome is ApplyOutcome.APPLIED
+    assert (await views.apply(cart_id, 2, b"{}", "locked")).outcome is Outcome.DUPLICATE
+    assert (await views.apply(cart_id, 4, b"{}", "locked")).outcome is Outcome.GAP
+    assert (await views.apply(cart_id, 3, b"{}", "cancelled")).outcome is Outcome.APPLIED
     assert 0 < await redis.pttl(key) <= 800
     await asyncio.sleep(0.9)
     assert await views.read(cart_id) is None
     # a missing view accepts only version 1; anything later is a gap to rebuild
-    assert (await views.apply(cart_id, 4, b"{}", "open")).outcome is ApplyOutcome.GAP
+    assert (await views.apply(cart_id, 4, b"{}", "open")).outcome is Outcome.GAP
     written = await views.write_if_newer(cart_id, 4, b'{"v":4}', "open")
     assert written.written
     assert not (await views.write_if_newer(cart_id, 3, b"{}", "open")).written

@@ -24,6 +24,7 @@ from app.failures import (
 )
 from app.payments.amounts import from_stripe, to_stripe
 from app.payments.gateway import CardDeclined, GatewayError, IntentInfo, PaymentGateway
+from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
 from domain import errors
 from domain.teamcart import CartStatus
@@ -73,7 +74,7 @@ async def _plan(command: StartOnlinePayment, uow: UnitOfWork) -> _Plan:
     share = cart.payable_share(command.actor_id)
     existing = await uow.payments.latest_intent(cart.id, command.actor_id, cart.quote_version)
     reuse = None
-    if existing is not None and existing["status"] == "open":
+    if existing is not None and existing["status"] == IntentStatus.OPEN:
         reuse = _online_payment(existing)
     attempt = 1 if existing is None else existing["attempt"] + 1
     return _Plan(command, share, cart.currency, cart.quote_version, attempt, reuse)
@@ -179,14 +180,14 @@ class ConfirmOnlinePayment:
     payment_method: str
 
 
-async def _intent_status(command: ConfirmOnlinePayment, uow: UnitOfWork) -> str | None:
+async def _intent_status(command: ConfirmOnlinePayment, uow: UnitOfWork) -> IntentStatus | None:
     return await uow.payments.member_intent_status(
         command.payment_intent_id, command.cart_id, command.actor_id
     )
 
 
 async def _mark_failed(payment_intent_id: str, uow: UnitOfWork) -> None:
-    await uow.payments.close_open_intent(payment_intent_id, "failed")
+    await uow.payments.close_open_intent(payment_intent_id, IntentStatus.FAILED)
 
 
 async def confirm_online_payment(command: ConfirmOnlinePayment, runner: UnitOfWorkRunner) -> str:
@@ -199,7 +200,7 @@ async def confirm_online_payment(command: ConfirmOnlinePayment, runner: UnitOfWo
     status = await runner.run(_intent_status, command)
     if status is None:
         raise NotFoundError("payment_not_found", "no such payment of yours on this cart")
-    if status != "open":
+    if status is not IntentStatus.OPEN:
         raise ConflictError("payment_not_open", f"this payment is already {status}")
     try:
         return await runner.stripe.confirm_payment_intent(

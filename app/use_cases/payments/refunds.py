@@ -15,6 +15,7 @@ import structlog
 from prometheus_client import Counter
 
 from app.payments.gateway import AlreadyRefunded, GatewayError
+from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
 from app.use_cases.payments.metrics import ALERTS
 
@@ -101,7 +102,7 @@ async def carry_out_refund(payment_intent_id: str, uow: UnitOfWork) -> bool:
             reason=owed.reason,
         )
     await uow.payments.mark_refund_done(payment_intent_id, attempts)
-    await uow.payments.set_intent_status(payment_intent_id, "refunded")
+    await uow.payments.set_intent_status(payment_intent_id, IntentStatus.REFUNDED)
     log.warning(
         "payment_refunded",
         payment_intent_id=payment_intent_id,

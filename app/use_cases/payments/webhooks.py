@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import structlog
@@ -25,6 +26,7 @@ from prometheus_client import Counter, Histogram
 
 from app.failures import ServiceUnavailableError, VersionConflictError
 from app.payments.amounts import from_stripe, to_stripe
+from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
 from app.use_cases.payments.metrics import ALERTS, AMOUNT_MISMATCHES
 from app.use_cases.payments.refunds import owe_refund
@@ -46,11 +48,21 @@ _MISMATCHES = frozenset({"quote_changed", "currency_mismatch", "amount_mismatch"
 REFUND_EVENTS = frozenset({"charge.refunded", "refund.created", "refund.updated"})
 
 
+class EventOutcome(StrEnum):
+    """What an event did, as the inbox records it and the webhook answers."""
+
+    APPLIED = "applied"  # it changed what it concerns (or was already reflected there)
+    DUPLICATE = "duplicate"  # this event id was taken in before
+    IGNORED = "ignored"  # not ours, or nothing to do
+    REFUNDED = "refunded"  # a capture nobody owed: given back
+    REVIEW = "review"  # disputed, or otherwise for an operator
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What an event did: applied, duplicate, ignored, refunded or review, and why."""
+    """What an event did, and why."""
 
-    outcome: str
+    outcome: EventOutcome
     reason: str | None = None
     payment_intent_id: str | None = None
     cart_id: str | None = None
@@ -76,7 +88,7 @@ async def take_in_event(event: Mapping[str, Any], uow: UnitOfWork) -> Outcome:
     event_type = str(event["type"])
     obj: Mapping[str, Any] = event["data"]["object"]
     if not await uow.payments.claim_event(event_id, event_type):
-        return Outcome("duplicate")
+        return Outcome(EventOutcome.DUPLICATE)
     outcome = await _apply(uow, event_type, obj)
     await uow.payments.record_outcome(
         event_id, outcome.outcome, outcome.reason, outcome.payment_intent_id, outcome.cart_id
@@ -102,14 +114,14 @@ async def _apply(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]) -> Ou
             return await _apply_to_cart(uow, event_type, obj, metadata)
         if metadata.get("order_id"):
             return Outcome(
-                "ignored", "unrouted: single-payer orders are not handled yet", intent_id
+                EventOutcome.IGNORED, "unrouted: single-payer orders are not handled yet", intent_id
             )
-        return Outcome("ignored", "not a TeamCart payment", intent_id)
+        return Outcome(EventOutcome.IGNORED, "not a TeamCart payment", intent_id)
     if event_type in REFUND_EVENTS:
         return await _apply_refund(uow, event_type, obj)
     if event_type == "charge.dispute.created":
         return await _apply_dispute(uow, obj)
-    return Outcome("ignored", f"{event_type} is not handled")
+    return Outcome(EventOutcome.IGNORED, f"{event_type} is not handled")
 
 
 # --- payment_intent.* ------------------------------------------------------------------------
@@ -140,18 +152,18 @@ async def _apply_to_cart(
     if event_type == "payment_intent.succeeded":
         return await _captured(uow, evt, cart)
     if cart is None or not cart.is_member(evt.user_id):
-        return Outcome("ignored", "unknown cart or member", evt.intent_id, evt.cart_id)
+        return Outcome(EventOutcome.IGNORED, "unknown cart or member", evt.intent_id, evt.cart_id)
     if event_type == "payment_intent.payment_failed":
-        await uow.payments.close_open_intent(evt.intent_id, "failed")
+        await uow.payments.close_open_intent(evt.intent_id, IntentStatus.FAILED)
         try:
             cart.mark_payment_failed(evt.user_id, evt.intent_id)
         except errors.DomainError as refusal:
-            return Outcome("ignored", refusal.code, evt.intent_id, evt.cart_id)
-        return Outcome("applied", None, evt.intent_id, evt.cart_id)
+            return Outcome(EventOutcome.IGNORED, refusal.code, evt.intent_id, evt.cart_id)
+        return Outcome(EventOutcome.APPLIED, None, evt.intent_id, evt.cart_id)
     if event_type == "payment_intent.canceled":
-        await uow.payments.close_open_intent(evt.intent_id, "canceled")
-        return Outcome("applied", None, evt.intent_id, evt.cart_id)
-    return Outcome("ignored", f"{event_type} is not handled", evt.intent_id, evt.cart_id)
+        await uow.payments.close_open_intent(evt.intent_id, IntentStatus.CANCELED)
+        return Outcome(EventOutcome.APPLIED, None, evt.intent_id, evt.cart_id)
+    return Outcome(EventOutcome.IGNORED, f"{event_type} is not handled", evt.intent_id, evt.cart_id)
 
 
 async def _captured(uow: UnitOfWork, evt: _IntentEvent, cart: TeamCart | None) -> Outcome:
@@ -166,7 +178,7 @@ async def _captured(uow: UnitOfWork, evt: _IntentEvent, cart: TeamCart | None) -
             reason="unknown_cart_or_member",
             cart_id=evt.cart_id,
         )
-        return Outcome("refunded", "unknown_cart_or_member", evt.intent_id, None)
+        return Outcome(EventOutcome.REFUNDED, "unknown_cart_or_member", evt.intent_id, None)
     facts = await uow.payments.intent_facts(evt.intent_id)
     try:
         decision = cart.record_online_payment(
@@ -180,7 +192,9 @@ async def _captured(uow: UnitOfWork, evt: _IntentEvent, cart: TeamCart | None) -
         )
     except errors.DomainError as refusal:
         return await _refuse(uow, evt, cart, refusal)
-    await uow.payments.set_intent_status(evt.intent_id, "succeeded")  # never undoes a refund
+    await uow.payments.set_intent_status(
+        evt.intent_id, IntentStatus.SUCCEEDED
+    )  # never undoes a refund
     if decision is CaptureOutcome.UNDER_REVIEW:
         reason = "disputed" if facts.disputed else "partially_refunded"
         ALERTS.labels(kind="capture_under_review").inc()
@@ -191,13 +205,13 @@ async def _captured(uow: UnitOfWork, evt: _IntentEvent, cart: TeamCart | None) -
             payment_intent_id=evt.intent_id,
             reason=reason,
         )
-        return Outcome("review", reason, evt.intent_id, evt.cart_id)
+        return Outcome(EventOutcome.REVIEW, reason, evt.intent_id, evt.cart_id)
     status = cart.members[evt.user_id].payment.status
     if decision is not CaptureOutcome.RECORDED and status is PaymentStatus.REFUNDED:
-        return Outcome("refunded", "already_refunded", evt.intent_id, evt.cart_id)
+        return Outcome(EventOutcome.REFUNDED, "already_refunded", evt.intent_id, evt.cart_id)
     if decision is not CaptureOutcome.RECORDED and status is PaymentStatus.REVIEW:
-        return Outcome("review", "under_review", evt.intent_id, evt.cart_id)
-    return Outcome("applied", None, evt.intent_id, evt.cart_id)
+        return Outcome(EventOutcome.REVIEW, "under_review", evt.intent_id, evt.cart_id)
+    return Outcome(EventOutcome.APPLIED, None, evt.intent_id, evt.cart_id)
 
 
 async def _refuse(
@@ -225,7 +239,7 @@ async def _refuse(
         reason=refusal.code,
         detail=refusal.detail,
     )
-    return Outcome("refunded", refusal.code, evt.intent_id, evt.cart_id)
+    return Outcome(EventOutcome.REFUNDED, refusal.code, evt.intent_id, evt.cart_id)
 
 
 def _quote_version(metadata: Mapping[str, Any]) -> int:
@@ -277,7 +291,7 @@ async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]
             ALERTS.labels(kind="refund_failed").inc()
             log.error("refund_failed", payment_intent_id=intent_id, refund_id=refund["id"])
     if owner is None:
-        return Outcome("ignored", "unknown intent", intent_id)
+        return Outcome(EventOutcome.IGNORED, "unknown intent", intent_id)
     if event_type == "charge.refunded" and obj.get("amount") is not None:
         captured, refunded = int(obj["amount"]), int(obj.get("amount_refunded") or 0)
     else:
@@ -289,15 +303,20 @@ async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]
             "partial_refund", payment_intent_id=intent_id, refunded=refunded, captured=captured
         )
         return Outcome(
-            "applied", f"partial refund: {refunded} of {captured}", intent_id, owner.cart_id
+            EventOutcome.APPLIED,
+            f"partial refund: {refunded} of {captured}",
+            intent_id,
+            owner.cart_id,
         )
-    await uow.payments.set_intent_status(intent_id, "refunded")
+    await uow.payments.set_intent_status(intent_id, IntentStatus.REFUNDED)
     await uow.payments.set_order_payment_status(intent_id, PaymentStatus.REFUNDED.value)
     if cart is None or not cart.is_member(owner.user_id):
         ALERTS.labels(kind="refund_for_departed_member").inc()
-        return Outcome("applied", "the member is no longer in the cart", intent_id, owner.cart_id)
+        return Outcome(
+            EventOutcome.APPLIED, "the member is no longer in the cart", intent_id, owner.cart_id
+        )
     cart.record_refund(owner.user_id, intent_id, from_stripe(refunded, currency))
-    return Outcome("applied", None, intent_id, owner.cart_id)
+    return Outcome(EventOutcome.APPLIED, None, intent_id, owner.cart_id)
 
 
 async def _apply_dispute(uow: UnitOfWork, dispute: Mapping[str, Any]) -> Outcome:
@@ -320,10 +339,10 @@ async def _apply_dispute(uow: UnitOfWork, dispute: Mapping[str, Any]) -> Outcome
     owner = await uow.payments.intent_owner(intent_id)
     if owner is None:
         # Stored all the same: if its capture is reported later, it goes to review.
-        return Outcome("review", "dispute on an unknown payment", intent_id)
+        return Outcome(EventOutcome.REVIEW, "dispute on an unknown payment", intent_id)
     cart = await uow.carts.get(owner.cart_id)
     if cart is not None and cart.is_member(owner.user_id):
         cart.flag_payment_for_review(owner.user_id, intent_id)
     await uow.payments.set_order_payment_status(intent_id, PaymentStatus.REVIEW.value)
     reason = str(dispute.get("reason") or "dispute")
-    return Outcome("review", reason, intent_id, owner.cart_id)
+    return Outcome(EventOutcome.REVIEW, reason, intent_id, owner.cart_id)
