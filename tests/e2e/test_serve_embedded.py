@@ -1,12 +1,14 @@
 """``teamcart serve`` with no services configured: the embedded default, as a newcomer runs it.
 
 It starts a private PostgreSQL, Redis and Stripe emulator, migrates, loads the demo store and
-answers ``/health/ready``; Ctrl-C stops every process it started; a second start reuses the
-data folder (the demo store is still there).
+answers ``/health/ready``; SIGTERM (what systemd, Docker and Kubernetes send) and Ctrl-C both
+stop every process it started; a second start reuses the data folder (the demo store is still
+there), even when a run before it died without cleaning up.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -58,7 +60,9 @@ def _started_processes(serve: psutil.Process, log_text: str) -> list[psutil.Proc
     return found
 
 
-def _run_once(data_dir: Path, log: Path) -> tuple[str, list[psutil.Process]]:
+def _run_once(
+    data_dir: Path, log: Path, stop: signal.Signals = signal.SIGINT
+) -> tuple[str, list[psutil.Process], int]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with log.open("wb") as out:
@@ -91,13 +95,13 @@ def _run_once(data_dir: Path, log: Path) -> tuple[str, list[psutil.Process]]:
         assert store.status_code == 200, store.text
         assert store.json()["name"] == "Demo Kitchen"
     finally:
-        process.send_signal(signal.SIGINT)  # what Ctrl-C does
+        process.send_signal(stop)  # SIGINT is what Ctrl-C does
         try:
-            process.wait(timeout=30)
+            returncode = process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             raise
-    return log.read_text(), started
+    return log.read_text(), started, returncode
 
 
 def _gone(processes: list[psutil.Process]) -> list[psutil.Process]:
@@ -105,14 +109,27 @@ def _gone(processes: list[psutil.Process]) -> list[psutil.Process]:
     return alive
 
 
+def _dead_pid() -> int:
+    """The pid of a process that has exited (as a killed server's is)."""
+    probe = subprocess.Popen(["true"])
+    probe.wait()
+    return probe.pid
+
+
 def test_serve_starts_embedded_stops_cleanly_and_reuses_its_data(tmp_path: Path) -> None:
     data_dir = tmp_path / "teamcart-data"
 
-    first_log, started = _run_once(data_dir, tmp_path / "first.log")
-    assert _gone(started) == [], f"left running after Ctrl-C: {started}\n{first_log}"
+    first_log, started, code = _run_once(data_dir, tmp_path / "first.log", signal.SIGTERM)
+    assert _gone(started) == [], f"left running after SIGTERM: {started}\n{first_log}"
+    assert code == 0, first_log
     assert (data_dir / "postgres" / "PG_VERSION").exists()
     assert (data_dir / "jwt-secret").exists()
 
-    second_log, started = _run_once(data_dir, tmp_path / "second.log")
+    # A run that died without letting go of PostgreSQL leaves its pid in pgserver's list of
+    # the server's users; that must not keep the next run from stopping it.
+    users = data_dir / "postgres" / ".handle_pids.json"
+    users.write_text(json.dumps([_dead_pid()]))
+    second_log, started, code = _run_once(data_dir, tmp_path / "second.log")
     assert _gone(started) == [], f"left running after Ctrl-C: {started}\n{second_log}"
+    assert code == 0, second_log
     assert "Running upgrade" not in second_log  # schema already at head: the data was reused
