@@ -149,6 +149,7 @@ def stripe_emulator(log_path: Path) -> Iterator[str]:
             [sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"],
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -161,6 +162,16 @@ def stripe_emulator(log_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: Linux sends it SIGTERM if its parent dies, so even a
+    server killed with SIGKILL leaves no emulator behind (elsewhere: nothing to do)."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _wait_until_answering(url: str, process: subprocess.Popen[bytes], timeout: float = 20) -> None:

@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
+from sqlalchemy import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.failures import VersionConflictError
@@ -39,7 +41,13 @@ from app.persistence import carts as cart_rows
 from app.persistence import catalog as catalog_rows
 from app.persistence import orders as order_rows
 from app.persistence.outbox import OutboxRecord, Relay, append_events
-from app.persistence.payments import SqlPayments
+from app.persistence.payments import (
+    IntentFacts,
+    IntentOwner,
+    IntentStatus,
+    RefundOwed,
+    SqlPayments,
+)
 from domain.catalog import CouponTerms, ProductSnapshot, StoreTerms
 from domain.events import DomainEvent
 from domain.order import Order
@@ -105,6 +113,115 @@ class OrderRepository(Protocol):
         """A new order, inserted with its events at commit."""
 
 
+class PaymentRepository(Protocol):
+    """PaymentIntents, refunds owed and made, disputes and the Stripe event inbox
+    (``app.persistence.payments``). Amounts named ``amount`` are Stripe's units; an intent's
+    status only moves up ``INTENT_STATUS_RANK``."""
+
+    async def latest_intent(
+        self, cart_id: str, user_id: str, quote_version: int
+    ) -> RowMapping | None:
+        """The member's newest attempt at paying this quote."""
+
+    async def lock_quote(self, cart_id: str) -> tuple[int, str]:
+        """The cart's stored quote version and status, its row locked until the end."""
+
+    async def add_intent(self, **values: Any) -> RowMapping:
+        """Insert a new attempt (status ``open``); when the same attempt exists already,
+        that one."""
+
+    async def member_intent_status(
+        self, intent_id: str, cart_id: str, user_id: str
+    ) -> IntentStatus | None:
+        """The status of this member's intent on this cart, ``None`` if it is not theirs."""
+
+    async def has_open_intents(self, cart_id: str) -> bool:
+        """Whether any member of the cart has an ``open`` attempt."""
+
+    async def set_intent_status(self, intent_id: str, status: IntentStatus) -> None:
+        """Move the intent's status up to ``status`` (never down)."""
+
+    async def close_open_intent(self, intent_id: str, status: IntentStatus) -> None:
+        """An ``open`` attempt failed or was canceled; any other status stays."""
+
+    async def intent_owner(self, intent_id: str) -> IntentOwner | None:
+        """Whose share an intent we created pays."""
+
+    async def intent_facts(self, intent_id: str) -> IntentFacts:
+        """What has happened to the intent's capture: refunds that succeeded, open disputes."""
+
+    async def request_refund(
+        self,
+        payment_intent_id: str,
+        *,
+        amount: int,
+        currency: str,
+        reason: str,
+        cart_id: str | None,
+    ) -> None:
+        """Owe a refund (once per intent, however often it is decided)."""
+
+    async def pending_refunds(
+        self, *, payment_intent_ids: Sequence[str] | None, cart_id: str | None, limit: int
+    ) -> list[str]:
+        """Intent ids of refunds still owed, among those named or of the cart if given."""
+
+    async def claim_refund(self, payment_intent_id: str) -> RefundOwed | None:
+        """The pending refund, locked until the end; ``None`` when done or taken."""
+
+    async def note_refund_failed(self, payment_intent_id: str, attempts: int, error: str) -> None:
+        """Stripe refused or did not answer: the request stays pending."""
+
+    async def mark_refund_done(self, payment_intent_id: str, attempts: int) -> None:
+        """The refund was made (or had been): nothing more is owed."""
+
+    async def record_refund(
+        self,
+        refund_id: str,
+        payment_intent_id: str,
+        *,
+        amount: int,
+        currency: str,
+        status: str,
+        reason: str,
+    ) -> None:
+        """A refund by Stripe's id; a later notice of it updates only its status."""
+
+    async def refunded_total(self, payment_intent_id: str) -> int:
+        """Stripe's units refunded so far (succeeded refunds)."""
+
+    async def record_dispute(
+        self,
+        dispute_id: str,
+        payment_intent_id: str,
+        *,
+        amount: int,
+        currency: str,
+        reason: str,
+        status: str,
+    ) -> None:
+        """A dispute by Stripe's id, whatever it concerns; a later notice updates its status."""
+
+    async def set_order_payment_status(self, payment_intent_id: str, status: str) -> None:
+        """Keep the order's copy of a payment in step with the cart's."""
+
+    async def claim_event(self, event_id: str, event_type: str) -> bool:
+        """Enter a Stripe event in the inbox; ``False`` when it is there already."""
+
+    async def record_outcome(
+        self,
+        event_id: str,
+        outcome: str,
+        reason: str | None,
+        payment_intent_id: str | None,
+        cart_id: str | None,
+    ) -> None:
+        """What the inboxed event did."""
+
+    async def is_accounted_for(self, payment_intent_id: str) -> bool:
+        """Recorded as a member's settled payment, on an order, owed back or refunded."""
+
+
 class UnitOfWork(Protocol):
     """What a handler works with: repositories, Stripe, and work owed after commit."""
 
@@ -118,7 +235,7 @@ class UnitOfWork(Protocol):
     def orders(self) -> OrderRepository: ...
 
     @property
-    def payments(self) -> SqlPayments: ...
+    def payments(self) -> PaymentRepository: ...
 
     @property
     def stripe(self) -> PaymentGateway: ...
@@ -140,6 +257,41 @@ each event's version: the projection's format, given by the wiring)."""
 
 RefundRunner = Callable[[str | None, Sequence[str]], Awaitable[object]]
 """Carries out owed refunds (by cart, or by intent id) against Stripe after commit."""
+
+
+# --- what the runner needs of a transaction -------------------------------------------------
+
+
+@dataclass(slots=True)
+class OwedRefunds:
+    """The refunds one transaction owes (``UnitOfWork.refund_after_commit``), carried out
+    once it has committed."""
+
+    cart_ids: list[str | None] = field(default_factory=list)
+    intent_ids: list[str] = field(default_factory=list)
+
+
+class OpenUnitOfWork(UnitOfWork, Protocol):
+    """A unit of work as its runner sees it while its transaction is open."""
+
+    @property
+    def owed(self) -> OwedRefunds: ...
+
+    async def flush(self) -> list[OutboxRecord]:
+        """Save every changed cart with its version check (``VersionConflict`` when another
+        transaction saved it first), insert new carts and orders, append their events; the
+        records to relay once committed (none when not relaying)."""
+
+
+class TransactionSource(Protocol):
+    """Where a runner's transactions come from: PostgreSQL (:class:`SqlTransactions`), or
+    memory (``tests.fakes.FakeTransactions``). The runner is the same over either."""
+
+    def begin(self, *, lock: bool, relaying: bool) -> AbstractAsyncContextManager[OpenUnitOfWork]:
+        """One transaction and its unit of work: committed when the block ends normally,
+        rolled back when it raises. ``lock``: each cart is locked as it is loaded, until the
+        end, so nobody else can save it meanwhile (the retry after a conflict).
+        ``relaying``: its outbox records will go to a relay after the commit."""
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------
@@ -255,12 +407,6 @@ class SqlOrders:
         return records
 
 
-@dataclass(slots=True)
-class _OwedRefunds:
-    cart_ids: list[str | None] = field(default_factory=list)
-    intent_ids: list[str] = field(default_factory=list)
-
-
 class SqlUnitOfWork:
     """One transaction on PostgreSQL (see the module docstring)."""
 
@@ -281,7 +427,7 @@ class SqlUnitOfWork:
         self._orders = SqlOrders(conn)
         self._payments = SqlPayments(conn)
         self._stripe = stripe
-        self.owed = _OwedRefunds()
+        self.owed = OwedRefunds()
 
     @property
     def carts(self) -> SqlCarts:
@@ -317,12 +463,33 @@ class SqlUnitOfWork:
         return records if self._relaying else []
 
 
+class SqlTransactions:
+    """Transactions on one engine, each with its :class:`SqlUnitOfWork`."""
+
+    def __init__(self, engine: AsyncEngine, stripe: PaymentGateway, payloads: OutboxPayloads):
+        self.engine = engine
+        self._stripe = stripe
+        self._payloads = payloads
+
+    @contextlib.asynccontextmanager
+    async def begin(self, *, lock: bool, relaying: bool) -> AsyncIterator[OpenUnitOfWork]:
+        async with self.engine.begin() as conn:
+            yield SqlUnitOfWork(conn, self._stripe, self._payloads, lock=lock, relaying=relaying)
+
+
+# --- the runner ----------------------------------------------------------------------------
+
+
 class UnitOfWorkRunner:
     """Runs handlers in units of work on one engine (built once, in ``app.wiring``).
 
     ``relay``: takes each transaction's outbox records after its commit; ``None`` (a
     background job that must not wait on Redis) leaves them to the outbox dispatchers.
-    ``refunds``: carries out the refunds a transaction owes, after its commit."""
+    ``refunds``: carries out the refunds a transaction owes, after its commit.
+
+    What happens around a handler (the retries, the flush, what follows the commit) does not
+    depend on where the data lives: :meth:`over` builds the same runner on another
+    :class:`TransactionSource` (the tests' in-memory one)."""
 
     def __init__(
         self,
@@ -332,40 +499,63 @@ class UnitOfWorkRunner:
         refunds: RefundRunner,
         relay: Relay | None = None,
     ) -> None:
-        self.engine = engine
+        self._start(SqlTransactions(engine, stripe, payloads), stripe, refunds, relay)
+
+    @classmethod
+    def over(
+        cls,
+        transactions: TransactionSource,
+        stripe: PaymentGateway,
+        refunds: RefundRunner,
+        relay: Relay | None = None,
+    ) -> UnitOfWorkRunner:
+        """A runner whose transactions come from ``transactions``."""
+        runner = cls.__new__(cls)
+        runner._start(transactions, stripe, refunds, relay)
+        return runner
+
+    def _start(
+        self,
+        transactions: TransactionSource,
+        stripe: PaymentGateway,
+        refunds: RefundRunner,
+        relay: Relay | None,
+    ) -> None:
         self.stripe = stripe
-        self._payloads = payloads
+        self._transactions = transactions
         self._refunds = refunds
         self._relay = relay
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine of a runner on PostgreSQL."""
+        if not isinstance(self._transactions, SqlTransactions):
+            raise AttributeError(f"{self._transactions!r} is not on a database engine")
+        return self._transactions.engine
+
     def without_relay(self) -> UnitOfWorkRunner:
         """The same runner whose events go to the outbox dispatchers (background work)."""
-        return UnitOfWorkRunner(self.engine, self.stripe, self._payloads, self._refunds)
+        return self.over(self._transactions, self.stripe, self._refunds)
 
     async def run(self, handler: Handler[T, R], command: T) -> R:
         """Run ``handler(command, uow)`` in one transaction, retried on a version conflict."""
         for attempt in range(1, MAX_ATTEMPTS + 1):
             relaying = self._relay is not None and self._relay.accepting
             try:
-                async with self._transaction(lock=attempt > 1, relaying=relaying) as uow:
+                async with self._transactions.begin(lock=attempt > 1, relaying=relaying) as uow:
                     result = await handler(command, uow)
                     records = await uow.flush()
             except VersionConflict as conflict:
                 log.info("version_conflict", teamcart_id=str(conflict), attempt=attempt)
                 continue
-            await self._after_commit(uow, records)
+            await self._after_commit(uow.owed, records)
             return result
         raise VersionConflictError("the cart changed at the same time; try again")
 
-    @contextlib.asynccontextmanager
-    async def _transaction(self, *, lock: bool, relaying: bool) -> AsyncIterator[SqlUnitOfWork]:
-        async with self.engine.begin() as conn:
-            yield SqlUnitOfWork(conn, self.stripe, self._payloads, lock=lock, relaying=relaying)
-
-    async def _after_commit(self, uow: SqlUnitOfWork, records: list[OutboxRecord]) -> None:
+    async def _after_commit(self, owed: OwedRefunds, records: list[OutboxRecord]) -> None:
         if records and self._relay is not None:
             await self._relay.relay_committed(records)
-        for cart_id in uow.owed.cart_ids:
+        for cart_id in owed.cart_ids:
             await self._refunds(cart_id, ())
-        if uow.owed.intent_ids:
-            await self._refunds(None, uow.owed.intent_ids)
+        if owed.intent_ids:
+            await self._refunds(None, owed.intent_ids)

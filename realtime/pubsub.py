@@ -267,7 +267,7 @@ class RedisChannelLink:
     def _resubscribed(self) -> None:
         """Every watched channel is live again: what was published meanwhile is lost."""
         self._resync_pending = False
-        if False:
+        if self._on_reconnect is not None:
             try:
                 self._on_reconnect()
             except Exception:

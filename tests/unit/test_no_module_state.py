@@ -46,8 +46,7 @@ def mutable_globals(module: ModuleType) -> list[str]:
     return [
         f"{module.__name__}.{name}: {type(value).__name__}"
         for name, value in vars(module).items()
-        if not (name.startswith("__") and name.endswith("__"))
-        and isinstance(value, MUTABLE)
+        if not (name.startswith("__") and name.endswith("__")) and isinstance(value, MUTABLE)
     ]
 
 
