@@ -513,3 +513,76 @@ async def test_a_share_stripe_cannot_charge_exactly_is_refused_online(
         await client.post(url + "/payments/online", headers=host), 422, "amount_not_payable_online"
     )
     assert (await client.post(url + "/payments/cod", headers=host)).status_code == 200
+
+
+def _malformed_events() -> dict[str, dict[str, Any]]:
+    cart, member = str(uuid.uuid4()), str(uuid.uuid4())
+    good_metadata = teamcart_metadata(cart, member, 1)
+    intent = payment_intent(f"pi_{uuid.uuid4().hex[:14]}", amount=100, currency="usd", metadata={})
+    refunded = charge_refunded(intent["id"], amount=100, currency="usd", refund_id="re_x")
+    del refunded["refunds"]["data"][0]["id"]
+    return {
+        "metadata not an object": event("payment_intent.succeeded", {**intent, "metadata": "x"}),
+        "amount not an integer": event(
+            "payment_intent.succeeded",
+            {**intent, "amount": "100", "amount_received": 1.5, "metadata": good_metadata},
+        ),
+        "refund without an id": event("charge.refunded", refunded),
+        "refund list not a list": event("charge.refunded", {**refunded, "refunds": {"data": 7}}),
+        "dispute without an intent": event(
+            "charge.dispute.created", {**dispute("", amount=100, currency="usd")}
+        ),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_malformed_events()))
+async def test_a_signed_but_malformed_event_is_recorded_as_rejected_and_answered_200(
+    client: Client, engine: AsyncEngine, case: str
+) -> None:
+    """Answering 5xx would have Stripe retry it for days; nothing of it is applied."""
+    evt = _malformed_events()[case]
+    response = await deliver(client, evt)
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "rejected"
+    assert response.json()["reason"]
+    async with engine.connect() as conn:
+        stored = (
+            await conn.execute(
+                select(stripe_events.c.outcome).where(stripe_events.c.id == evt["id"])
+            )
+        ).scalar_one()
+    assert stored == "rejected"
+    assert (await deliver(client, evt)).json()["outcome"] == "duplicate"
+
+
+async def test_ids_that_cannot_be_ours_name_no_cart(
+    client: Client, gateway: StripeGateway, stripe_api_base: str, engine: AsyncEngine
+) -> None:
+    """A capture whose metadata names a cart id that is no UUID is refunded like any capture
+    for an unknown cart; other events for it are ignored. Neither is a 5xx."""
+    metadata = {**teamcart_metadata("not-a-uuid", "nor-this", 1)}
+    paid = await captured_intent(gateway, stripe_api_base, amount=700)
+    captured = event(
+        "payment_intent.succeeded",
+        payment_intent(paid, amount=700, currency="usd", metadata=metadata),
+    )
+    response = await deliver(client, captured)
+    assert response.json() == {
+        "received": True,
+        "outcome": "refunded",
+        "reason": "unknown_cart_or_member",
+    }
+    assert await count(engine, refunds, refunds.c.payment_intent_id == paid) == 1
+    failed = event(
+        "payment_intent.payment_failed",
+        payment_intent("pi_nope", amount=700, currency="usd", metadata=metadata, status="failed"),
+    )
+    assert (await deliver(client, failed)).json()["outcome"] == "ignored"
+
+
+async def test_a_signature_dated_in_the_future_is_refused(client: Client) -> None:
+    evt = event(
+        "payment_intent.succeeded", payment_intent("pi_x", amount=1, currency="usd", metadata={})
+    )
+    response = await deliver(client, evt, timestamp=int(time.time()) + 3600)
+    assert_problem(response, 400, "invalid_signature")

@@ -16,6 +16,7 @@ it (``TeamCart.record_online_payment``).
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,6 +57,7 @@ class EventOutcome(StrEnum):
     IGNORED = "ignored"  # not ours, or nothing to do
     REFUNDED = "refunded"  # a capture nobody owed: given back
     REVIEW = "review"  # disputed, or otherwise for an operator
+    REJECTED = "rejected"  # signed, but not shaped as Stripe shapes this event: never retried
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,14 @@ async def take_in_event(event: Mapping[str, Any], uow: UnitOfWork) -> Outcome:
     obj: Mapping[str, Any] = event["data"]["object"]
     if not await uow.payments.claim_event(event_id, event_type):
         return Outcome(EventOutcome.DUPLICATE)
-    outcome = await _apply(uow, event_type, obj)
+    problem = malformed(event_type, obj)
+    if problem is None:
+        outcome = await _apply(uow, event_type, obj)
+    else:
+        # Answered 200 and recorded: a 5xx would have Stripe retry it for days to no end.
+        ALERTS.labels(kind="malformed_event").inc()
+        log.error("stripe_event_rejected", event_id=event_id, type=event_type, reason=problem)
+        outcome = Outcome(EventOutcome.REJECTED, problem[:500])
     await uow.payments.record_outcome(
         event_id, outcome.outcome, outcome.reason, outcome.payment_intent_id, outcome.cart_id
     )
@@ -101,14 +110,14 @@ async def take_in_event(event: Mapping[str, Any], uow: UnitOfWork) -> Outcome:
         reason=outcome.reason,
         payment_intent_id=outcome.payment_intent_id,
         teamcart_id=outcome.cart_id,
-        member_user_id=(obj.get("metadata") or {}).get("member_user_id"),
+        member_user_id=_metadata(obj).get("member_user_id"),
     )
     return outcome
 
 
 async def _apply(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]) -> Outcome:
     if event_type.startswith("payment_intent."):
-        metadata = obj.get("metadata") or {}
+        metadata = _metadata(obj)
         intent_id = str(obj.get("id"))
         if metadata.get("teamcart_id"):
             return await _apply_to_cart(uow, event_type, obj, metadata)
@@ -122,6 +131,85 @@ async def _apply(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]) -> Ou
     if event_type == "charge.dispute.created":
         return await _apply_dispute(uow, obj)
     return Outcome(EventOutcome.IGNORED, f"{event_type} is not handled")
+
+
+# --- the shape of what we read ---------------------------------------------------------------
+
+
+def malformed(event_type: str, obj: Mapping[str, Any]) -> str | None:
+    """Why a signed event's object can't be what Stripe sends, or ``None``: every field the
+    handlers read, checked for its type before anything is done with it."""
+    if event_type.startswith("payment_intent."):
+        return _malformed_intent(obj)
+    if event_type == "charge.refunded":
+        listed = obj.get("refunds", {})
+        data = listed.get("data", []) if isinstance(listed, Mapping) else None
+        if not isinstance(data, list):
+            return "refunds.data is not a list"
+        return _first(
+            _text(obj, "payment_intent"),
+            _amount(obj, "amount", required=False),
+            _amount(obj, "amount_refunded", required=False),
+        ) or next((p for refund in data if (p := _malformed_refund(refund))), None)
+    if event_type in REFUND_EVENTS:
+        return _first(_text(obj, "payment_intent"), _malformed_refund(obj))
+    if event_type == "charge.dispute.created":
+        return _first(
+            _text(obj, "id"), _text(obj, "payment_intent"), _amount(obj, "amount", required=False)
+        )
+    return None
+
+
+def _malformed_intent(obj: Mapping[str, Any]) -> str | None:
+    metadata = obj.get("metadata", {})
+    if metadata is not None and not isinstance(metadata, Mapping):
+        return "metadata is not an object"
+    metadata = metadata or {}
+    if not metadata.get("teamcart_id"):
+        return _text(obj, "id")
+    return _first(
+        _text(obj, "id"),
+        _amount(obj, "amount", required=False),
+        _amount(obj, "amount_received", required=False),
+        _text(obj, "currency"),
+    )
+
+
+def _malformed_refund(refund: object) -> str | None:
+    if not isinstance(refund, Mapping):
+        return "a refund is not an object"
+    return _first(_text(refund, "id"), _amount(refund, "amount", required=True))
+
+
+def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def _first(*problems: str | None) -> str | None:
+    return next((problem for problem in problems if problem), None)
+
+
+def _text(obj: Mapping[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    return None if isinstance(value, str) and value else f"{name} is not a non-empty string"
+
+
+def _amount(obj: Mapping[str, Any], name: str, *, required: bool) -> str | None:
+    value = obj.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**15:
+        return None
+    return f"{name} is not a whole non-negative amount"
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 # --- payment_intent.* ------------------------------------------------------------------------
@@ -148,11 +236,15 @@ async def _apply_to_cart(
         received=int(intent.get("amount_received") or intent.get("amount") or 0),
         metadata=metadata,
     )
-    cart = await uow.carts.get(evt.cart_id)
+    # Ids that can't be ours name no cart: a capture for them is refunded, like any other
+    # capture for an unknown cart or member.
+    known = _is_uuid(evt.cart_id) and _is_uuid(evt.user_id)
+    cart = await uow.carts.get(evt.cart_id) if known else None
     if event_type == "payment_intent.succeeded":
         return await _captured(uow, evt, cart)
     if cart is None or not cart.is_member(evt.user_id):
-        return Outcome(EventOutcome.IGNORED, "unknown cart or member", evt.intent_id, evt.cart_id)
+        cart_id = None if cart is None else cart.id
+        return Outcome(EventOutcome.IGNORED, "unknown cart or member", evt.intent_id, cart_id)
     if event_type == "payment_intent.payment_failed":
         await uow.payments.close_open_intent(evt.intent_id, IntentStatus.FAILED)
         try:
@@ -176,7 +268,7 @@ async def _captured(uow: UnitOfWork, evt: _IntentEvent, cart: TeamCart | None) -
             amount=evt.received,
             currency=evt.currency,
             reason="unknown_cart_or_member",
-            cart_id=evt.cart_id,
+            cart_id=None if cart is None else cart.id,
         )
         return Outcome(EventOutcome.REFUNDED, "unknown_cart_or_member", evt.intent_id, None)
     facts = await uow.payments.intent_facts(evt.intent_id)
