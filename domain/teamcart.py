@@ -95,6 +95,8 @@ __all__ = [
 ]
 
 MAX_QUANTITY = 99
+CONFIRM_WINDOWS = 2
+"""A ready cart is confirmed within this many payment windows of its lock, or expires."""
 MAX_DISPLAY_NAME_LENGTH = 100
 _INVITE_CODE_ALPHABET = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -893,7 +895,9 @@ class TeamCart:
 
         An open cart past its deadline is locked if it has priced items, otherwise expired. A
         locked cart still not ready once ``payment_window`` has passed since it was locked
-        expires. A ``ready_to_confirm`` cart waits for the host.
+        expires. A ``ready_to_confirm`` cart waits for the host for one more window (its
+        confirm window), then expires too: members' money is never held for ever by a host
+        who walked away. Whoever expires it refunds ``refund_paid_members``.
         """
         if self.status is CartStatus.OPEN and self.deadline is not None and now > self.deadline:
             if self.subtotal_minor > 0:
@@ -901,20 +905,22 @@ class TeamCart:
             else:
                 self.expire(now)
             return True
-        if (
-            self.status is CartStatus.LOCKED
-            and self.locked_at is not None
-            and now > self.locked_at + payment_window
+        if self.locked_at is None:
+            return False
+        if (self.status is CartStatus.LOCKED and now > self.locked_at + payment_window) or (
+            self.status is CartStatus.READY_TO_CONFIRM
+            and now > self.locked_at + CONFIRM_WINDOWS * payment_window
         ):
             self.expire(now)
             return True
         return False
 
     def expire(self, now: datetime) -> None:
-        """Expire an open or locked cart now (the sweeper's decision, e.g. stock ran out)."""
-        if self.status not in (CartStatus.OPEN, CartStatus.LOCKED):
+        """Expire an open, locked or ready cart now (the sweeper's decision: a deadline or a
+        window passed, or stock ran out)."""
+        if self.status not in (CartStatus.OPEN, CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
             raise errors.CartNotOpen(
-                f"The cart is {self.status}; only open or locked carts expire."
+                f"The cart is {self.status}; only open, locked or ready carts expire."
             )
         self.status = CartStatus.EXPIRED
         self._record(CartExpired(cart_id=self.id, version=self._next_version(), expired_at=now))

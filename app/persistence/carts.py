@@ -47,7 +47,15 @@ from domain.catalog import CouponTerms, StoreTerms
 from domain.errors import OutOfStock
 from domain.payments import PaymentMethod, PaymentStatus
 from domain.pricing import TOTALS_FIELDS, Quote, Totals
-from domain.teamcart import CartItem, CartStatus, Member, MemberPayment, MemberRole, TeamCart
+from domain.teamcart import (
+    CONFIRM_WINDOWS,
+    CartItem,
+    CartStatus,
+    Member,
+    MemberPayment,
+    MemberRole,
+    TeamCart,
+)
 
 
 def _cart_values(cart: TeamCart) -> dict[str, Any]:
@@ -402,7 +410,8 @@ def _to_cart(
 async def due_cart_ids(
     conn: AsyncConnection, payment_window: timedelta, *, limit: int = 100
 ) -> list[str]:
-    """Carts the sweeper has work on: open past their deadline, or locked past the window."""
+    """Carts the sweeper has work on: open past their deadline, locked past the payment
+    window, ready but not confirmed past the confirm window (``CONFIRM_WINDOWS``)."""
     result = await conn.execute(
         select(teamcarts.c.id)
         .where(
@@ -411,6 +420,8 @@ async def due_cart_ids(
                 & (teamcarts.c.deadline <= func.now()),
                 (teamcarts.c.status == CartStatus.LOCKED.value)
                 & (teamcarts.c.locked_at <= func.now() - payment_window),
+                (teamcarts.c.status == CartStatus.READY_TO_CONFIRM.value)
+                & (teamcarts.c.locked_at <= func.now() - CONFIRM_WINDOWS * payment_window),
             )
         )
         .order_by(teamcarts.c.updated_at)

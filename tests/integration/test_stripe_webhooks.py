@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -26,6 +27,7 @@ from app.payments.gateway import StripeGateway
 from app.persistence.tables import outbox, refund_requests, refunds, stripe_events
 from app.unit_of_work import UnitOfWorkRunner
 from app.use_cases.payments.refunds import carry_out_refunds
+from app.use_cases.teamcarts import expire_due_carts
 from app.wiring import create_app
 from tests.builders import Client, create_product, create_store
 from tests.integration.test_group_flow import open_cart, session, uid
@@ -586,3 +588,28 @@ async def test_a_signature_dated_in_the_future_is_refused(client: Client) -> Non
     )
     response = await deliver(client, evt, timestamp=int(time.time()) + 3600)
     assert_problem(response, 400, "invalid_signature")
+
+
+async def test_a_ready_cart_the_host_never_confirms_expires_and_refunds_its_members(
+    client: Client,
+    engine: AsyncEngine,
+    runner: UnitOfWorkRunner,
+    gateway: StripeGateway,
+    stripe_api_base: str,
+    admin_headers: dict[str, str],
+) -> None:
+    url, host, guest, view = await locked_cart(client, admin_headers)
+    assert (await client.post(url + "/payments/cod", headers=host)).status_code == 200
+    paid = await captured_intent(gateway, stripe_api_base, amount=share(view, uid(guest)))
+    assert (await deliver(client, succeeded(view, uid(guest), paid))).json()["outcome"] == (
+        "applied"
+    )
+    assert (await client.get(url, headers=host)).json()["status"] == "ready_to_confirm"
+
+    await expire_due_carts(runner, timedelta(minutes=30))  # within its confirm window
+    assert (await client.get(url, headers=host)).json()["status"] == "ready_to_confirm"
+    await expire_due_carts(runner, timedelta(0))  # the confirm window is over too
+    after = (await client.get(url, headers=host)).json()
+    assert after["status"] == "expired"
+    assert payment_of(after, uid(guest))["status"] == "refunded"
+    assert await count(engine, refunds, refunds.c.payment_intent_id == paid) == 1

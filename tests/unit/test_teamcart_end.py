@@ -245,11 +245,20 @@ def test_a_locked_cart_expires_after_the_payment_window() -> None:
     assert [type(event) for event in cart.pull_events()] == [events.CartExpired]
 
 
-def test_a_ready_cart_waits_for_the_host() -> None:
-    cart, _, _ = a_ready_cart()
-    assert cart.locked_at is not None
-    assert not cart.expire_if_due(cart.locked_at + 10 * WINDOW, WINDOW)
+def test_a_ready_cart_waits_for_the_host_one_more_window_then_expires() -> None:
+    cart, host, guest = a_locked_cart()
+    cart.commit_cod(host)
+    cart.record_online_payment(guest, 3622, "USD", 1, "pi_1")
     assert cart.status is CartStatus.READY_TO_CONFIRM
+    assert cart.locked_at is not None
+    assert not cart.expire_if_due(cart.locked_at + 2 * WINDOW, WINDOW)
+    assert cart.status is CartStatus.READY_TO_CONFIRM
+    assert cart.expire_if_due(cart.locked_at + 2 * WINDOW + timedelta(seconds=1), WINDOW)
+    assert status_of(cart) is CartStatus.EXPIRED
+    assert cart.paid_online_members  # the sweeper refunds them (refund_paid_members)
+    refunds = cart.refund_paid_members()
+    assert [r.payment_intent_id for r in refunds] == ["pi_1"]
+    assert not cart.paid_online_members
 
 
 def test_expire_directly() -> None:
@@ -259,5 +268,5 @@ def test_expire_directly() -> None:
     with pytest.raises(errors.CartNotOpen):
         cart.expire(NOW)
     ready, _, _ = a_ready_cart()
-    with pytest.raises(errors.CartNotOpen):
-        ready.expire(NOW)
+    ready.expire(NOW)
+    assert ready.status is CartStatus.EXPIRED
