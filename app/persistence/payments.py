@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, Final
@@ -90,6 +91,17 @@ class RefundOwed:
     currency: str
     reason: str
     attempts: int
+    round: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """One Stripe refund per round: a retry of the same round can't refund twice."""
+        base = f"refund-{self.payment_intent_id}"
+        return base if self.round == 1 else f"{base}-r{self.round}"
+
+
+RETRY_BACKOFF_SECONDS: Final = (2, 3600)
+"""A failed refund is tried again after 2 s, doubling each time, at most an hour apart."""
 
 
 _SET_INTENT_STATUS = (
@@ -261,8 +273,13 @@ class SqlPayments:
     async def pending_refunds(
         self, *, payment_intent_ids: Sequence[str] | None, cart_id: str | None, limit: int
     ) -> list[str]:
-        query = select(refund_requests.c.payment_intent_id).where(
-            refund_requests.c.status == RefundRequestStatus.PENDING
+        query = (
+            select(refund_requests.c.payment_intent_id)
+            .where(
+                refund_requests.c.status == RefundRequestStatus.PENDING,
+                refund_requests.c.next_attempt_at <= func.now(),
+            )
+            .order_by(refund_requests.c.next_attempt_at)
         )
         if payment_intent_ids is not None:
             query = query.where(refund_requests.c.payment_intent_id.in_(list(payment_intent_ids)))
@@ -296,14 +313,43 @@ class SqlPayments:
             currency=row["currency"],
             reason=row["reason"],
             attempts=row["attempts"],
+            round=row["round"],
         )
 
     async def note_refund_failed(self, payment_intent_id: str, attempts: int, error: str) -> None:
+        """Stripe did not take it: try again later, each time later (``RETRY_BACKOFF_SECONDS``),
+        so a refund that keeps failing doesn't go ahead of the others on every sweep."""
+        first, cap = RETRY_BACKOFF_SECONDS
+        delay = min(cap, first * 2 ** min(attempts - 1, 20))
         await self._conn.execute(
             update(refund_requests)
             .where(refund_requests.c.payment_intent_id == payment_intent_id)
-            .values(attempts=attempts, last_error=error[:500], updated_at=func.now())
+            .values(
+                attempts=attempts,
+                last_error=error[:500],
+                next_attempt_at=func.now() + timedelta(seconds=delay),
+                updated_at=func.now(),
+            )
         )
+
+    async def reopen_refund(self, payment_intent_id: str, error: str) -> bool:
+        """Stripe reports the refund we asked for failed: owe it again, in a new round.
+        ``False`` when we never asked for one (a refund made in the dashboard)."""
+        reopened = await self._conn.execute(
+            update(refund_requests)
+            .where(
+                refund_requests.c.payment_intent_id == payment_intent_id,
+                refund_requests.c.status == RefundRequestStatus.DONE,
+            )
+            .values(
+                status=RefundRequestStatus.PENDING.value,
+                round=refund_requests.c.round + 1,
+                last_error=error[:500],
+                next_attempt_at=func.now(),
+                updated_at=func.now(),
+            )
+        )
+        return bool(reopened.rowcount)
 
     async def mark_refund_done(self, payment_intent_id: str, attempts: int) -> None:
         await self._conn.execute(

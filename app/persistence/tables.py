@@ -369,12 +369,16 @@ refund_requests = Table(
     Column("status", String(16), nullable=False, server_default=text("'pending'")),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text, nullable=True),
+    # When the sweeper may try again (pushed back after each failure), and which round this
+    # is: a refund Stripe reports failed opens the next round, with a new idempotency key.
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("round", Integer, nullable=False, server_default=text("1")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("status IN ('pending', 'done')", name="status_known"),
 )
 Index(
     "ix_refund_requests_pending",
-    refund_requests.c.created_at,
+    refund_requests.c.next_attempt_at,
     postgresql_where=refund_requests.c.status == "pending",
 )

@@ -454,9 +454,66 @@ async def test_cancel_commits_even_when_stripe_refuses_the_refund_and_it_is_retr
     # already have retried it (successfully: attempt 2) by now.
     assert (owed["status"], owed["attempts"]) in {("pending", 1), ("done", 2)}
 
-    await carry_out_refunds(runner)  # what the sweeper does, if none did yet
+    # Not again at once: a failed refund is retried later, each time later.
+    assert await carry_out_refunds(runner, payment_intent_ids=[paid]) == 0
+    async with asyncio.timeout(10):
+        while not await count(engine, refunds, refunds.c.payment_intent_id == paid):
+            await carry_out_refunds(runner)  # what the sweeper does, if none did yet
+            await asyncio.sleep(0.2)
     assert await count(engine, refunds, refunds.c.payment_intent_id == paid) == 1
     assert await carry_out_refunds(runner, payment_intent_ids=[paid]) == 0  # once
+
+
+async def test_a_refund_stripe_reports_failed_is_owed_again_in_a_new_round(
+    client: Client,
+    engine: AsyncEngine,
+    gateway: StripeGateway,
+    stripe_api_base: str,
+    admin_headers: dict[str, str],
+) -> None:
+    url, host, _, view = await locked_cart(client, admin_headers)
+    paid = await captured_intent(gateway, stripe_api_base, amount=share(view, uid(host)))
+    assert (await deliver(client, succeeded(view, uid(host), paid))).json()["outcome"] == "applied"
+    assert (await client.post(url + "/cancel", headers=host)).status_code == 200
+    async with engine.connect() as conn:
+        first = (
+            await conn.execute(
+                select(refund_requests.c.status, refund_requests.c.round).where(
+                    refund_requests.c.payment_intent_id == paid
+                )
+            )
+        ).one()
+        refund_id = (
+            await conn.execute(select(refunds.c.id).where(refunds.c.payment_intent_id == paid))
+        ).scalar_one()
+    assert tuple(first) == ("done", 1)
+
+    failed = event(
+        "refund.updated",
+        {
+            "id": refund_id,
+            "object": "refund",
+            "amount": share(view, uid(host)),
+            "currency": "usd",
+            "payment_intent": paid,
+            "status": "failed",
+            "failure_reason": "expired_or_canceled_card",
+        },
+    )
+    assert (await deliver(client, failed)).status_code == 200
+    async with engine.connect() as conn:
+        again = (
+            (
+                await conn.execute(
+                    select(refund_requests).where(refund_requests.c.payment_intent_id == paid)
+                )
+            )
+            .mappings()
+            .one()
+        )
+    assert again["round"] == 2  # a new idempotency key: Stripe makes a new refund
+    assert again["attempts"] >= 2  # and it was asked again right after the webhook
+    assert "expired_or_canceled_card" in again["last_error"]
 
 
 async def test_a_partial_dashboard_refund_keeps_the_member_paid_until_it_covers_everything(

@@ -80,7 +80,7 @@ async def carry_out_refund(payment_intent_id: str, uow: UnitOfWork) -> bool:
     attempts = owed.attempts + 1
     try:
         refund = await uow.stripe.refund_payment_intent(
-            payment_intent_id, idempotency_key=f"refund-{payment_intent_id}", reason=owed.reason
+            payment_intent_id, idempotency_key=owed.idempotency_key, reason=owed.reason
         )
     except AlreadyRefunded:
         refund = None

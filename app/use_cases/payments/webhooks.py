@@ -382,6 +382,9 @@ async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]
         if status == "failed":
             ALERTS.labels(kind="refund_failed").inc()
             log.error("refund_failed", payment_intent_id=intent_id, refund_id=refund["id"])
+            reason = str(refund.get("failure_reason") or "failed")
+            if await uow.payments.reopen_refund(intent_id, f"Stripe: {reason}"):
+                uow.refund_after_commit(payment_intent_ids=[intent_id])
     if owner is None:
         return Outcome(EventOutcome.IGNORED, "unknown intent", intent_id)
     if event_type == "charge.refunded" and obj.get("amount") is not None:
