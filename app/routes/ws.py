@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from types import MappingProxyType
 from typing import Any, Final
 
 import msgspec
@@ -19,6 +20,7 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 from litestar.params import FromPath
 from litestar.security.jwt import Token
+from redis.exceptions import RedisError
 
 from app.auth import principal_from_token
 from app.resources import AppResources
@@ -72,14 +74,27 @@ async def _refusal(
     own, so the view it reads is not kept alive for the connection's lifetime.)
 
     The view can trail a just-committed join by a few milliseconds, so a user it doesn't
-    list is checked against PostgreSQL, the source of truth, before being refused.
+    list is checked against PostgreSQL, the source of truth, before being refused. While
+    the view model is out of reach, the client is told to try again later (1013).
     """
-    live = await projection.current(cart_id)
+    try:
+        live = await projection.current(cart_id)
+    except RedisError:
+        return CLOSE_TRY_AGAIN_LATER
     if live is None:
         return CLOSE_CART_NOT_FOUND
     if any(member.user_id == user_id for member in live.cart.members):
         return 0
     return 0 if await is_member(runner, cart_id, user_id) else CLOSE_NOT_A_MEMBER
+
+
+_REFUSALS = MappingProxyType(
+    {
+        CLOSE_CART_NOT_FOUND: "cart_not_found",
+        CLOSE_NOT_A_MEMBER: "not_a_member",
+        CLOSE_TRY_AGAIN_LATER: "try_again_later",
+    }
+)
 
 
 def _text_of(event: Any) -> str | bytes:
@@ -104,8 +119,7 @@ async def cart_socket(
             return
         refusal = await _refusal(live.projection, resources.runner, str(cart_id), user_id)
         if refusal:
-            reason = "cart_not_found" if refusal == CLOSE_CART_NOT_FOUND else "not_a_member"
-            await socket.close(refusal, reason)
+            await socket.close(refusal, _REFUSALS[refusal])
             return
         try:
             connection = await live.hub.connect(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
+
 from app.failures import cart_not_found
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
 from domain.errors import NotAMember
@@ -32,18 +34,24 @@ async def read_cart_view(
 
     The view is rebuilt on a miss. In the few milliseconds after a commit before the
     projection has applied it, the view is behind the cart's version (one primary-key read):
-    the cart is then read from PostgreSQL, so a client always reads its own writes.
+    the cart is then read from PostgreSQL, so a client always reads its own writes. While
+    Redis is out of reach the cart is read from PostgreSQL, the source of truth, without
+    presence (nobody shows online).
     """
     version = await runner.run(_version, cart_id)
-    live = None if version is None else await projection.current(cart_id)
-    if version is None or live is None:
+    if version is None:
         raise cart_not_found(cart_id)
-    view = live.cart
-    if view.version < version:
+    try:
+        live = await projection.current(cart_id)
+    except RedisError:
+        live = None
+    if live is None or live.cart.version < version:
         stored = await runner.run(_stored_view, cart_id)
         if stored is None:
             raise cart_not_found(cart_id)
-        view = with_presence(stored, live.online)
+        view = stored if live is None else with_presence(stored, live.online)
+    else:
+        view = live.cart
     if all(member.user_id != user_id for member in view.members):
         raise NotAMember()
     return view
