@@ -7,6 +7,7 @@ problems, by category, with the ``code`` given here::
 
     ApplicationError
     ├── NotFoundError           404  cart_not_found, store_not_found, invite_not_found, …
+    ├── ForbiddenError          403  not_a_participant, …
     ├── ConflictError           409  payment_not_open, …
     │   └── VersionConflictError     version_conflict (the unit of work's retries ran out)
     ├── UnprocessableError      422  currency_not_payable_online, …
@@ -31,6 +32,10 @@ class ApplicationError(Exception):
 
 class NotFoundError(ApplicationError):
     status = 404
+
+
+class ForbiddenError(ApplicationError):
+    status = 403
 
 
 class ConflictError(ApplicationError):

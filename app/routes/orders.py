@@ -145,5 +145,5 @@ class OrderController(Controller):
         order_id: FromPath[uuid.UUID],
         resources: AppResources,
     ) -> OrderView:
-        order = await use.get_order_for(resources.engine, request.user.user_id, str(order_id))
+        order = await use.get_order_for(resources.engine, request.user, str(order_id))
         return order_view(order)

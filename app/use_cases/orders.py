@@ -9,7 +9,9 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.auth import Principal
 from app.errors import ApiError
+from app.failures import ForbiddenError, NotFoundError
 from app.persistence import orders as order_repo
 from domain.order import Order
 
@@ -36,13 +38,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         ) from exc
 
 
-async def get_order_for(engine: AsyncEngine, user_id: str, order_id: str) -> Order:
+async def get_order_for(engine: AsyncEngine, reader: Principal, order_id: str) -> Order:
+    """The order, for its host, every member on its payments, and admins."""
     async with engine.connect() as conn:
         order = await order_repo.load_order(conn, order_id)
     if order is None:
-        raise ApiError(404, "order_not_found", f"no order with id {order_id}")
-    if user_id not in order.participant_user_ids:
-        raise ApiError(403, "not_a_participant", "only the host and members who paid see it")
+        raise NotFoundError("order_not_found", f"no order with id {order_id}")
+    if reader.user_id not in order.participant_user_ids and not reader.is_admin:
+        raise ForbiddenError("not_a_participant", "only the host and members who paid see it")
     return order
 
 

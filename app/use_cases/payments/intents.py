@@ -181,6 +181,10 @@ class ConfirmOnlinePayment:
 
 
 async def _intent_status(command: ConfirmOnlinePayment, uow: UnitOfWork) -> IntentStatus | None:
+    if not await uow.carts.is_member(command.cart_id, command.actor_id):
+        if await uow.carts.version_of(command.cart_id) is None:
+            raise cart_not_found(command.cart_id)
+        raise errors.NotAMember()
     return await uow.payments.member_intent_status(
         command.payment_intent_id, command.cart_id, command.actor_id
     )

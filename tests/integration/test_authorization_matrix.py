@@ -1,0 +1,245 @@
+"""Who may call what: every route of the app, for every kind of caller, generated from the
+route table, so a new route can't ship without being classified here.
+
+Callers: nobody (no token), a stranger (a signed-in guest who is not in the cart), a guest
+member of the cart, its host, and an admin. Each case gets a fresh cart (host and guest each
+with an item, a store with a coupon), so one case's success never changes another's.
+Allowed means "not 401 or 403" (the request may still be refused for its state or body:
+409, 422, 404 for an unknown coupon…); refused means exactly 401 (no token) or 403. No case
+answers 5xx.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.routes import HTTPRoute, WebSocketRoute
+
+from tests.builders import Client, create_product, create_store
+from tests.integration.test_group_flow import ADDRESS, open_cart, session, uid
+
+
+class Access(Enum):
+    PUBLIC = "public"  # anyone, no token
+    SIGNED_IN = "signed_in"  # any token
+    ADMIN = "admin"
+    MEMBER = "member"  # host or guest of the cart
+    HOST = "host"
+    OWNER = "owner"  # the item's owner (the host's item here)
+    SELF_OR_HOST = "self_or_host"  # removing a member: the host, or the member themself
+    PARTICIPANT = "participant"  # an order's host, payers and admins
+
+
+ROLES = ("anonymous", "stranger", "guest", "host", "admin")
+
+ALLOWED: dict[Access, set[str]] = {
+    Access.PUBLIC: set(ROLES),
+    Access.SIGNED_IN: {"stranger", "guest", "host", "admin"},
+    Access.ADMIN: {"admin"},
+    Access.MEMBER: {"guest", "host"},
+    Access.HOST: {"host"},
+    Access.OWNER: {"host"},
+    Access.SELF_OR_HOST: {"guest", "host"},
+    Access.PARTICIPANT: {"guest", "host", "admin"},
+}
+
+ROUTES: dict[tuple[str, str], Access] = {
+    ("GET", "/health/live"): Access.PUBLIC,
+    ("GET", "/health/ready"): Access.PUBLIC,
+    ("GET", "/metrics"): Access.PUBLIC,
+    ("POST", "/api/v1/sessions"): Access.PUBLIC,
+    ("POST", "/api/v1/webhooks/stripe"): Access.PUBLIC,  # a signature instead of a token
+    ("GET", "/"): Access.PUBLIC,
+    ("GET", "/join/{code:str}"): Access.PUBLIC,
+    ("GET", "/static/{file_path:path}"): Access.PUBLIC,
+    ("GET", "/schema"): Access.PUBLIC,
+    ("GET", "/schema/swagger"): Access.PUBLIC,
+    ("GET", "/schema/{path:str}"): Access.PUBLIC,
+    ("GET", "/schema/openapi.json"): Access.PUBLIC,
+    ("GET", "/schema/oauth2-redirect.html"): Access.PUBLIC,
+    ("GET", "/api/v1/stores"): Access.SIGNED_IN,
+    ("GET", "/api/v1/stores/{store_id:uuid}"): Access.SIGNED_IN,
+    ("GET", "/api/v1/stores/{store_id:uuid}/products"): Access.SIGNED_IN,
+    ("POST", "/api/v1/stores"): Access.ADMIN,
+    ("POST", "/api/v1/stores/{store_id:uuid}/products"): Access.ADMIN,
+    ("POST", "/api/v1/stores/{store_id:uuid}/coupons"): Access.ADMIN,
+    ("POST", "/api/v1/teamcarts"): Access.SIGNED_IN,
+    ("POST", "/api/v1/teamcarts/join"): Access.SIGNED_IN,
+    ("GET", "/api/v1/teamcarts/{cart_id:uuid}"): Access.MEMBER,
+    ("POST", "/api/v1/teamcarts/{cart_id:uuid}/items"): Access.MEMBER,
+    ("PATCH", "/api/v1/teamcarts/{cart_id:uuid}/items/{item_id:uuid}"): Access.OWNER,
+    ("DELETE", "/api/v1/teamcarts/{cart_id:uuid}/items/{item_id:uuid}"): Access.OWNER,
+    ("DELETE", "/api/v1/teamcarts/{cart_id:uuid}/members/{user_id:uuid}"): Access.SELF_OR_HOST,
+    ("PUT", "/api/v1/teamcarts/{cart_id:uuid}/ready"): Access.MEMBER,
+    ("POST", "/api/v1/teamcarts/{cart_id:uuid}/lock"): Access.HOST,
+    ("POST", "/api/v1/teamcarts/{cart_id:uuid}/unlock"): Access.HOST,
+    ("PUT", "/api/v1/teamcarts/{cart_id:uuid}/tip"): Access.HOST,
+    ("PUT", "/api/v1/teamcarts/{cart_id:uuid}/coupon"): Access.HOST,
+    ("DELETE", "/api/v1/teamcarts/{cart_id:uuid}/coupon"): Access.HOST,
+    ("POST", "/api/v1/teamcarts/{cart_id:uuid}/payments/cod"): Access.MEMBER,
+    ("POST", "/api/v1/teamcarts/{cart_id:uuid}/payments/online"): Access.MEMBER,
+    ("POST", "/api/v1/teamcarts/{cart_id:uuid}/payments/online/confirm"): Access.MEMBER,
+    ("POST", "/api/v1/teamcarts/{cart_id:uuid}/confirm"): Access.HOST,
+    ("POST", "/api/v1/teamcarts/{cart_id:uuid}/cancel"): Access.HOST,
+    ("GET", "/api/v1/orders"): Access.SIGNED_IN,
+    ("GET", "/api/v1/orders/{order_id:uuid}"): Access.PARTICIPANT,
+}
+SOCKETS = {"/ws/teamcarts/{cart_id:uuid}"}  # tested in test_realtime_ws (4401/4403/4404)
+
+BODIES: dict[str, Any] = {
+    "/api/v1/sessions": {"display_name": "Someone"},
+    "/api/v1/stores": {"name": "S", "currency": "USD", "delivery_fee_minor": 0, "tax_rate_bps": 0},
+    "/products": {"name": "P", "price_minor": 100, "option_groups": []},
+    "/coupons": {"code": "M" + uuid.uuid4().hex[:6], "kind": "fixed", "value": 1},
+    "/api/v1/teamcarts": {},  # store_id filled in
+    "/join": {},  # invite code filled in
+    "/items": {},  # product filled in
+    "/items/{item_id:uuid}": {"quantity": 2},
+    "/ready": {"ready": True},
+    "/tip": {"amount_minor": 100},
+    "/coupon": {},  # code filled in
+    "/payments/online/confirm": {"payment_intent_id": "pi_x1", "payment_method": "pm_x1"},
+    "/confirm": {"delivery_address": ADDRESS},
+}
+
+
+def routes_of(app: Litestar) -> set[tuple[str, str]]:
+    found = set()
+    for route in app.routes:
+        if isinstance(route, WebSocketRoute):
+            assert route.path in SOCKETS, f"classify the socket {route.path}"
+            continue
+        assert isinstance(route, HTTPRoute)
+        for handler in route.route_handlers:
+            found |= {(m, route.path) for m in handler.http_methods if m not in {"HEAD", "OPTIONS"}}
+    return found
+
+
+def test_every_route_is_classified(app: Litestar) -> None:
+    assert routes_of(app) == set(ROUTES)
+
+
+@dataclass
+class World:
+    headers: dict[str, dict[str, str]]
+    values: dict[str, str]
+    bodies: dict[str, Any]
+
+
+async def world(client: Client, admin: dict[str, str]) -> World:
+    store = await create_store(client, admin)
+    product = await create_product(client, admin, store["id"], option_groups=[])
+    code = "A" + uuid.uuid4().hex[:8].upper()
+    coupon = await client.post(
+        f"/api/v1/stores/{store['id']}/coupons",
+        json={"code": code, "kind": "fixed", "value": 100},
+        headers=admin,
+    )
+    assert coupon.status_code == 201, coupon.text
+    host, guest, stranger = [await session(client, n) for n in ("Host", "Guest", "Stranger")]
+    cart = await open_cart(client, host, store["id"])
+    url = f"/api/v1/teamcarts/{cart['id']}"
+    joined = await client.post(
+        "/api/v1/teamcarts/join", json={"invite_code": cart["invite_code"]}, headers=guest
+    )
+    assert joined.status_code == 200
+    item = (
+        await client.post(
+            url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=host
+        )
+    ).json()["item_id"]
+    await client.post(
+        url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=guest
+    )
+    return World(
+        headers={
+            "anonymous": {},
+            "stranger": stranger,
+            "guest": guest,
+            "host": host,
+            "admin": admin,
+        },
+        values={
+            "store_id": store["id"],
+            "cart_id": cart["id"],
+            "item_id": item,
+            "user_id": uid(guest),
+            "order_id": await an_order_of(client, admin, host, guest),
+            "code": cart["invite_code"],
+            "file_path": "app.js",
+            "path": "openapi.json",
+        },
+        bodies={
+            "/api/v1/teamcarts": {"store_id": store["id"]},
+            "/join": {"invite_code": cart["invite_code"]},
+            "/items": {"product_id": product["id"], "quantity": 1},
+            "/coupon": {"code": code},
+        },
+    )
+
+
+async def an_order_of(
+    client: Client, admin: dict[str, str], host: dict[str, str], guest: dict[str, str]
+) -> str:
+    """An order of another cart of the same two people, the guest paying cash."""
+    store = await create_store(client, admin)
+    product = await create_product(client, admin, store["id"], option_groups=[])
+    cart = await open_cart(client, host, store["id"])
+    url = f"/api/v1/teamcarts/{cart['id']}"
+    await client.post(
+        "/api/v1/teamcarts/join", json={"invite_code": cart["invite_code"]}, headers=guest
+    )
+    for person in (host, guest):
+        await client.post(
+            url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=person
+        )
+    await client.post(url + "/lock", headers=host)
+    for person in (host, guest):
+        await client.post(url + "/payments/cod", headers=person)
+    confirmed = await client.post(
+        url + "/confirm", json={"delivery_address": ADDRESS}, headers=host
+    )
+    assert confirmed.status_code == 201, confirmed.text
+    return str(confirmed.json()["order_id"])
+
+
+def fill(path: str, values: dict[str, str]) -> str:
+    return re.sub(r"\{(\w+):\w+\}", lambda m: values[m.group(1)], path)
+
+
+def body_for(path: str, w: World) -> Any:
+    for suffix in sorted({**BODIES, **w.bodies}, key=len, reverse=True):
+        if path.endswith(suffix):
+            return w.bodies.get(suffix, BODIES.get(suffix))
+    return None
+
+
+CASES = [(method, path, role) for (method, path) in sorted(ROUTES) for role in ROLES]
+
+
+@pytest.mark.parametrize(("method", "path", "role"), CASES)
+async def test_who_may_call_what(
+    client: Client, admin_headers: dict[str, str], method: str, path: str, role: str
+) -> None:
+    w = await world(client, admin_headers)
+    access = ROUTES[(method, path)]
+    body = body_for(path, w)
+    response = await client.request(
+        method,
+        fill(path, w.values),
+        headers=w.headers[role],
+        json=body if method in {"POST", "PUT", "PATCH"} else None,
+    )
+    assert response.status_code < 500, (response.status_code, response.text)
+    if role in ALLOWED[access]:
+        assert response.status_code not in {401, 403}, (role, response.text)
+    elif role == "anonymous":
+        assert response.status_code == 401, response.text
+    else:
+        assert response.status_code == 403, (role, response.text)
