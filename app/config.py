@@ -48,6 +48,8 @@ class Settings:
     sweep_interval_seconds: float = 5.0
     log_level: str = "INFO"
     log_json: bool = True
+    rate_limit_per_minute: int = 30
+    """New sessions, and joins, each client address may make a minute (0: no limit)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -86,6 +88,9 @@ class Settings:
             ),
             log_level=_log_level("LOG_LEVEL", get("LOG_LEVEL")),
             log_json=_flag("LOG_JSON", get("LOG_JSON"), default=True),
+            rate_limit_per_minute=_whole_number(
+                "RATE_LIMIT_PER_MINUTE", get("RATE_LIMIT_PER_MINUTE"), 30
+            ),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -178,6 +183,14 @@ def _positive_number(variable: str, value: str | None, default: float) -> float:
     return number
 
 
+def _whole_number(variable: str, value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise SettingsError(PREFIX + variable, f"expected a whole number >= 0, got {value!r}")
+    return int(value)
+
+
 def _log_level(variable: str, value: str | None) -> str:
     if value is None:
         return "INFO"
@@ -216,5 +229,6 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         "SWEEP_INTERVAL_SECONDS": str(settings.sweep_interval_seconds),
         "LOG_LEVEL": settings.log_level,
         "LOG_JSON": "true" if settings.log_json else "false",
+        "RATE_LIMIT_PER_MINUTE": str(settings.rate_limit_per_minute),
     }
     return {PREFIX + name: value for name, value in values.items() if value is not None}

@@ -144,7 +144,11 @@ def http_exception_to_problem(exc: HTTPException) -> ProblemDetailsException:
         code = "malformed_request"
     if status >= 500:
         detail = "the server failed to handle the request"
-    return ApiError(status, code, detail, headers=exc.headers, extra=extra)
+    headers = dict(exc.headers or {})
+    if status == 429:  # the rate limiter says when its window resets
+        headers.setdefault("Retry-After", headers.get("RateLimit-Reset", "60"))
+        detail = "too many requests from this address; try again later"
+    return ApiError(status, code, detail, headers=headers or None, extra=extra)
 
 
 def unexpected_exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from types import MappingProxyType
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.plugins.prometheus import PrometheusController
+from litestar.stores.redis import RedisStore
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -96,6 +100,34 @@ def build_runner(
     return runner
 
 
+RATE_LIMITED = MappingProxyType(
+    {
+        "rate_limit_sessions": ("POST", "/api/v1/sessions"),
+        "rate_limit_joins": ("POST", "/api/v1/teamcarts/join"),
+    }
+)
+"""The routes a client address may call only so often, each with its own count (API.md)."""
+
+
+def rate_limits(per_minute: int) -> list[DefineMiddleware]:
+    """Litestar's rate limiter, once per limited route (429 ``rate_limited``), counted in
+    Redis so every server process shares the count; none when ``per_minute`` is 0."""
+    if per_minute <= 0:
+        return []
+
+    def only(method: str, path: str) -> Callable[[Request[Any, Any, Any]], bool]:
+        return lambda request: request.method == method and request.url.path == path
+
+    return [
+        RateLimitConfig(
+            rate_limit=("minute", per_minute),
+            check_throttle_handler=only(method, path),
+            store=store,
+        ).middleware
+        for store, (method, path) in RATE_LIMITED.items()
+    ]
+
+
 GC_THRESHOLDS = (20_000, 20, 20)
 
 
@@ -167,8 +199,13 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
         middleware=[
             RequestIdMiddleware(),
             metrics.middleware,
+            *rate_limits(settings.rate_limit_per_minute),
             IdempotencyMiddleware(resources.engine),
         ],
+        stores={
+            store: RedisStore(resources.redis, namespace=f"teamcart:{store}")
+            for store in RATE_LIMITED
+        },
         on_app_init=[jwt_auth.on_app_init],
         lifespan=[lifespan],
         exception_handlers=exception_handlers,

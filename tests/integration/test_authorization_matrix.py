@@ -110,7 +110,7 @@ BODIES: dict[str, Any] = {
 
 
 def routes_of(app: Litestar) -> set[tuple[str, str]]:
-    found = set()
+    found: set[tuple[str, str]] = set()
     for route in app.routes:
         if isinstance(route, WebSocketRoute):
             assert route.path in SOCKETS, f"classify the socket {route.path}"
