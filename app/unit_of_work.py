@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -170,7 +169,12 @@ class PaymentRepository(Protocol):
         """The pending refund, locked until the end; ``None`` when done or taken."""
 
     async def note_refund_failed(self, payment_intent_id: str, attempts: int, error: str) -> None:
-        """Stripe refused or did not answer: the request stays pending."""
+        """Stripe refused or did not answer: the request stays pending, tried again later
+        (each time later)."""
+
+    async def reopen_refund(self, payment_intent_id: str, error: str) -> bool:
+        """Stripe reports the refund we asked for failed: owe it again in a new round;
+        ``False`` when we never asked for one."""
 
     async def mark_refund_done(self, payment_intent_id: str, attempts: int) -> None:
         """The refund was made (or had been): nothing more is owed."""
@@ -287,7 +291,9 @@ class TransactionSource(Protocol):
     """Where a runner's transactions come from: PostgreSQL (:class:`SqlTransactions`), or
     memory (``tests.fakes.FakeTransactions``). The runner is the same over either."""
 
-    def begin(self, *, lock: bool, relaying: bool) -> AbstractAsyncContextManager[OpenUnitOfWork]:
+    def begin(
+        self, *, lock: bool, relaying: bool
+    ) -> contextlib.AbstractAsyncContextManager[OpenUnitOfWork]:
         """One transaction and its unit of work: committed when the block ends normally,
         rolled back when it raises. ``lock``: each cart is locked as it is loaded, until the
         end, so nobody else can save it meanwhile (the retry after a conflict).

@@ -101,6 +101,7 @@ def teamcart_env(
             "TEAMCART_STRIPE_API_BASE": "http://127.0.0.1:9",
             "TEAMCART_LOG_LEVEL": "WARNING",
             "TEAMCART_DATA_DIR": str(data_dir),
+            "TEAMCART_RATE_LIMIT_PER_MINUTE": "0",  # one load generator signs in thousands
         }
     )
     return env
