@@ -112,6 +112,11 @@ class MemberNotFound(NotFound):
     default_detail = "No such member in this cart."
 
 
+class RemovedFromCart(NotFound):
+    code = "removed_from_cart"
+    default_detail = "The host removed you from this cart; ask them for a new invite."
+
+
 class ProductNotFound(NotFound):
     code = "product_not_found"
     default_detail = "No such product in this store."
@@ -167,6 +172,11 @@ class EmptyCart(Conflict):
 class ZeroSubtotal(Conflict):
     code = "zero_subtotal"
     default_detail = "The cart's items cost nothing, so there is no basis to split the bill."
+
+
+class CartFull(Conflict):
+    code = "cart_full"
+    default_detail = "This cart has as many members as it can take."
 
 
 class HostCannotLeave(Conflict):

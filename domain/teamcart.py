@@ -81,6 +81,7 @@ from domain.pricing import Quote, compute_quote
 
 __all__ = [
     "MAX_DISPLAY_NAME_LENGTH",
+    "MAX_MEMBERS",
     "MAX_QUANTITY",
     "NO_PAYMENT",
     "CartItem",
@@ -95,6 +96,8 @@ __all__ = [
 ]
 
 MAX_QUANTITY = 99
+MAX_MEMBERS = 50
+"""A cart takes at most this many members, the host included."""
 CONFIRM_WINDOWS = 2
 """A ready cart is confirmed within this many payment windows of its lock, or expires."""
 MAX_DISPLAY_NAME_LENGTH = 100
@@ -208,6 +211,7 @@ class TeamCart:
         coupon: CouponTerms | None = None,
         quote: Quote | None = None,
         order_id: str | None = None,
+        removed_user_ids: Iterable[str] = (),
     ) -> None:
         """Rebuild a stored cart as it is; records no event. New carts use ``TeamCart.open``."""
         self.id = id
@@ -226,6 +230,8 @@ class TeamCart:
         self.coupon = coupon
         self.quote = quote
         self.order_id = order_id
+        self.removed_user_ids = frozenset(removed_user_ids)
+        """Guests the host removed: the invite no longer lets them back in."""
         self._pending_events: list[CartEvent] = []
 
     @classmethod
@@ -343,10 +349,16 @@ class TeamCart:
     # --- membership ---------------------------------------------------------------------------
 
     def join(self, user_id: str, display_name: str, now: datetime) -> None:
-        """Add a guest. A member joining again is a no-op, whatever the cart's state."""
+        """Add a guest. A member joining again is a no-op, whatever the cart's state. A guest
+        the host removed can't come back with the same invite (``RemovedFromCart``); a guest
+        who left can. A cart takes at most ``MAX_MEMBERS`` (``CartFull``)."""
         if user_id in self._members:
             return
+        if user_id in self.removed_user_ids:
+            raise errors.RemovedFromCart()
         self._require_open()
+        if len(self._members) >= MAX_MEMBERS:
+            raise errors.CartFull(f"This cart already has {MAX_MEMBERS} members.")
         cleaned = _clean_display_name(display_name)
         self._members[user_id] = Member(user_id, cleaned, MemberRole.GUEST, False, now)
         self._record(
@@ -373,6 +385,8 @@ class TeamCart:
         for item_id in removed_item_ids:
             del self._items[item_id]
         del self._members[user_id]
+        if actor != user_id:
+            self.removed_user_ids |= {user_id}
         self._record(
             MemberLeft(
                 cart_id=self.id,

@@ -70,6 +70,7 @@ def _cart_values(cart: TeamCart) -> dict[str, Any]:
         "coupon_code": cart.coupon.code if cart.coupon is not None else None,
         **_quote_columns(quote.totals if quote else None),
         "order_id": cart.order_id,
+        "removed_user_ids": sorted(cart.removed_user_ids),
     }
 
 
@@ -404,6 +405,7 @@ def _to_cart(
         coupon=coupon,
         quote=quote,
         order_id=str(row["order_id"]) if row["order_id"] else None,
+        removed_user_ids=[str(user_id) for user_id in row["removed_user_ids"]],
     )
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 
 metadata = MetaData(
     naming_convention={
@@ -115,6 +115,13 @@ teamcarts = Table(
     Column("total_minor", BigInteger, nullable=True),
     Column("order_id", UUID(as_uuid=False), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # Guests the host removed: the invite no longer lets them back in.
+    Column(
+        "removed_user_ids",
+        ARRAY(UUID(as_uuid=False)),
+        nullable=False,
+        server_default=text("'{}'"),
+    ),
     CheckConstraint(
         "status IN ('open', 'locked', 'ready_to_confirm', 'converted', 'expired', 'cancelled')",
         name="status_known",

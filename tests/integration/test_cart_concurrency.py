@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.persistence.tables import orders
 from app.unit_of_work import UnitOfWorkRunner
 from app.use_cases.teamcarts import expire_due_carts
+from domain.teamcart import MAX_MEMBERS
 from tests.builders import Client, create_product, create_store
 from tests.integration.test_group_flow import ADDRESS, open_cart, session, uid
 from tests.integration.test_http_basics import assert_problem
@@ -375,3 +376,45 @@ async def test_an_idempotency_key_whose_request_was_refused_with_409_can_be_retr
         url + "/items", json=huge, headers={**host, "Idempotency-Key": str(uuid.uuid4())}
     )
     assert_problem(too_big, 413, "payload_too_large")
+
+
+async def test_sixty_joining_at_once_fill_the_cart_to_its_limit_and_no_further(
+    client: Client, admin_headers: dict[str, str]
+) -> None:
+    store = await create_store(client, admin_headers)
+    host = await session(client, "Host")
+    cart = await open_cart(client, host, store["id"])
+    guests = [await session(client, f"Guest {n}") for n in range(60)]
+    results = await asyncio.gather(
+        *(
+            client.post(
+                "/api/v1/teamcarts/join", json={"invite_code": cart["invite_code"]}, headers=g
+            )
+            for g in guests
+        )
+    )
+    assert sorted(r.status_code for r in results) == [200] * (MAX_MEMBERS - 1) + [409] * (
+        61 - MAX_MEMBERS
+    )
+    for refused in (r for r in results if r.status_code == 409):
+        assert_problem(refused, 409, "cart_full")
+    view = (await client.get(f"/api/v1/teamcarts/{cart['id']}", headers=host)).json()
+    assert len(view["members"]) == MAX_MEMBERS
+
+
+async def test_a_removed_guest_cannot_rejoin_with_the_same_invite(
+    client: Client, admin_headers: dict[str, str]
+) -> None:
+    store = await create_store(client, admin_headers)
+    host, guest = await session(client, "Host"), await session(client, "Guest")
+    cart = await open_cart(client, host, store["id"])
+    join = {"invite_code": cart["invite_code"]}
+    assert (
+        await client.post("/api/v1/teamcarts/join", json=join, headers=guest)
+    ).status_code == 200
+    url = f"/api/v1/teamcarts/{cart['id']}"
+    removed = await client.delete(f"{url}/members/{uid(guest)}", headers=host)
+    assert removed.status_code == 204
+    again = await client.post("/api/v1/teamcarts/join", json=join, headers=guest)
+    assert_problem(again, 404, "removed_from_cart")
+    assert_problem(await client.get(url, headers=guest), 403, "not_a_member")

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 
 from domain import errors, events
-from domain.teamcart import CartStatus, MemberRole, TeamCart
+from domain.teamcart import MAX_MEMBERS, CartStatus, MemberRole, TeamCart
 
 from .builders import NOW, a_guest, a_locked_cart, a_store, add, an_id, an_invite_code, an_open_cart
 
@@ -216,3 +216,26 @@ def test_set_ready_needs_a_member_and_an_open_cart() -> None:
         cart.set_ready(an_id(), True)
     with pytest.raises(errors.CartLocked):
         cart.set_ready(host, True)
+
+
+def test_a_guest_the_host_removed_cannot_rejoin_but_one_who_left_can() -> None:
+    cart = an_open_cart()
+    removed, leaver = a_guest(cart), a_guest(cart)
+    cart.remove_member(cart.host_user_id, removed)
+    cart.remove_member(leaver, leaver)
+    with pytest.raises(errors.RemovedFromCart) as caught:
+        cart.join(removed, "Again", NOW)
+    assert caught.value.code == "removed_from_cart"
+    assert not cart.is_member(removed)
+    cart.join(leaver, "Back", NOW)
+    assert cart.is_member(leaver)
+
+
+def test_a_cart_takes_at_most_max_members() -> None:
+    cart = an_open_cart()
+    while len(cart.members) < MAX_MEMBERS:
+        a_guest(cart)
+    version = cart.version
+    with pytest.raises(errors.CartFull):
+        cart.join(an_id(), "One too many", NOW)
+    assert (len(cart.members), cart.version) == (MAX_MEMBERS, version)
