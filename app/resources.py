@@ -8,7 +8,7 @@ dependency. Creating them connects to nothing; closing them releases their pools
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from litestar.di import NamedDependency
 from redis.asyncio import Redis
@@ -21,6 +21,25 @@ from app.unit_of_work import UnitOfWorkRunner
 
 
 @dataclass(slots=True)
+class PendingAuth:
+    """Sockets of this process still waiting for their ``auth`` message, bounded: a client
+    that opens sockets and never signs in gets 1013 past ``limit`` instead of holding them
+    (each for the auth timeout) without end."""
+
+    limit: int = 256
+    waiting: int = 0
+
+    def admit(self) -> bool:
+        if self.waiting >= self.limit:
+            return False
+        self.waiting += 1
+        return True
+
+    def leave(self) -> None:
+        self.waiting -= 1
+
+
+@dataclass(slots=True)
 class Resources:
     settings: Settings
     engine: AsyncEngine
@@ -29,6 +48,7 @@ class Resources:
     live: Live
     runner: UnitOfWorkRunner
     """Runs every command and webhook handler in a unit of work (``app.unit_of_work``)."""
+    pending_auth: PendingAuth = field(default_factory=PendingAuth)
 
     @property
     def jwt_secret(self) -> str:

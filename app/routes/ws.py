@@ -23,10 +23,10 @@ from litestar.security.jwt import Token
 from redis.exceptions import RedisError
 
 from app.auth import principal_from_token
-from app.resources import AppResources
+from app.resources import AppResources, Resources
 from app.unit_of_work import UnitOfWorkRunner
 from app.use_cases.views import is_member
-from realtime.hub import HubUnavailable
+from realtime.hub import HubUnavailable, LiveConnection
 from realtime.projection import Projection
 from realtime.protocol import (
     CLOSE_CART_NOT_FOUND,
@@ -42,7 +42,7 @@ from realtime.protocol import (
     encode_text,
 )
 
-AUTH_TIMEOUT_SECONDS: Final = 10.0
+AUTH_TIMEOUT_SECONDS: Final = 5.0
 JWT_ALGORITHM: Final = "HS256"
 
 
@@ -53,17 +53,26 @@ def _user_id(token: str, secret: str) -> str | None:
         return None
 
 
-async def _authenticate(socket: WebSocket[Any, Any, Any], secret: str) -> str | None:
+class TooManyWaiting(Exception):
+    """This process has as many sockets waiting for their auth message as it takes."""
+
+
+async def _authenticate(socket: WebSocket[Any, Any, Any], resources: Resources) -> str | None:
     """The user id of a valid token (only the id: it is all a socket keeps)."""
+    secret = resources.jwt_secret
     token = socket.query_params.get("token")
     if token:
         return _user_id(token, secret)
+    if not resources.pending_auth.admit():
+        raise TooManyWaiting()
     try:
         async with asyncio.timeout(AUTH_TIMEOUT_SECONDS):
             first = await socket.receive_data("text")
         message = decode_client_message(first)
     except (TimeoutError, msgspec.DecodeError, msgspec.ValidationError):
         return None
+    finally:
+        resources.pending_auth.leave()
     return _user_id(message.token, secret) if isinstance(message, Auth) else None
 
 
@@ -101,6 +110,34 @@ def _text_of(event: Any) -> str | bytes:
     return event.get("text") or event.get("bytes") or b""
 
 
+async def _handshake(
+    socket: WebSocket[Any, Any, Any], cart_id: str, resources: Resources
+) -> LiveConnection | None:
+    """Authenticate and admit the socket to its cart's room; ``None`` once it is closed
+    (with the protocol's code) or the client left during the handshake."""
+    live = resources.live
+    try:
+        try:
+            user_id = await _authenticate(socket, resources)
+        except TooManyWaiting:
+            await socket.close(CLOSE_TRY_AGAIN_LATER, "try_again_later")
+            return None
+        if user_id is None:
+            await socket.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
+            return None
+        refusal = await _refusal(live.projection, resources.runner, cart_id, user_id)
+        if refusal:
+            await socket.close(refusal, _REFUSALS[refusal])
+            return None
+        try:
+            return await live.hub.connect(cart_id, user_id, socket.send_text, socket.close)
+        except HubUnavailable:
+            await socket.close(CLOSE_TRY_AGAIN_LATER, "try_again_later")
+            return None
+    except WebSocketDisconnect:  # the client left during the handshake
+        return None
+
+
 @websocket("/ws/teamcarts/{cart_id:uuid}")
 async def cart_socket(
     socket: WebSocket[Any, Any, Any], cart_id: FromPath[uuid.UUID], resources: AppResources
@@ -112,23 +149,8 @@ async def cart_socket(
     """
     await socket.accept()
     live = resources.live
-    try:
-        user_id = await _authenticate(socket, resources.jwt_secret)
-        if user_id is None:
-            await socket.close(CLOSE_UNAUTHENTICATED, "unauthenticated")
-            return
-        refusal = await _refusal(live.projection, resources.runner, str(cart_id), user_id)
-        if refusal:
-            await socket.close(refusal, _REFUSALS[refusal])
-            return
-        try:
-            connection = await live.hub.connect(
-                str(cart_id), user_id, socket.send_text, socket.close
-            )
-        except HubUnavailable:
-            await socket.close(CLOSE_TRY_AGAIN_LATER, "try_again_later")
-            return
-    except WebSocketDisconnect:  # the client left during the handshake
+    connection = await _handshake(socket, str(cart_id), resources)
+    if connection is None:
         return
     try:
         while True:

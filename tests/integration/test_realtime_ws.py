@@ -411,3 +411,26 @@ async def test_members_see_the_sweeper_expire_their_cart(
         expired = await receive_type(ws, "update", within=within)
         assert expired["version"] == cart["version"] + 1
         assert expired["cart"]["status"] == "expired"
+
+
+async def test_sockets_that_never_sign_in_are_bounded(
+    client: Client, admin_headers: dict[str, str], settings: Settings
+) -> None:
+    """Past the limit of sockets waiting for their auth message, the next one is told to
+    try again later at once (1013), and a socket with a token is still let in."""
+    from app.wiring import create_app
+    from tests.services import serving
+
+    host, cart, _ = await cart_with_product(client, admin_headers)
+    app = create_app(settings)
+    app.state.resources.pending_auth.limit = 2
+    with serving(app) as base:
+        async with connect(ws_url(base, cart["id"])) as first, connect(ws_url(base, cart["id"])):
+            async with connect(ws_url(base, cart["id"])) as third:
+                started = time.monotonic()
+                assert await close_code(third) == 1013
+                assert time.monotonic() - started < 1
+            async with connect(ws_url(base, cart["id"], host)) as member:
+                assert (await receive(member))["type"] == "snapshot"
+            await first.send(json.dumps({"type": "auth", "token": token_of(host)}))
+            assert (await receive(first))["type"] == "snapshot"
