@@ -32,6 +32,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import structlog
 from prometheus_client import Counter, Histogram
+from redis.exceptions import RedisError
 
 from app.persistence.outbox import (
     NOTIFY_CHANNEL,
@@ -51,6 +52,11 @@ DEFER_SECONDS: Final = 0.02
 MARK_DELAY_SECONDS: Final = 0.005
 RELAY_TIMEOUT_SECONDS: Final = 1.0
 """How long a command waits for its relay before answering anyway (``relay_committed``)."""
+RELAY_PAUSE_SECONDS: Final = 2.0
+"""After a relay fails or times out, commands stop relaying this long: while Redis is away
+or hangs, they answer at once and the dispatchers' sweeps deliver their events."""
+OUTAGES: Final = (RedisError, OSError, TimeoutError, asyncpg.PostgresConnectionError)
+"""Failures of a service, not of the code: one warning line each, no traceback."""
 
 PROJECTED = Counter(
     "teamcart_projection_events",
@@ -67,6 +73,13 @@ DISPATCH_FAILURES = Counter(
 )
 
 Handler = Callable[[OutboxRecord], Awaitable[None]]
+
+
+def _log_failure(event: str, exc: Exception, **fields: object) -> None:
+    if isinstance(exc, OUTAGES):
+        log.warning(event, error=repr(exc), **fields)
+    else:
+        log.exception(event, **fields)
 
 
 def listen_dsn(database_url: str) -> str:
@@ -119,11 +132,16 @@ class OutboxDispatcher:
         self._relayed: list[int] = []  # handled by relay(), to be marked dispatched
         self._relayed_wake = asyncio.Event()
         self._running = False
+        self._relay_resumes_at = 0.0
 
     @property
     def accepting(self) -> bool:
-        """Relayed records are taken only while the dispatcher runs (see ``running``)."""
-        return self._running
+        """Relayed records are taken only while the dispatcher runs (see ``running``), and
+        not for ``RELAY_PAUSE_SECONDS`` after a relay failed."""
+        return self._running and time.monotonic() >= self._relay_resumes_at
+
+    def _pause_relays(self) -> None:
+        self._relay_resumes_at = time.monotonic() + RELAY_PAUSE_SECONDS
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
@@ -153,8 +171,9 @@ class OutboxDispatcher:
         try:
             async with asyncio.timeout(RELAY_TIMEOUT_SECONDS):
                 await self.relay(records)
-        except Exception:
-            log.exception("outbox_relay_failed", aggregate_id=records[0].aggregate_id)
+        except Exception as exc:
+            self._pause_relays()
+            _log_failure("outbox_relay_failed", exc, aggregate_id=records[0].aggregate_id)
 
     async def relay(self, records: Sequence[OutboxRecord]) -> None:
         """Handle records this process has just committed (reserved for it; see
@@ -163,6 +182,8 @@ class OutboxDispatcher:
         undispatched, and a sweep retries it when its reservation ends."""
         for group in _by_aggregate(records):
             done = await self._handle_in_order(group)
+            if len(done) < len(group):
+                self._pause_relays()
             if done:
                 self._relayed.extend(done)
                 self._relayed_wake.set()
@@ -233,10 +254,11 @@ class OutboxDispatcher:
         for record in records:
             try:
                 await self.handle(record)
-            except Exception:
+            except Exception as exc:
                 DISPATCH_FAILURES.inc()
-                log.exception(
+                _log_failure(
                     "dispatch_failed",
+                    exc,
                     aggregate_type=record.aggregate_type,
                     aggregate_id=record.aggregate_id,
                     version=record.version,
@@ -253,8 +275,8 @@ class OutboxDispatcher:
                     await self._wake.wait()
             try:
                 await self.dispatch_pending()
-            except Exception:  # PostgreSQL or Redis away: the next sweep retries
-                log.exception("dispatch_pass_failed")
+            except Exception as exc:  # PostgreSQL or Redis away: the next sweep retries
+                _log_failure("dispatch_pass_failed", exc)
 
     async def _listen_forever(self) -> None:
         """Keep one connection listening; each notification wakes the dispatch loop."""

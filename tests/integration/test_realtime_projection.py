@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from sqlalchemy import Text, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.dispatcher import RELAY_TIMEOUT_SECONDS, OutboxDispatcher
+from app.dispatcher import RELAY_PAUSE_SECONDS, RELAY_TIMEOUT_SECONDS, OutboxDispatcher
 from app.persistence import schema
 from app.persistence.carts import read_cart
 from app.persistence.database import create_engine
@@ -523,10 +523,16 @@ async def test_a_relayed_event_its_process_failed_to_handle_is_swept_after_its_r
     async with own.running(), other.running():
         committed = await commit_relayed_removal(dispatch_engine, own, cart_id)
         assert time.monotonic() - committed < RELAY_TIMEOUT_SECONDS + 0.5
+        # The next commands don't wait on a failing Redis: they stop relaying for a while,
+        # and the dispatchers take their events.
+        assert not own.accepting
         async with asyncio.timeout(RESERVATION_MS / 1000 + 5):
             await swept.wait()
         assert time.monotonic() - committed >= RESERVATION_MS / 1000 - 0.05
         await until_dispatched(dispatch_engine, cart_id)
+        async with asyncio.timeout(RELAY_PAUSE_SECONDS + 1):
+            while not own.accepting:
+                await asyncio.sleep(0.05)
 
 
 async def test_the_sweeper_purges_only_old_dispatched_events(dispatch_engine: AsyncEngine) -> None:
