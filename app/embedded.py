@@ -56,7 +56,7 @@ def ensure_jwt_secret(settings: Settings) -> Settings:
 
 
 @contextlib.contextmanager
-def embedded_postgres(data_dir: Path) -> Iterator[str]:
+def embedded_postgres(data_dir: Path, *, stop: bool = True) -> Iterator[str]:
     """Run a private PostgreSQL under ``data_dir/postgres``; yield its URL (a Unix socket).
 
     The server is ours to stop, whatever happened before: pgserver shares a server between
@@ -64,7 +64,9 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     list of pids on disk, so a run that died without letting go (killed, or an exit that
     skipped its cleanup) would make every later run leave PostgreSQL running. So pgserver is
     told not to stop it (``cleanup_mode=None``), and we stop the postmaster ourselves
-    (``stop_postmaster``); one serve at a time owns a data folder (``owning``).
+    (``stop_postmaster``) unless ``stop`` is off: a short command (``migrate``, ``seed-demo``)
+    beside a running server uses the server's PostgreSQL and leaves it running. One process
+    at a time owns a data folder (``owning``).
     """
     import pgserver  # imported here: only the embedded mode needs it
 
@@ -78,7 +80,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     finally:
         pid = server.get_pid()
         server.cleanup()
-        if pid is not None:
+        if pid is not None and stop:
             stop_postmaster(pid)
 
 
@@ -99,21 +101,20 @@ def stop_postmaster(pid: int, timeout: float = 15) -> None:
 
 
 @contextlib.contextmanager
-def owning(data_dir: Path) -> Iterator[None]:
-    """Hold the data folder for this process (an exclusive lock on ``data_dir/serve.lock``),
-    so two servers never share, and then stop, one embedded PostgreSQL. The lock goes with
-    the process, however it ends: no stale lock file blocks the next run."""
+def owning(data_dir: Path) -> Iterator[bool]:
+    """Try to hold the data folder for this process (an exclusive lock on
+    ``data_dir/serve.lock``); yields whether it does. The owner starts and stops the
+    embedded PostgreSQL; another process finds it held (a server is running). The lock goes
+    with the process, however it ends: no stale lock file blocks the next run."""
     data_dir.mkdir(parents=True, exist_ok=True)
     with (data_dir / "serve.lock").open("a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SystemExit(
-                f"teamcart: another teamcart process is using {data_dir} "
-                "(set TEAMCART_DATA_DIR to run a second one)"
-            ) from None
+            yield False
+            return
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
@@ -215,8 +216,13 @@ def embedded_services(
     settings = ensure_jwt_secret(settings)
     with contextlib.ExitStack() as stack:
         if settings.database_url is None:
-            stack.enter_context(owning(settings.data_dir))
-            url = stack.enter_context(embedded_postgres(settings.data_dir))
+            owner = stack.enter_context(owning(settings.data_dir))
+            if not owner and server_url is not None:
+                raise SystemExit(
+                    f"teamcart: another teamcart server is using {settings.data_dir} "
+                    "(set TEAMCART_DATA_DIR to run a second one)"
+                )
+            url = stack.enter_context(embedded_postgres(settings.data_dir, stop=owner))
             settings = settings.replace(database_url=url)
             log.info("postgres: embedded (pgserver) under %s", settings.data_dir / "postgres")
         else:

@@ -94,6 +94,23 @@ def _run_once(
         )
         assert store.status_code == 200, store.text
         assert store.json()["name"] == "Demo Kitchen"
+
+        # A short command beside the running server uses its PostgreSQL and leaves it up;
+        # a second server on the same data folder is refused.
+        seeded = subprocess.run(
+            [TEAMCART, "seed-demo"], env=_embedded_env(data_dir), capture_output=True, text=True
+        )
+        assert seeded.returncode == 0, seeded.stderr
+        assert httpx.get(base + "/health/ready", timeout=5).status_code == 200
+        second = subprocess.run(
+            [TEAMCART, "serve", "--port", str(free_port())],
+            env=_embedded_env(data_dir),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0
+        assert "another teamcart server is using" in second.stderr
     finally:
         process.send_signal(stop)  # SIGINT is what Ctrl-C does
         try:
