@@ -209,6 +209,25 @@ class OnlinePaymentRecorded(MemberPaymentEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentStarted(MemberPaymentEvent):
+    """A member started paying their share online: a PaymentIntent is open for it."""
+
+    name: ClassVar[str] = "payment_started"
+
+    amount_minor: int
+    payment_intent_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentCanceled(MemberPaymentEvent):
+    """A member's open PaymentIntent was canceled before it was paid."""
+
+    name: ClassVar[str] = "payment_canceled"
+
+    payment_intent_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentFailed(MemberPaymentEvent):
     name: ClassVar[str] = "payment_failed"
 
@@ -326,6 +345,8 @@ EVENT_TYPES: Mapping[str, type[DomainEvent]] = types.MappingProxyType(
             CouponRemoved,
             CodCommitted,
             OnlinePaymentRecorded,
+            PaymentStarted,
+            PaymentCanceled,
             PaymentFailed,
             PaymentRefunded,
             PaymentUnderReview,

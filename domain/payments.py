@@ -30,7 +30,12 @@ SETTLED_STATUSES: frozenset[PaymentStatus] = frozenset(
 INACTIVE_STATUSES: frozenset[PaymentStatus] = frozenset(
     {PaymentStatus.NONE, PaymentStatus.FAILED, PaymentStatus.REFUNDED}
 )
-"""While every member is in one of these, nobody has committed or holds money in the cart."""
+"""While every member is in one of these, nobody has committed, is paying, or holds money in
+the cart."""
+
+PAYABLE_STATUSES: frozenset[PaymentStatus] = INACTIVE_STATUSES | {PaymentStatus.PENDING}
+"""A member in one of these may start paying online (again: a new attempt replaces one
+that is pending)."""
 
 
 class CaptureOutcome(StrEnum):

@@ -63,8 +63,10 @@ from domain.events import (
     MemberLeft,
     MemberReadyChanged,
     OnlinePaymentRecorded,
+    PaymentCanceled,
     PaymentFailed,
     PaymentRefunded,
+    PaymentStarted,
     PaymentUnderReview,
     TipSet,
 )
@@ -72,6 +74,7 @@ from domain.money import is_whole_number
 from domain.order import DeliveryAddress, Order, OrderLine, OrderPayment
 from domain.payments import (
     INACTIVE_STATUSES,
+    PAYABLE_STATUSES,
     SETTLED_STATUSES,
     CaptureOutcome,
     PaymentMethod,
@@ -884,12 +887,70 @@ class TeamCart:
             raise errors.CartNotLocked(
                 f"The cart is {self.status}; online payment needs it locked."
             )
-        if member.payment.status not in INACTIVE_STATUSES:
+        if member.payment.status not in PAYABLE_STATUSES:
             raise errors.AlreadyPaid(f"Your payment is already {member.payment.status}.")
         share = self.share_of(user_id)
         if share == 0:
             raise errors.NothingOwed()
         return share
+
+    def start_online_payment(
+        self, user_id: str, payment_intent_id: str, quote_version: int
+    ) -> None:
+        """The member's PaymentIntent for their share of quote ``quote_version`` is open:
+        their payment shows ``pending``, and while it does nobody changes what members owe
+        (tip, coupon, unlock: ``PaymentActivityStarted``). Starting the same intent again is
+        a no-op; another one replaces it (the caller cancels the one it replaces)."""
+        share = self.payable_share(user_id)
+        if quote_version != self.quote_version:
+            raise errors.QuoteChanged("The cart's quote changed; start the payment again.")
+        member = self._members[user_id]
+        if member.payment.reference == payment_intent_id:
+            return
+        self._members[user_id] = replace(
+            member,
+            payment=MemberPayment(
+                PaymentStatus.PENDING, PaymentMethod.ONLINE, share, payment_intent_id
+            ),
+        )
+        self._record(
+            PaymentStarted(
+                cart_id=self.id,
+                version=self._next_version(),
+                user_id=user_id,
+                amount_minor=share,
+                payment_intent_id=payment_intent_id,
+            )
+        )
+
+    def note_payment_canceled(self, user_id: str, payment_intent_id: str) -> None:
+        """The member's pending PaymentIntent was canceled unpaid: they owe it as before.
+        Anything but that pending intent is left as it is."""
+        member = self._members.get(user_id)
+        if member is None:
+            raise errors.MemberNotFound()
+        payment = member.payment
+        if payment.status is not PaymentStatus.PENDING or payment.reference != payment_intent_id:
+            return
+        self._members[user_id] = replace(member, payment=NO_PAYMENT)
+        self._record(
+            PaymentCanceled(
+                cart_id=self.id,
+                version=self._next_version(),
+                user_id=user_id,
+                payment_intent_id=payment_intent_id,
+            )
+        )
+
+    @property
+    def pending_payments(self) -> tuple[tuple[str, str], ...]:
+        """``(user_id, payment_intent_id)`` of every payment under way: a cancelled or
+        expired cart cancels those intents, so nobody pays into an abandoned cart."""
+        return tuple(
+            (member.user_id, member.payment.reference)
+            for member in self._members.values()
+            if member.payment.status is PaymentStatus.PENDING and member.payment.reference
+        )
 
     def refund_paid_members(self) -> tuple[OwedRefund, ...]:
         """A cancelled or expired cart gives every captured online payment back: each member

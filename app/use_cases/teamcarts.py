@@ -18,9 +18,11 @@ import structlog
 
 from app.failures import NotFoundError, cart_not_found
 from app.payments.amounts import to_stripe
+from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
+from app.use_cases.payments.intents import cancel_quietly
 from app.use_cases.payments.refunds import owe_refund
-from domain.errors import CouponExhausted, NotAMember, OutOfStock, PaymentActivityStarted
+from domain.errors import CouponExhausted, NotAMember, OutOfStock
 from domain.order import DeliveryAddress, Order
 from domain.teamcart import CartStatus, TeamCart
 
@@ -48,12 +50,6 @@ async def _member_cart(uow: UnitOfWork, cart_id: str, user_id: str) -> TeamCart:
     if not cart.is_member(user_id):
         raise NotAMember()
     return cart
-
-
-async def _ensure_no_open_intents(uow: UnitOfWork, cart_id: str) -> None:
-    """Tip, coupon and unlock change what members owe: refused while anyone is paying."""
-    if await uow.payments.has_open_intents(cart_id):
-        raise PaymentActivityStarted("A member has started paying online.")
 
 
 # --- opening and joining ---------------------------------------------------------------------
@@ -213,7 +209,6 @@ class UnlockCart:
 async def unlock_cart(command: UnlockCart, uow: UnitOfWork) -> TeamCart:
     cart = await _cart(uow, command.cart_id)
     cart.unlock(command.actor_id)
-    await _ensure_no_open_intents(uow, cart.id)
     await uow.carts.release_stock(cart.id)
     return cart
 
@@ -228,7 +223,6 @@ class SetTip:
 async def set_tip(command: SetTip, uow: UnitOfWork) -> TeamCart:
     cart = await _cart(uow, command.cart_id)
     cart.set_tip(command.actor_id, command.amount_minor)
-    await _ensure_no_open_intents(uow, cart.id)
     return cart
 
 
@@ -245,7 +239,6 @@ async def apply_coupon(command: ApplyCoupon, uow: UnitOfWork) -> TeamCart:
     if terms is None:
         raise NotFoundError("coupon_not_found", f"this store has no coupon {command.code.upper()}")
     cart.apply_coupon(command.actor_id, terms)
-    await _ensure_no_open_intents(uow, cart.id)
     return cart
 
 
@@ -258,7 +251,6 @@ class RemoveCoupon:
 async def remove_coupon(command: RemoveCoupon, uow: UnitOfWork) -> TeamCart:
     cart = await _cart(uow, command.cart_id)
     cart.remove_coupon(command.actor_id)
-    await _ensure_no_open_intents(uow, cart.id)
     return cart
 
 
@@ -320,8 +312,14 @@ async def cancel_cart(command: CancelCart, uow: UnitOfWork) -> TeamCart:
 
 
 async def _give_back(uow: UnitOfWork, cart: TeamCart, reason: str) -> None:
-    """Release the stock of a cancelled or expired cart and refund what it holds."""
+    """Release the stock of a cancelled or expired cart, cancel the payments under way (so
+    nobody pays into it: a payment that gets through all the same is refunded by its
+    webhook) and refund what it holds."""
     await uow.carts.release_stock(cart.id)
+    for user_id, payment_intent_id in cart.pending_payments:
+        if await cancel_quietly(uow.stripe, payment_intent_id):
+            await uow.payments.close_open_intent(payment_intent_id, IntentStatus.CANCELED)
+            cart.note_payment_canceled(user_id, payment_intent_id)
     for refund in cart.refund_paid_members():
         await owe_refund(
             uow,

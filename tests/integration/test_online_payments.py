@@ -15,7 +15,9 @@ import pytest
 import stripe
 
 from app.embedded import EMULATOR_SECRET_KEY
-from tests.integration.test_group_flow import ADDRESS
+from app.payments.gateway import StripeGateway
+from tests.builders import Client
+from tests.integration.test_group_flow import ADDRESS, uid
 
 VISA = "4242424242424242"
 DECLINED_ON_CHARGE = "4000000000000341"
@@ -185,3 +187,24 @@ async def test_a_declined_card_fails_and_a_retry_succeeds(
     again = await http.post(url + "/payments/online", headers=ana)
     assert again.status_code == 409
     assert again.json()["code"] == "already_paid"
+
+
+async def test_a_payment_under_way_shows_pending_and_cancel_cancels_its_intent(
+    client: Client, gateway: StripeGateway, admin_headers: dict[str, str]
+) -> None:
+    from tests.integration.test_stripe_webhooks import locked_cart, payment_of
+
+    url, host, guest, _ = await locked_cart(client, admin_headers)
+    started = await client.post(url + "/payments/online", headers=guest)
+    assert started.status_code == 200, started.text
+    intent = started.json()["payment_intent_id"]
+    view = (await client.get(url, headers=host)).json()
+    assert payment_of(view, uid(guest))["status"] == "pending"
+    tip = await client.put(url + "/tip", json={"amount_minor": 100}, headers=host)
+    assert tip.status_code == 409
+    assert tip.json()["code"] == "payment_activity_started"
+
+    cancelled = await client.post(url + "/cancel", headers=host)
+    assert cancelled.status_code == 200
+    assert payment_of(cancelled.json(), uid(guest))["status"] == "none"
+    assert (await gateway.retrieve_payment_intent(intent)).status == "canceled"

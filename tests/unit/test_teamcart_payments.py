@@ -321,3 +321,52 @@ def test_a_dispute_after_a_refund_leaves_the_payment_refunded() -> None:
     assert cart.flag_payment_for_review(guest, "pi_1")
     assert cart.members[guest].payment.status is PaymentStatus.REFUNDED
     assert cart.pull_events() == []
+
+
+# --- a payment under way -------------------------------------------------------------------
+
+
+def test_starting_to_pay_online_shows_pending_and_holds_the_quote() -> None:
+    cart, host, guest = a_locked_cart()
+    cart.start_online_payment(guest, "pi_1", cart.quote_version)
+    assert cart.members[guest].payment == MemberPayment(
+        PaymentStatus.PENDING, PaymentMethod.ONLINE, 3622, "pi_1"
+    )
+    assert [type(e) for e in cart.pull_events()] == [events.PaymentStarted]
+    cart.start_online_payment(guest, "pi_1", cart.quote_version)  # the same intent again
+    assert cart.pull_events() == []
+    with pytest.raises(errors.PaymentActivityStarted):
+        cart.set_tip(host, 100)
+    with pytest.raises(errors.PaymentActivityStarted):
+        cart.unlock(host)
+    assert cart.pending_payments == ((guest, "pi_1"),)
+
+
+def test_a_payment_started_against_an_old_quote_is_refused() -> None:
+    cart, _, guest = a_locked_cart()
+    with pytest.raises(errors.QuoteChanged):
+        cart.start_online_payment(guest, "pi_1", cart.quote_version - 1)
+    assert cart.members[guest].payment.status is PaymentStatus.NONE
+
+
+def test_a_canceled_pending_payment_is_owed_again_and_frees_the_quote() -> None:
+    cart, host, guest = a_locked_cart()
+    cart.start_online_payment(guest, "pi_1", cart.quote_version)
+    cart.note_payment_canceled(guest, "pi_other")  # not the pending one: nothing changes
+    assert cart.members[guest].payment.status is PaymentStatus.PENDING
+    cart.note_payment_canceled(guest, "pi_1")
+    assert cart.members[guest].payment.status is PaymentStatus.NONE
+    cart.set_tip(host, 100)
+    assert cart.pending_payments == ()
+
+
+def test_a_pending_payment_that_succeeds_or_fails_moves_on() -> None:
+    cart, _, guest = a_locked_cart()
+    cart.start_online_payment(guest, "pi_1", cart.quote_version)
+    cart.mark_payment_failed(guest, "pi_1")
+    assert cart.members[guest].payment.status is PaymentStatus.FAILED
+    cart.start_online_payment(guest, "pi_2", cart.quote_version)
+    cart.record_online_payment(guest, 3622, "USD", cart.quote_version, "pi_2")
+    assert cart.members[guest].payment.status is PaymentStatus.PAID_ONLINE
+    cart.note_payment_canceled(guest, "pi_2")  # a late cancel never undoes a payment
+    assert cart.members[guest].payment.status is PaymentStatus.PAID_ONLINE

@@ -27,7 +27,7 @@ from app.payments.gateway import CardDeclined, GatewayError, IntentInfo, Payment
 from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
 from domain import errors
-from domain.teamcart import CartStatus
+from domain.payments import PaymentStatus
 
 log = structlog.get_logger("teamcart.payments")
 
@@ -127,11 +127,23 @@ class _Record:
 
 
 async def _record(record: _Record, uow: UnitOfWork) -> RowMapping:
+    """The member's payment shows pending (the cart's version check orders this against
+    tip, coupon and unlock, which refuse while anyone is paying); the intent is stored."""
     plan, created = record.plan, record.created
-    quote_version, status = await uow.payments.lock_quote(plan.command.cart_id)
-    if quote_version != plan.quote_version or status != CartStatus.LOCKED:
+    cart = await uow.carts.get(plan.command.cart_id)
+    if cart is None:
+        raise cart_not_found(plan.command.cart_id)
+    actor = plan.command.actor_id
+    before = cart.members[actor].payment if cart.is_member(actor) else None
+    try:
+        cart.start_online_payment(actor, created.id, plan.quote_version)
+    except errors.DomainError:
         await cancel_quietly(uow.stripe, created.id)
-        raise errors.QuoteChanged("The cart's quote changed; start the payment again.")
+        raise
+    replaced = before.reference if before and before.status is PaymentStatus.PENDING else None
+    if replaced and replaced != created.id:  # a new attempt replaces the pending one
+        await cancel_quietly(uow.stripe, replaced)
+        await uow.payments.close_open_intent(replaced, IntentStatus.CANCELED)
     return await uow.payments.add_intent(
         id=created.id,
         cart_id=plan.command.cart_id,
@@ -165,11 +177,15 @@ async def start_online_payment(
     return _online_payment(row)
 
 
-async def cancel_quietly(gateway: PaymentGateway, intent_id: str) -> None:
+async def cancel_quietly(gateway: PaymentGateway, intent_id: str) -> bool:
+    """Cancel an open intent at Stripe; whether Stripe did (a failure is logged: the intent
+    may still be paid, and its webhook then refunds it)."""
     try:
         await gateway.cancel_payment_intent(intent_id)
     except GatewayError:
         log.warning("payment_intent_cancel_failed", payment_intent_id=intent_id)
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +206,12 @@ async def _intent_status(command: ConfirmOnlinePayment, uow: UnitOfWork) -> Inte
     )
 
 
-async def _mark_failed(payment_intent_id: str, uow: UnitOfWork) -> None:
-    await uow.payments.close_open_intent(payment_intent_id, IntentStatus.FAILED)
+async def _mark_failed(command: ConfirmOnlinePayment, uow: UnitOfWork) -> None:
+    """Declined now: the member may try again at once (the webhook will agree later)."""
+    await uow.payments.close_open_intent(command.payment_intent_id, IntentStatus.FAILED)
+    cart = await uow.carts.get(command.cart_id)
+    if cart is not None and cart.is_member(command.actor_id):
+        cart.mark_payment_failed(command.actor_id, command.payment_intent_id)
 
 
 async def confirm_online_payment(command: ConfirmOnlinePayment, runner: UnitOfWorkRunner) -> str:
@@ -212,7 +232,7 @@ async def confirm_online_payment(command: ConfirmOnlinePayment, runner: UnitOfWo
         )
     except CardDeclined as exc:
         # Known failed now: a retry starts a new attempt (the webhook will agree later).
-        await runner.run(_mark_failed, command.payment_intent_id)
+        await runner.run(_mark_failed, command)
         raise PaymentDeclinedError("card_declined", str(exc)) from exc
     except GatewayError as exc:
         raise ProviderUnavailableError(

@@ -254,6 +254,7 @@ async def _apply_to_cart(
         return Outcome(EventOutcome.APPLIED, None, evt.intent_id, evt.cart_id)
     if event_type == "payment_intent.canceled":
         await uow.payments.close_open_intent(evt.intent_id, IntentStatus.CANCELED)
+        cart.note_payment_canceled(evt.user_id, evt.intent_id)
         return Outcome(EventOutcome.APPLIED, None, evt.intent_id, evt.cart_id)
     return Outcome(EventOutcome.IGNORED, f"{event_type} is not handled", evt.intent_id, evt.cart_id)
 
