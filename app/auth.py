@@ -8,6 +8,7 @@ session endpoint and the Stripe webhook requires a token.
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from app.errors import ApiError
 ADMIN_ROLE = "admin"
 TOKEN_LIFETIME = timedelta(days=7)
 MAX_DISPLAY_NAME = 60
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 # Paths reachable without a token (regular expressions matched against the path).
 PUBLIC_PATHS = (
@@ -52,11 +54,15 @@ class Principal:
 
 
 def principal_from_token(token: Token) -> Principal:
+    """The caller a verified token names. Its display name goes into every cart they open or
+    join, so control characters are dropped: tokens issued before the sessions route refused
+    them (or by ``teamcart token --name``) carry them for their whole life."""
     extras = token.extras or {}
     roles = extras.get("roles") or []
+    name = _CONTROL_CHARACTERS.sub("", str(extras.get("name") or "")).strip()
     return Principal(
         user_id=token.sub,
-        display_name=str(extras.get("name") or "Guest"),
+        display_name=name or "Guest",
         roles=frozenset(str(role) for role in roles),
     )
 

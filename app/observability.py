@@ -1,8 +1,9 @@
 """Logs and metrics: structured JSON logs with a request id, and Prometheus at ``/metrics``.
 
-Every request gets an id (the caller's ``X-Request-ID`` if it sent a sane one, else a new
-one); it is bound into structlog's context so every log line of the request carries it, and
-it is echoed in the response header. Metrics come from Litestar's Prometheus middleware
+Every request gets an id (the caller's ``X-Request-ID`` if it sent a sane one — up to 100
+ASCII letters, digits and ``._:-`` — else a new one, whatever bytes the header held); it is
+bound into structlog's context so every log line of the request carries it, and it is echoed
+in the response header. Metrics come from Litestar's Prometheus middleware
 (requests, latency) plus the product's own counters defined where they are incremented.
 """
 
@@ -27,7 +28,7 @@ from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+_SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,100}")  # matched on the raw header bytes
 
 
 class RequestIdMiddleware(ASGIMiddleware):
@@ -36,8 +37,9 @@ class RequestIdMiddleware(ASGIMiddleware):
     scopes = ("http", "websocket")  # type: ignore[assignment]
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        incoming = dict(scope.get("headers", [])).get(REQUEST_ID_HEADER.encode(), b"").decode()
-        request_id = incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        incoming = dict(scope.get("headers", [])).get(REQUEST_ID_HEADER.encode(), b"")
+        sane = _SANE_REQUEST_ID.fullmatch(incoming)
+        request_id = incoming.decode("ascii") if sane else uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         if scope["type"] == ScopeType.WEBSOCKET:  # no response headers to stamp

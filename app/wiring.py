@@ -39,6 +39,7 @@ from app.persistence.database import create_engine
 from app.persistence.outbox import Relay
 from app.resources import Resources
 from app.routes.catalog import CatalogController
+from app.routes.fields import check_json_body
 from app.routes.health import HealthController
 from app.routes.orders import OrderController
 from app.routes.payments import PaymentController
@@ -53,6 +54,7 @@ from app.workers import running_sweeper
 from realtime.projection import outbox_payloads
 
 MAX_REQUEST_BODY_BYTES = 1 << 20
+REDIS_TIMEOUT_SECONDS = 2.0
 
 
 class MetricsController(PrometheusController):
@@ -70,7 +72,13 @@ def build_resources(settings: Settings) -> Resources:
     if settings.jwt_secret is None:
         raise ValueError("create_app needs a JWT secret; `teamcart serve` provides one")
     engine = create_engine(settings.database_url)
-    redis = Redis.from_url(settings.redis_url, decode_responses=False)
+    redis = Redis.from_url(
+        settings.redis_url,
+        decode_responses=False,
+        # A Redis that hangs (paused, partitioned) fails a call in 2 s instead of never.
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
     gateway = StripeGateway(
         settings.stripe_secret_key or EMULATOR_SECRET_KEY, api_base=settings.stripe_api_base
     )
@@ -207,6 +215,7 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
             for store in RATE_LIMITED
         },
         on_app_init=[jwt_auth.on_app_init],
+        before_request=check_json_body,  # JSON bodies held strictly to their structs
         lifespan=[lifespan],
         exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(

@@ -19,17 +19,26 @@ from app.auth import admin_only
 from app.errors import ApiError
 from app.persistence import catalog as repo
 from app.resources import AppResources
+from app.routes.fields import (
+    MAX_MINOR,
+    MAX_OPTION_GROUPS,
+    MAX_OPTIONS_PER_GROUP,
+    Count,
+    CouponCode,
+    CurrencyCode,
+    MinorAmount,
+    Name,
+    Stock,
+    invalid_field,
+)
 from domain.errors import UnknownCurrency
 from domain.money import exponent
-
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-MinorUnits = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
 
 
 class StoreCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    currency: Annotated[str, msgspec.Meta(pattern="^[A-Za-z]{3}$")]
-    delivery_fee_minor: MinorUnits
+    currency: CurrencyCode
+    delivery_fee_minor: MinorAmount
     tax_rate_bps: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
 
 
@@ -44,22 +53,22 @@ class StoreView(msgspec.Struct):
 
 class OptionIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    price_delta_minor: MinorUnits = 0
+    price_delta_minor: MinorAmount = 0
 
 
 class OptionGroupIn(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    min: Annotated[int, msgspec.Meta(ge=0, le=50)]
-    max: Annotated[int, msgspec.Meta(ge=1, le=50)]
-    options: Annotated[list[OptionIn], msgspec.Meta(min_length=1, max_length=50)]
+    min: Annotated[int, msgspec.Meta(ge=0, le=MAX_OPTIONS_PER_GROUP)]
+    max: Annotated[int, msgspec.Meta(ge=1, le=MAX_OPTIONS_PER_GROUP)]
+    options: Annotated[list[OptionIn], msgspec.Meta(min_length=1, max_length=MAX_OPTIONS_PER_GROUP)]
 
 
 class ProductCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Name
-    price_minor: MinorUnits
-    stock: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    option_groups: Annotated[list[OptionGroupIn], msgspec.Meta(max_length=20)] = msgspec.field(
-        default_factory=list
+    price_minor: MinorAmount
+    stock: Stock | None = None
+    option_groups: Annotated[list[OptionGroupIn], msgspec.Meta(max_length=MAX_OPTION_GROUPS)] = (
+        msgspec.field(default_factory=list)
     )
 
 
@@ -93,11 +102,11 @@ class StoreList(msgspec.Struct):
 
 
 class CouponCreate(msgspec.Struct, forbid_unknown_fields=True):
-    code: Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]{2,40}$")]
+    code: CouponCode
     kind: Literal["percent", "fixed"]
-    value: Annotated[int, msgspec.Meta(ge=1, le=10**12)]
-    min_subtotal_minor: MinorUnits = 0
-    max_uses: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    value: Annotated[int, msgspec.Meta(ge=1, le=MAX_MINOR)]
+    min_subtotal_minor: MinorAmount = 0
+    max_uses: Count | None = None
 
 
 class CouponView(msgspec.Struct):
@@ -111,15 +120,6 @@ class CouponView(msgspec.Struct):
     times_used: int
 
 
-def _invalid(field: str, message: str) -> ApiError:
-    return ApiError(
-        422,
-        "validation_error",
-        f"{field}: {message}",
-        extra={"errors": [{"field": field, "source": "body", "message": message}]},
-    )
-
-
 def _check_option_groups(groups: list[OptionGroupIn]) -> None:
     """Option names are unique across the product (customers pick options by name)."""
     group_names: set[str] = set()
@@ -127,15 +127,17 @@ def _check_option_groups(groups: list[OptionGroupIn]) -> None:
     for g, group in enumerate(groups):
         where = f"option_groups[{g}]"
         if group.name in group_names:
-            raise _invalid(f"{where}.name", f"duplicate group name {group.name!r}")
+            raise invalid_field(f"{where}.name", f"duplicate group name {group.name!r}")
         group_names.add(group.name)
         if group.min > group.max:
-            raise _invalid(f"{where}.min", "must not exceed max")
+            raise invalid_field(f"{where}.min", "must not exceed max")
         if group.max > len(group.options):
-            raise _invalid(f"{where}.max", "must not exceed the number of options")
+            raise invalid_field(f"{where}.max", "must not exceed the number of options")
         for o, option in enumerate(group.options):
             if option.name in option_names:
-                raise _invalid(f"{where}.options[{o}].name", f"duplicate option {option.name!r}")
+                raise invalid_field(
+                    f"{where}.options[{o}].name", f"duplicate option {option.name!r}"
+                )
             option_names.add(option.name)
 
 
@@ -188,7 +190,7 @@ class CatalogController(Controller):
         try:
             exponent(currency)
         except UnknownCurrency as exc:
-            raise _invalid("currency", f"unknown ISO 4217 currency {data.currency!r}") from exc
+            raise invalid_field("currency", f"unknown ISO 4217 currency {data.currency!r}") from exc
         async with resources.engine.begin() as conn:
             row = await repo.insert_store(
                 conn,
@@ -248,7 +250,7 @@ class CatalogController(Controller):
         self, store_id: FromPath[uuid.UUID], data: JSONBody[CouponCreate], resources: AppResources
     ) -> CouponView:
         if data.kind == "percent" and data.value > 100:
-            raise _invalid("value", "a percent coupon takes 1 to 100")
+            raise invalid_field("value", "a percent coupon takes 1 to 100")
         values: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "store_id": str(store_id),

@@ -8,13 +8,19 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.security.jwt import Token
 
 from app.auth import Principal
 from app.resources import AppResources
+from app.routes.fields import END_OF_TEXT
 from app.use_cases import orders as use
 from domain.order import Order
+
+# What encode_cursor issues: URL-safe base64 of "<created_at>|<order id>", unpadded.
+Cursor = Annotated[
+    str | None, QueryParameter(max_length=200, pattern=rf"^[A-Za-z0-9_-]+{END_OF_TEXT}")
+]
 
 
 class OrderCreated(msgspec.Struct):
@@ -128,7 +134,7 @@ class OrderController(Controller):
         self,
         request: Request[Principal, Token, Any],
         resources: AppResources,
-        cursor: FromQuery[str | None] = None,
+        cursor: Cursor = None,
         limit: Annotated[int, FromQuery[int]] = 20,
     ) -> OrderPage:
         """The caller's orders (as host or paying member), newest first."""

@@ -17,6 +17,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from app.auth import Principal
 from app.resources import AppResources
+from app.routes.fields import END_OF_TEXT
 from app.use_cases.payments import intents as use
 
 STRIPE_JS = "https://js.stripe.com/v3/"
@@ -35,8 +36,12 @@ class OnlinePaymentView(msgspec.Struct):
 
 
 class ConfirmRequest(msgspec.Struct, forbid_unknown_fields=True):
-    payment_intent_id: Annotated[str, msgspec.Meta(pattern="^pi_[A-Za-z0-9_]+$")]
-    payment_method: Annotated[str, msgspec.Meta(pattern="^(pm|card|src)_[A-Za-z0-9_]+$")]
+    payment_intent_id: Annotated[
+        str, msgspec.Meta(max_length=255, pattern=rf"^pi_[A-Za-z0-9_]+{END_OF_TEXT}")
+    ]
+    payment_method: Annotated[
+        str, msgspec.Meta(max_length=255, pattern=rf"^(pm|card|src)_[A-Za-z0-9_]+{END_OF_TEXT}")
+    ]
 
 
 class ConfirmAnswer(msgspec.Struct):

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
 import msgspec
 from litestar import Controller, post
 from litestar.params import JSONBody
 
-from app.auth import MAX_DISPLAY_NAME, issue_token
-from app.errors import ApiError
+from app.auth import issue_token
 from app.resources import AppResources
+from app.routes.fields import DisplayName, invalid_field
 
 
 class SessionCreate(msgspec.Struct, forbid_unknown_fields=True):
-    display_name: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DISPLAY_NAME)]
+    display_name: DisplayName
 
 
 class SessionIssued(msgspec.Struct):
@@ -35,16 +34,7 @@ class SessionController(Controller):
         """Start a guest identity with a display name; the token goes in ``Authorization``."""
         name = " ".join(data.display_name.split())
         if not name:
-            raise ApiError(
-                422,
-                "validation_error",
-                "display_name: must not be blank",
-                extra={
-                    "errors": [
-                        {"field": "display_name", "source": "body", "message": "must not be blank"}
-                    ]
-                },
-            )
+            raise invalid_field("display_name", "must not be blank")
         issued = issue_token(resources.jwt_secret, display_name=name)
         return SessionIssued(
             user_id=issued.user_id, token=issued.token, expires_at=issued.expires_at

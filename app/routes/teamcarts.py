@@ -9,7 +9,7 @@ translates HTTP to commands and back.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -20,6 +20,18 @@ from litestar.status_codes import HTTP_200_OK, HTTP_304_NOT_MODIFIED
 
 from app.auth import Principal
 from app.resources import AppResources
+from app.routes.fields import (
+    MAX_MINOR,
+    MAX_OPTIONS_CHOSEN,
+    Code,
+    Count,
+    Deadline,
+    Name,
+    Text,
+    WholeNumber,
+    check_deadline,
+    invalid_field,
+)
 from app.routes.orders import OrderCreated
 from app.use_cases import teamcarts as use
 from app.use_cases.views import read_cart_view
@@ -31,21 +43,23 @@ AuthRequest = Request[Principal, Token, Any]
 
 class CartCreate(msgspec.Struct, forbid_unknown_fields=True):
     store_id: uuid.UUID
-    deadline: datetime | None = None
+    deadline: Deadline | None = None
 
 
 class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
-    invite_code: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    invite_code: Code
 
 
 class ItemCreate(msgspec.Struct, forbid_unknown_fields=True):
     product_id: uuid.UUID
-    quantity: int
-    options: list[str] = msgspec.field(default_factory=list)
+    quantity: Count  # 1 to 99 is the domain's rule (422 invalid_quantity)
+    options: Annotated[list[Name], msgspec.Meta(max_length=MAX_OPTIONS_CHOSEN)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class ItemUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    quantity: int
+    quantity: Count
 
 
 class ItemAdded(ItemView):
@@ -57,19 +71,21 @@ class ReadyUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class TipUpdate(msgspec.Struct, forbid_unknown_fields=True):
-    amount_minor: int
+    # Negative is the domain's 422 invalid_tip; above MAX_MINOR the route's 422.
+    amount_minor: WholeNumber
 
 
 class CouponRequest(msgspec.Struct, forbid_unknown_fields=True):
-    code: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+    code: Code
 
 
 class AddressIn(msgspec.Struct, forbid_unknown_fields=True):
-    line1: str
-    city: str
-    postal_code: str
-    country: str
-    line2: str | None = None
+    # Required, trimmed and at most 200 characters: the domain's rules (422 invalid_address).
+    line1: Text
+    city: Text
+    postal_code: Text
+    country: Text
+    line2: Text | None = None
 
 
 class ConfirmRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -88,6 +104,7 @@ class TeamCartController(Controller):
         self, request: AuthRequest, data: JSONBody[CartCreate], resources: AppResources
     ) -> CartView:
         """Open a cart for a store; the caller is its host."""
+        check_deadline(data.deadline, datetime.now(UTC))
         actor = request.user
         command = use.OpenCart(actor.user_id, actor.display_name, str(data.store_id), data.deadline)
         return cart_view(await resources.runner.run(use.open_cart, command))
@@ -213,6 +230,8 @@ class TeamCartController(Controller):
         data: JSONBody[TipUpdate],
         resources: AppResources,
     ) -> CartView:
+        if data.amount_minor > MAX_MINOR:
+            raise invalid_field("amount_minor", f"must be at most {MAX_MINOR}")
         command = use.SetTip(request.user.user_id, str(cart_id), data.amount_minor)
         return cart_view(await resources.runner.run(use.set_tip, command))
 

@@ -40,6 +40,8 @@ def _parse_event(payload: bytes) -> dict[str, Any]:
         event = json.loads(payload)
     except ValueError as exc:
         raise ApiError(400, "malformed_event", "the body is not JSON") from exc
+    except RecursionError as exc:
+        raise ApiError(400, "malformed_event", "the body is nested too deeply") from exc
     if (
         not isinstance(event, dict)
         or not isinstance(event.get("id"), str)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,8 +28,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         moment = datetime.fromisoformat(created_at)
         if moment.tzinfo is None:
             raise ValueError("naive time")
-        return moment, str(uuid.UUID(order_id))
-    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        # In UTC (OverflowError before year 1 or after 9999), as PostgreSQL will compare it.
+        return moment.astimezone(UTC), str(uuid.UUID(order_id))
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
         raise ApiError(
             400,
             "validation_error",
