@@ -19,23 +19,16 @@ Clients branch on ``code``; ``type`` is a URI naming the same thing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from types import MappingProxyType
 from typing import Any
 
-import asyncpg.exceptions as pg
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
-from sqlalchemy.exc import InterfaceError as DBAPIInterfaceError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from app.failures import ApplicationError
+from app.failures import ApplicationError, causes, is_unavailable, is_unstorable_value
 from domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, OutOfStock
 
 log = structlog.get_logger("teamcart.errors")
@@ -162,66 +155,16 @@ def http_exception_to_problem(exc: HTTPException) -> ProblemDetailsException:
     return ApiError(status, code, detail, headers=headers or None, extra=extra)
 
 
-# PostgreSQL refusing a value a request carried (SQLSTATE class 22): a NUL or a character the
-# encoding lacks, a number or time out of range, text too long for its column.
-_UNSTORABLE_VALUES: tuple[type[BaseException], ...] = (
-    pg.CharacterNotInRepertoireError,
-    pg.NumericValueOutOfRangeError,
-    pg.UntranslatableCharacterError,
-    pg.InvalidTextRepresentationError,
-    pg.DatetimeFieldOverflowError,
-    pg.StringDataRightTruncationError,
-)
-
-# Failures of the connection, not of the request: the same request may succeed in a moment.
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,  # refused, reset, timed out (TimeoutError is an OSError)
-    pg.PostgresConnectionError,  # ConnectionDoesNotExistError, ConnectionFailureError, …
-    pg.CannotConnectNowError,  # the server is starting or shutting down
-    pg.TooManyConnectionsError,
-    pg.InterfaceError,
-    OperationalError,
-    DBAPIInterfaceError,
-    DisconnectionError,
-    PoolTimeoutError,  # no connection free in the pool in time
-    RedisConnectionError,
-    RedisTimeoutError,
-)
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    """``exc``, then what caused it: a DBAPIError's driver error, each ``raise … from``."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        orig = current.orig if isinstance(current, DBAPIError) else None
-        current = orig if isinstance(orig, BaseException) else current.__cause__
-
-
-def _is_unstorable_value(exc: BaseException) -> bool:
-    # asyncpg's own check of a parameter (an int past int32, a time past year 9999) raises the
-    # family's base class itself; its subclasses are PostgreSQL's verdicts.
-    return isinstance(exc, _UNSTORABLE_VALUES) or type(exc) is pg.DataError
-
-
-def _is_unavailable(exc: BaseException) -> bool:
-    return isinstance(exc, _UNAVAILABLE) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
-
-
 def slipped_through_to_problem(exc: BaseException) -> ApiError | None:
     """The 4xx or 503 for an exception no handler turned into a refusal, or None (a 500)."""
-    for cause in _causes(exc):
-        if _is_unstorable_value(cause):
+    for cause in causes(exc):
+        if is_unstorable_value(cause):
             return ApiError(
                 422,
                 "invalid_value",
                 "a value in the request can't be stored: out of range, too long or not text",
             )
-        if _is_unavailable(cause):
+        if is_unavailable(cause):
             return ApiError(
                 503,
                 "service_unavailable",
@@ -241,7 +184,7 @@ def unexpected_exception_handler(request: Request[Any, Any, Any], exc: Exception
             path=request.url.path,
             method=request.method,
             code=answer.code,
-            errors=[type(cause).__name__ for cause in _causes(exc)],
+            errors=[type(cause).__name__ for cause in causes(exc)],
         )
         return answer.to_response(request)
     log.exception("unhandled_error", path=request.url.path, method=request.method)

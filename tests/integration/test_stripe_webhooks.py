@@ -579,6 +579,7 @@ def _malformed_events() -> dict[str, dict[str, Any]]:
     good_metadata = teamcart_metadata(cart, member, 1)
     intent = payment_intent(f"pi_{uuid.uuid4().hex[:14]}", amount=100, currency="usd", metadata={})
     refunded = charge_refunded(intent["id"], amount=100, currency="usd", refund_id="re_x")
+    refunded_ok = charge_refunded(intent["id"], amount=100, currency="usd", refund_id="re_y")
     del refunded["refunds"]["data"][0]["id"]
     return {
         "metadata not an object": event("payment_intent.succeeded", {**intent, "metadata": "x"}),
@@ -588,6 +589,9 @@ def _malformed_events() -> dict[str, dict[str, Any]]:
         ),
         "refund without an id": event("charge.refunded", refunded),
         "refund list not a list": event("charge.refunded", {**refunded, "refunds": {"data": 7}}),
+        "a value PostgreSQL can't store": event(
+            "charge.refunded", {**refunded_ok, "payment_intent": "pi_\u0000x"}
+        ),
         "dispute without an intent": event(
             "charge.dispute.created", {**dispute("", amount=100, currency="usd")}
         ),

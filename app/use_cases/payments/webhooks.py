@@ -24,8 +24,14 @@ from typing import Any
 
 import structlog
 from prometheus_client import Counter, Histogram
+from sqlalchemy.exc import DBAPIError
 
-from app.failures import ServiceUnavailableError, VersionConflictError
+from app.failures import (
+    ServiceUnavailableError,
+    VersionConflictError,
+    causes,
+    is_unstorable_value,
+)
 from app.payments.amounts import from_stripe, to_stripe
 from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
@@ -79,6 +85,11 @@ async def handle_stripe_event(runner: UnitOfWorkRunner, event: Mapping[str, Any]
         raise ServiceUnavailableError(
             "service_unavailable", "the cart kept changing; Stripe will retry"
         ) from exc
+    except DBAPIError as exc:
+        if not any(is_unstorable_value(cause) for cause in causes(exc)):
+            raise  # the database is away: 503, and Stripe delivers it again
+        # A value PostgreSQL refuses (out of range, not text): no redelivery will store it.
+        outcome = await runner.run(reject_event, _Rejection(event, "a value can't be stored"))
     WEBHOOKS.labels(type=str(event["type"]), outcome=outcome.outcome).inc()
     WEBHOOK_SECONDS.observe(time.perf_counter() - started)
     return outcome
@@ -131,6 +142,24 @@ async def _apply(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]) -> Ou
     if event_type == "charge.dispute.created":
         return await _apply_dispute(uow, obj)
     return Outcome(EventOutcome.IGNORED, f"{event_type} is not handled")
+
+
+@dataclass(frozen=True, slots=True)
+class _Rejection:
+    event: Mapping[str, Any]
+    reason: str
+
+
+async def reject_event(rejection: _Rejection, uow: UnitOfWork) -> Outcome:
+    """Take the event in as rejected, with nothing of it applied (its own transaction)."""
+    event = rejection.event
+    if not await uow.payments.claim_event(str(event["id"]), str(event["type"])):
+        return Outcome(EventOutcome.DUPLICATE)
+    ALERTS.labels(kind="malformed_event").inc()
+    log.error("stripe_event_rejected", event_id=event["id"], reason=rejection.reason)
+    outcome = Outcome(EventOutcome.REJECTED, rejection.reason)
+    await uow.payments.record_outcome(str(event["id"]), outcome.outcome, outcome.reason, None, None)
+    return outcome
 
 
 # --- the shape of what we read ---------------------------------------------------------------
