@@ -487,7 +487,7 @@ class SqlTransactions:
 
 
 class UnitOfWorkRunner:
-    """Runs handlers in units of work on one engine (built once, in ``app.wiring``).
+    """Runs handlers in units of work on PostgreSQL (built once, in ``app.wiring``).
 
     ``relay``: takes each transaction's outbox records after its commit; ``None`` (a
     background job that must not wait on Redis) leaves them to the outbox dispatchers.

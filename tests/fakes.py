@@ -1,0 +1,1147 @@
+"""The unit of work in memory: :class:`FakeDatabase`, :class:`FakeUnitOfWork` over it, the
+app's own ``UnitOfWorkRunner`` on top (:func:`fake_runner`), and a :class:`FakeGateway` for
+Stripe.
+
+The fake keeps PostgreSQL's promises, not its machinery, and
+``tests/unit_of_work_contract.py`` runs the same test case against both to prove it:
+
+* every table is a dict of committed rows (immutable values; a cart is stored as its own copy
+  with its version). A transaction's writes wait in its own overlay, which it reads through,
+  and reach the dicts only when it commits; a rollback drops them, so nothing it did is kept;
+* a write (or a load with ``lock``) takes the row's lock until the transaction ends, as
+  PostgreSQL's row locks do: a concurrent writer of the same row waits, then sees the
+  committed row (READ COMMITTED). So a cart's save checks the version it was loaded with
+  against the committed one and raises the same ``VersionConflict``; stock counts can't lose
+  an update; ``claim_refund`` skips a request another transaction holds;
+* order numbers come from a sequence that, like PostgreSQL's, is not rolled back;
+* :meth:`FakeDatabase.now` is the database's clock (PostgreSQL's ``now()``): a refund that
+  failed is due again after its backoff on it, and a test moves it on with ``advance``.
+
+Test data goes in with the builders (``add_store``, ``add_product``, ``add_coupon``,
+``add_cart``); what a test asserts on is read with :meth:`FakeDatabase.cart`,
+:meth:`~FakeDatabase.stock_of`, :meth:`~FakeDatabase.events_of` or the tables' ``rows``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import enum
+import itertools
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import RowMapping
+from sqlalchemy.engine import result_tuple
+from sqlalchemy.exc import NoResultFound
+
+from app.payments.gateway import (
+    AlreadyRefunded,
+    CardDeclined,
+    GatewayError,
+    IntentInfo,
+    RefundInfo,
+)
+from app.persistence.outbox import OutboxRecord, Relay
+from app.persistence.payments import (
+    INTENT_STATUS_RANK,
+    PROCESSING,
+    RETRY_BACKOFF_SECONDS,
+    IntentFacts,
+    IntentOwner,
+    IntentStatus,
+    RefundOwed,
+    RefundRequestStatus,
+)
+from app.unit_of_work import (
+    OpenUnitOfWork,
+    OutboxPayloads,
+    OwedRefunds,
+    RefundRunner,
+    UnitOfWorkRunner,
+    VersionConflict,
+)
+from app.use_cases.payments.refunds import carry_out_refunds
+from domain.catalog import CouponTerms, ProductSnapshot, StoreTerms
+from domain.errors import OutOfStock
+from domain.events import DomainEvent
+from domain.order import Order, OrderPayment
+from domain.payments import PaymentStatus
+from domain.teamcart import CONFIRM_WINDOWS, CartStatus, TeamCart
+from realtime.projection import outbox_payloads
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+LOCK_WAIT_SECONDS = 5.0
+"""How long a transaction waits for a row lock before :class:`FakeDeadlock` (PostgreSQL
+detects a deadlock after a second; a fake that hung would hang the test run)."""
+
+
+class DuplicateKeyError(Exception):
+    """What PostgreSQL's unique violation would be: an insert of a key that exists."""
+
+
+class FakeDeadlock(RuntimeError):
+    """A row lock was not granted in time: two transactions wait on each other."""
+
+
+class _Gone(enum.Enum):
+    ROW = "deleted"
+
+
+GONE = _Gone.ROW
+
+
+# --- tables and transactions ---------------------------------------------------------------
+
+
+class FakeTransaction:
+    """One transaction: its pending writes (kept by each table it touched) and its locks."""
+
+    def __init__(self) -> None:
+        self._held: set[asyncio.Lock] = set()
+        self._touched: list[FakeTable[Any, Any]] = []
+        self.outbox: list[OutboxEntry] = []
+
+    async def acquire(self, lock: asyncio.Lock) -> None:
+        if lock in self._held:
+            return
+        try:
+            async with asyncio.timeout(LOCK_WAIT_SECONDS):
+                await lock.acquire()
+        except TimeoutError as exc:
+            raise FakeDeadlock("a row lock was not granted: two transactions wait") from exc
+        self._held.add(lock)
+
+    async def try_acquire(self, lock: asyncio.Lock) -> bool:
+        """Like ``SKIP LOCKED``: take the lock unless another transaction has it."""
+        if lock in self._held:
+            return True
+        if lock.locked():
+            return False
+        await self.acquire(lock)
+        return True
+
+    def touch(self, table: FakeTable[Any, Any]) -> None:
+        if table not in self._touched:
+            self._touched.append(table)
+
+    def end(self, *, commit: bool) -> None:
+        """Apply (or drop) every pending write, then let the waiting transactions go on."""
+        for table in self._touched:
+            table.end(self, commit=commit)
+        self._touched.clear()
+        for lock in self._held:
+            lock.release()
+        self._held.clear()
+
+
+class FakeTable(Generic[K, V]):
+    """Committed rows by key (``rows``), each transaction's pending writes, a lock per key."""
+
+    def __init__(self) -> None:
+        self.rows: dict[K, V] = {}
+        self._locks: dict[K, asyncio.Lock] = {}
+        self._pending: dict[FakeTransaction, dict[K, V | _Gone]] = {}
+
+    def get(self, tx: FakeTransaction, key: K) -> V | None:
+        """The row as this transaction sees it: its own write, else the committed row."""
+        pending = self._pending.get(tx, {})
+        if key in pending:
+            value = pending[key]
+            return None if isinstance(value, _Gone) else value
+        return self.rows.get(key)
+
+    def items(self, tx: FakeTransaction) -> list[tuple[K, V]]:
+        merged: dict[K, V | _Gone] = {**self.rows, **self._pending.get(tx, {})}
+        return [(key, value) for key, value in merged.items() if not isinstance(value, _Gone)]
+
+    async def lock(self, tx: FakeTransaction, key: K) -> None:
+        """Hold the row (existing or not) until ``tx`` ends; waits for its current holder."""
+        await tx.acquire(self._locks.setdefault(key, asyncio.Lock()))
+
+    async def try_lock(self, tx: FakeTransaction, key: K) -> bool:
+        return await tx.try_acquire(self._locks.setdefault(key, asyncio.Lock()))
+
+    async def put(self, tx: FakeTransaction, key: K, value: V) -> None:
+        await self.lock(tx, key)
+        tx.touch(self)
+        self._pending.setdefault(tx, {})[key] = value
+
+    async def delete(self, tx: FakeTransaction, key: K) -> None:
+        await self.lock(tx, key)
+        tx.touch(self)
+        self._pending.setdefault(tx, {})[key] = GONE
+
+    def end(self, tx: FakeTransaction, *, commit: bool) -> None:
+        pending = self._pending.pop(tx, {})
+        if not commit:
+            return
+        for key, value in pending.items():
+            if isinstance(value, _Gone):
+                self.rows.pop(key, None)
+            else:
+                self.rows[key] = value
+
+
+# --- rows ----------------------------------------------------------------------------------
+
+
+def copy_cart(cart: TeamCart) -> TeamCart:
+    """The cart as stored and loaded again, without its pending events: rebuilt through its
+    constructor as the repository rebuilds a row. Its parts (members, items, the quote, the
+    terms) are frozen values, so the copy may share them; changing it never changes this."""
+    return TeamCart(
+        id=cart.id,
+        store=cart.store,
+        host_user_id=cart.host_user_id,
+        invite_code=cart.invite_code,
+        status=cart.status,
+        version=cart.version,
+        quote_version=cart.quote_version,
+        deadline=cart.deadline,
+        created_at=cart.created_at,
+        locked_at=cart.locked_at,
+        members=cart.members.values(),
+        items=cart.items.values(),
+        tip_minor=cart.tip_minor,
+        coupon=cart.coupon,
+        quote=cart.quote,
+        order_id=cart.order_id,
+    )
+
+
+def copy_order(order: Order) -> Order:
+    """The order as stored, without its pending events (see :func:`copy_cart`)."""
+    return Order(
+        id=order.id,
+        number=order.number,
+        cart_id=order.cart_id,
+        store_id=order.store_id,
+        currency=order.currency,
+        host_user_id=order.host_user_id,
+        lines=order.lines,
+        totals=order.totals,
+        payments=order.payments,
+        delivery_address=order.delivery_address,
+        status=order.status,
+        created_at=order.created_at,
+        version=order.version,
+        coupon_code=order.coupon_code,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCart:
+    cart: TeamCart  # a copy nobody changes: loads copy it again
+    version: int
+    saved: int  # the database's write counter when saved (PostgreSQL's updated_at order)
+
+
+@dataclass(frozen=True, slots=True)
+class StockedProduct:
+    product: ProductSnapshot
+    stock: int | None  # None: unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class IntentRow:
+    id: str
+    cart_id: str
+    user_id: str
+    quote_version: int
+    attempt: int
+    amount_minor: int
+    currency: str
+    client_secret: str
+    status: str
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    updated_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def mapping(self) -> RowMapping:
+        """As PostgreSQL returns it (a ``RowMapping`` of every column)."""
+        names = [f.name for f in dataclasses.fields(self)]
+        return result_tuple(names)([getattr(self, name) for name in names])._mapping
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRequestRow:
+    payment_intent_id: str
+    cart_id: str | None
+    amount: int
+    currency: str
+    reason: str
+    status: str = RefundRequestStatus.PENDING.value
+    attempts: int = 0
+    last_error: str | None = None
+    round: int = 1
+    next_attempt_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRow:
+    id: str
+    payment_intent_id: str
+    amount_minor: int
+    currency: str
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeRow:
+    id: str
+    payment_intent_id: str
+    amount: int
+    currency: str
+    reason: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRow:
+    id: str
+    type: str
+    outcome: str
+    reason: str | None = None
+    payment_intent_id: str | None = None
+    cart_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+    event_type: str
+    payload: str  # JSON text, as the runner's payload encoder made it
+
+
+_SETTLED_ON_A_MEMBER = (PaymentStatus.PAID_ONLINE, PaymentStatus.REVIEW, PaymentStatus.REFUNDED)
+_DISPUTES_CLOSED_IN_OUR_FAVOUR = ("won", "warning_closed")
+
+
+class FakeDatabase:
+    """Every table the unit of work touches, committed state only (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.carts: FakeTable[str, StoredCart] = FakeTable()
+        self.stores: FakeTable[str, StoreTerms] = FakeTable()
+        self.products: FakeTable[str, StockedProduct] = FakeTable()
+        self.coupons: FakeTable[tuple[str, str], CouponTerms] = FakeTable()
+        self.reservations: FakeTable[tuple[str, str], int] = FakeTable()  # (cart, product)
+        self.orders: FakeTable[str, Order] = FakeTable()
+        self.order_payments: FakeTable[tuple[str, str], OrderPayment] = FakeTable()
+        self.intents: FakeTable[str, IntentRow] = FakeTable()
+        # the unique (cart, user, quote version, attempt) index of payment_intents
+        self.intent_attempts: FakeTable[tuple[str, str, int, int], str] = FakeTable()
+        self.refund_requests: FakeTable[str, RefundRequestRow] = FakeTable()
+        self.refunds: FakeTable[str, RefundRow] = FakeTable()
+        self.disputes: FakeTable[str, DisputeRow] = FakeTable()
+        self.inbox: FakeTable[str, InboxRow] = FakeTable()
+        self.outbox: list[OutboxEntry] = []
+        self._order_numbers = itertools.count(1)
+        self._outbox_ids = itertools.count(1)
+        self._writes = itertools.count(1)
+        self._clock_offset = timedelta(0)
+
+    # --- the clock (PostgreSQL's ``now()``) -----------------------------------------------
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self._clock_offset
+
+    def advance(self, delta: timedelta) -> None:
+        """Move the database's clock on (a refund's backoff passing, say)."""
+        self._clock_offset += delta
+
+    # --- sequences (not transactional, as in PostgreSQL) ----------------------------------
+
+    def next_order_number(self) -> str:
+        return f"TC-{next(self._order_numbers):06d}"
+
+    def next_outbox_id(self) -> int:
+        return next(self._outbox_ids)
+
+    def next_write(self) -> int:
+        return next(self._writes)
+
+    # --- test data in ---------------------------------------------------------------------
+
+    def add_store(self, store: StoreTerms) -> StoreTerms:
+        self.stores.rows[store.store_id] = store
+        return store
+
+    def add_product(self, product: ProductSnapshot, *, stock: int | None = None) -> ProductSnapshot:
+        """A product of a store added before; ``stock`` None is unlimited."""
+        assert product.store_id in self.stores.rows, "add the product's store first"
+        self.products.rows[product.product_id] = StockedProduct(product, stock)
+        return product
+
+    def add_coupon(self, store_id: str, coupon: CouponTerms) -> CouponTerms:
+        """A store's coupon; codes are stored upper case, as the catalog route stores them."""
+        assert coupon.code == coupon.code.upper(), "coupon codes are stored upper case"
+        self.coupons.rows[(store_id, coupon.code)] = coupon
+        return coupon
+
+    def add_cart(self, cart: TeamCart) -> TeamCart:
+        """A cart as if saved (built with the unit builders); its pending events are dropped."""
+        self.carts.rows[cart.id] = StoredCart(copy_cart(cart), cart.version, self.next_write())
+        return cart
+
+    # --- what a test reads ----------------------------------------------------------------
+
+    def cart(self, cart_id: str) -> TeamCart | None:
+        """The committed cart (a copy)."""
+        stored = self.carts.rows.get(cart_id)
+        return None if stored is None else copy_cart(stored.cart)
+
+    def stock_of(self, product_id: str) -> int | None:
+        return self.products.rows[product_id].stock
+
+    def reservations_of(self, cart_id: str) -> dict[str, int]:
+        return {p: q for (c, p), q in self.reservations.rows.items() if c == cart_id}
+
+    def coupon(self, store_id: str, code: str) -> CouponTerms:
+        return self.coupons.rows[(store_id, code)]
+
+    def events_of(self, aggregate_id: str) -> list[tuple[int, str]]:
+        """``(version, event name)`` of the aggregate's committed events, in outbox order."""
+        return [(e.version, e.event_type) for e in self.outbox if e.aggregate_id == aggregate_id]
+
+    def order_of_cart(self, cart_id: str) -> Order | None:
+        return next((o for o in self.orders.rows.values() if o.cart_id == cart_id), None)
+
+
+# --- the repositories ----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Tracked:
+    cart: TeamCart
+    version: int  # as loaded; 0 for a new cart
+    new: bool
+
+
+class FakeCarts:
+    """``CartRepository`` in memory; remembers every cart it hands out, like ``SqlCarts``."""
+
+    def __init__(self, db: FakeDatabase, tx: FakeTransaction, *, lock: bool) -> None:
+        self._db = db
+        self._tx = tx
+        self._lock = lock
+        self.tracked: dict[str, _Tracked] = {}
+
+    async def get(self, cart_id: str) -> TeamCart | None:
+        known = self.tracked.get(cart_id)
+        if known is not None:
+            return known.cart
+        if self._lock:
+            await self._db.carts.lock(self._tx, cart_id)
+        stored = self._db.carts.get(self._tx, cart_id)
+        if stored is None:
+            return None
+        cart = copy_cart(stored.cart)
+        if cart.coupon is not None:  # loaded with the coupon as the catalog has it now
+            cart.coupon = self._db.coupons.get(self._tx, (cart.store.store_id, cart.coupon.code))
+        self.tracked[cart_id] = _Tracked(cart, stored.version, new=False)
+        return cart
+
+    def add(self, cart: TeamCart) -> None:
+        self.tracked[cart.id] = _Tracked(cart, 0, new=True)
+
+    def _stored(self) -> Iterator[TeamCart]:
+        return (stored.cart for _, stored in self._db.carts.items(self._tx))
+
+    async def id_by_invite(self, invite_code: str) -> str | None:
+        return next((c.id for c in self._stored() if c.invite_code == invite_code), None)
+
+    async def version_of(self, cart_id: str) -> int | None:
+        stored = self._db.carts.get(self._tx, cart_id)
+        return None if stored is None else stored.version
+
+    async def is_member(self, cart_id: str, user_id: str) -> bool:
+        stored = self._db.carts.get(self._tx, cart_id)
+        return stored is not None and stored.cart.is_member(user_id)
+
+    async def due_ids(self, payment_window: timedelta) -> list[str]:
+        """As ``app.persistence.carts.due_cart_ids``: open past the deadline, locked past
+        the payment window, ready past the confirm window; least recently saved first."""
+        now = self._db.now()
+        windows = {
+            CartStatus.LOCKED: payment_window,
+            CartStatus.READY_TO_CONFIRM: CONFIRM_WINDOWS * payment_window,
+        }
+
+        def is_due(cart: TeamCart) -> bool:
+            if cart.status is CartStatus.OPEN:
+                return cart.deadline is not None and cart.deadline <= now
+            window = windows.get(cart.status)
+            return (
+                window is not None
+                and cart.locked_at is not None
+                and (cart.locked_at <= now - window)
+            )
+
+        due = [stored for _, stored in self._db.carts.items(self._tx) if is_due(stored.cart)]
+        return [stored.cart.id for stored in sorted(due, key=lambda s: s.saved)][:100]
+
+    async def reserve_stock(self, cart: TeamCart) -> None:
+        """All or nothing, products in id order, as ``app.persistence.carts.reserve_stock``."""
+        wanted = Counter[str]()
+        for item in cart.items.values():
+            wanted[item.product_id] += item.quantity
+        short: list[tuple[str, str]] = []
+        for product_id in sorted(wanted):
+            quantity = wanted[product_id]
+            row = self._product(product_id)
+            if row.stock is None:
+                continue
+            await self._db.products.lock(self._tx, product_id)
+            row = self._product(product_id)  # as committed once the lock is ours
+            assert row.stock is not None
+            if row.stock >= quantity:
+                await self._db.products.put(
+                    self._tx, product_id, StockedProduct(row.product, row.stock - quantity)
+                )
+                key = (cart.id, product_id)
+                if self._db.reservations.get(self._tx, key) is not None:
+                    raise DuplicateKeyError(f"stock_reservations {key}")
+                await self._db.reservations.put(self._tx, key, quantity)
+            else:
+                short.append((product_id, f"{row.product.name} ({row.stock} left)"))
+        if short:
+            raise OutOfStock(
+                product_ids=[product_id for product_id, _ in short],
+                detail="Out of stock: " + ", ".join(label for _, label in short) + ".",
+            )
+
+    def _product(self, product_id: str) -> StockedProduct:
+        row = self._db.products.get(self._tx, product_id)
+        if row is None:
+            raise NoResultFound(f"no product {product_id}")
+        return row
+
+    async def release_stock(self, cart_id: str) -> None:
+        for (owner, product_id), quantity in sorted(self._db.reservations.items(self._tx)):
+            if owner != cart_id:
+                continue
+            await self._db.reservations.delete(self._tx, (owner, product_id))
+            await self._db.products.lock(self._tx, product_id)
+            row = self._product(product_id)
+            if row.stock is not None:
+                stock = row.stock + quantity
+                await self._db.products.put(
+                    self._tx, product_id, StockedProduct(row.product, stock)
+                )
+
+    async def commit_stock(self, cart_id: str) -> None:
+        for owner, product_id in [key for key, _ in self._db.reservations.items(self._tx)]:
+            if owner == cart_id:
+                await self._db.reservations.delete(self._tx, (owner, product_id))
+
+    async def flush(self, appended: _Outbox) -> None:
+        """Save every changed cart (version-checked), insert new ones, append their events."""
+        for tracked in self.tracked.values():
+            cart = tracked.cart
+            events = cart.pull_events()
+            if tracked.new:
+                await self._insert(cart)
+                tracked.new = False
+            elif cart.version != tracked.version:
+                await self._db.carts.lock(self._tx, cart.id)  # as the UPDATE locks the row
+                stored = self._db.carts.get(self._tx, cart.id)
+                if stored is None or stored.version != tracked.version:
+                    raise VersionConflict(cart.id)
+                await self._save(cart)
+            tracked.version = cart.version
+            appended.append(events, cart)
+
+    async def _insert(self, cart: TeamCart) -> None:
+        await self._db.carts.lock(self._tx, cart.id)
+        if self._db.carts.get(self._tx, cart.id) is not None:
+            raise DuplicateKeyError(f"teamcarts {cart.id}")
+        if await self.id_by_invite(cart.invite_code) is not None:
+            raise DuplicateKeyError(f"teamcarts invite_code {cart.invite_code}")
+        await self._save(cart)
+
+    async def _save(self, cart: TeamCart) -> None:
+        stored = StoredCart(copy_cart(cart), cart.version, self._db.next_write())
+        await self._db.carts.put(self._tx, cart.id, stored)
+
+
+class FakeCatalog:
+    """``CatalogRepository`` in memory."""
+
+    def __init__(self, db: FakeDatabase, tx: FakeTransaction) -> None:
+        self._db = db
+        self._tx = tx
+
+    async def store_terms(self, store_id: str) -> StoreTerms | None:
+        return self._db.stores.get(self._tx, store_id)
+
+    async def product(self, product_id: str) -> ProductSnapshot | None:
+        row = self._db.products.get(self._tx, product_id)
+        return None if row is None else row.product
+
+    async def coupon(self, store_id: str, code: str) -> CouponTerms | None:
+        return self._db.coupons.get(self._tx, (store_id, code.upper()))
+
+    async def count_coupon_use(self, store_id: str, code: str) -> bool:
+        key = (store_id, code)
+        if self._db.coupons.get(self._tx, key) is None:
+            return False
+        await self._db.coupons.lock(self._tx, key)
+        terms = self._db.coupons.get(self._tx, key)
+        if terms is None or terms.exhausted:
+            return False
+        await self._db.coupons.put(
+            self._tx, key, dataclasses.replace(terms, times_used=terms.times_used + 1)
+        )
+        return True
+
+
+class FakeOrders:
+    """``OrderRepository`` in memory."""
+
+    def __init__(self, db: FakeDatabase, tx: FakeTransaction) -> None:
+        self._db = db
+        self._tx = tx
+        self.added: list[Order] = []
+
+    async def next_number(self) -> str:
+        return self._db.next_order_number()
+
+    def add(self, order: Order) -> None:
+        self.added.append(order)
+
+    async def flush(self, appended: _Outbox) -> None:
+        for order in self.added:
+            await self._db.orders.lock(self._tx, order.id)
+            taken = self._db.orders.items(self._tx)
+            if any(
+                key == order.id or o.number == order.number or o.cart_id == order.cart_id
+                for key, o in taken
+            ):
+                raise DuplicateKeyError(f"orders {order.id}")
+            await self._db.orders.put(self._tx, order.id, copy_order(order))
+            for payment in order.payments:
+                await self._db.order_payments.put(self._tx, (order.id, payment.user_id), payment)
+            appended.append(order.pull_events(), None)
+        self.added.clear()
+
+
+def _rank(status: str) -> int:
+    try:
+        return INTENT_STATUS_RANK[IntentStatus(status)]
+    except ValueError:
+        return 0  # as the SQL's CASE … ELSE 0
+
+
+class FakePayments:
+    """``PaymentRepository`` in memory, row for row what ``SqlPayments`` writes."""
+
+    def __init__(self, db: FakeDatabase, tx: FakeTransaction) -> None:
+        self._db = db
+        self._tx = tx
+
+    def _intents(self) -> list[IntentRow]:
+        return [row for _, row in self._db.intents.items(self._tx)]
+
+    async def latest_intent(
+        self, cart_id: str, user_id: str, quote_version: int
+    ) -> RowMapping | None:
+        attempts = [
+            row
+            for row in self._intents()
+            if (row.cart_id, row.user_id, row.quote_version) == (cart_id, user_id, quote_version)
+        ]
+        return max(attempts, key=lambda row: row.attempt).mapping() if attempts else None
+
+    async def lock_quote(self, cart_id: str) -> tuple[int, str]:
+        await self._db.carts.lock(self._tx, cart_id)
+        stored = self._db.carts.get(self._tx, cart_id)
+        if stored is None:
+            raise NoResultFound(f"no cart {cart_id}")
+        return stored.cart.quote_version, stored.cart.status.value
+
+    async def add_intent(self, **values: Any) -> RowMapping:
+        row = IntentRow(status=IntentStatus.OPEN.value, **values)
+        attempt = (row.cart_id, row.user_id, row.quote_version, row.attempt)
+        await self._db.intents.lock(self._tx, row.id)
+        await self._db.intent_attempts.lock(self._tx, attempt)
+        existing_id = self._db.intent_attempts.get(self._tx, attempt)
+        if existing_id is None and self._db.intents.get(self._tx, row.id) is None:
+            await self._db.intents.put(self._tx, row.id, row)
+            await self._db.intent_attempts.put(self._tx, attempt, row.id)
+            return row.mapping()
+        existing = None if existing_id is None else self._db.intents.get(self._tx, existing_id)
+        if existing is None:
+            raise NoResultFound(f"no payment intent for attempt {attempt}")
+        return existing.mapping()
+
+    async def member_intent_status(
+        self, intent_id: str, cart_id: str, user_id: str
+    ) -> IntentStatus | None:
+        row = self._db.intents.get(self._tx, intent_id)
+        if row is None or (row.cart_id, row.user_id) != (cart_id, user_id):
+            return None
+        return IntentStatus(row.status)
+
+    async def has_open_intents(self, cart_id: str) -> bool:
+        return any(
+            row.cart_id == cart_id and row.status == IntentStatus.OPEN for row in self._intents()
+        )
+
+    async def _update_intent(
+        self, intent_id: str, status: IntentStatus, *, only_from: Callable[[str], bool]
+    ) -> None:
+        if self._db.intents.get(self._tx, intent_id) is None:
+            return
+        await self._db.intents.lock(self._tx, intent_id)
+        row = self._db.intents.get(self._tx, intent_id)
+        if row is not None and only_from(row.status):
+            changed = dataclasses.replace(row, status=status.value, updated_at=datetime.now(UTC))
+            await self._db.intents.put(self._tx, intent_id, changed)
+
+    async def set_intent_status(self, intent_id: str, status: IntentStatus) -> None:
+        rank = INTENT_STATUS_RANK[status]
+        await self._update_intent(intent_id, status, only_from=lambda s: _rank(s) < rank)
+
+    async def close_open_intent(self, intent_id: str, status: IntentStatus) -> None:
+        await self._update_intent(intent_id, status, only_from=lambda s: s == IntentStatus.OPEN)
+
+    async def intent_owner(self, intent_id: str) -> IntentOwner | None:
+        row = self._db.intents.get(self._tx, intent_id)
+        if row is None:
+            return None
+        return IntentOwner(row.cart_id, row.user_id, row.amount_minor, row.currency)
+
+    async def intent_facts(self, intent_id: str) -> IntentFacts:
+        disputed = any(
+            row.payment_intent_id == intent_id and row.status not in _DISPUTES_CLOSED_IN_OUR_FAVOUR
+            for _, row in self._db.disputes.items(self._tx)
+        )
+        return IntentFacts(await self.refunded_total(intent_id), disputed)
+
+    async def request_refund(
+        self,
+        payment_intent_id: str,
+        *,
+        amount: int,
+        currency: str,
+        reason: str,
+        cart_id: str | None,
+    ) -> None:
+        await self._db.refund_requests.lock(self._tx, payment_intent_id)
+        if self._db.refund_requests.get(self._tx, payment_intent_id) is None:
+            owed = RefundRequestRow(
+                payment_intent_id, cart_id, amount, currency, reason, next_attempt_at=self._db.now()
+            )
+            await self._db.refund_requests.put(self._tx, payment_intent_id, owed)
+
+    async def pending_refunds(
+        self, *, payment_intent_ids: Sequence[str] | None, cart_id: str | None, limit: int
+    ) -> list[str]:
+        now = self._db.now()
+        return [
+            row.payment_intent_id
+            for _, row in sorted(
+                self._db.refund_requests.items(self._tx), key=lambda item: item[1].next_attempt_at
+            )
+            if row.status == RefundRequestStatus.PENDING
+            and row.next_attempt_at <= now
+            and (payment_intent_ids is None or row.payment_intent_id in payment_intent_ids)
+            and (cart_id is None or row.cart_id == cart_id)
+        ][:limit]
+
+    async def claim_refund(self, payment_intent_id: str) -> RefundOwed | None:
+        row = self._db.refund_requests.get(self._tx, payment_intent_id)
+        if row is None or row.status != RefundRequestStatus.PENDING:
+            return None
+        if not await self._db.refund_requests.try_lock(self._tx, payment_intent_id):
+            return None  # another transaction has it (FOR UPDATE SKIP LOCKED)
+        row = self._db.refund_requests.get(self._tx, payment_intent_id)
+        if row is None or row.status != RefundRequestStatus.PENDING:
+            return None
+        return RefundOwed(
+            payment_intent_id=payment_intent_id,
+            cart_id=row.cart_id,
+            amount=row.amount,
+            currency=row.currency,
+            reason=row.reason,
+            attempts=row.attempts,
+            round=row.round,
+        )
+
+    async def _update_request(self, payment_intent_id: str, **changes: Any) -> None:
+        await self._db.refund_requests.lock(self._tx, payment_intent_id)
+        row = self._db.refund_requests.get(self._tx, payment_intent_id)
+        if row is not None:
+            changed = dataclasses.replace(row, **changes)
+            await self._db.refund_requests.put(self._tx, payment_intent_id, changed)
+
+    async def note_refund_failed(self, payment_intent_id: str, attempts: int, error: str) -> None:
+        """Not due again for ``RETRY_BACKOFF_SECONDS`` (doubling), on the database's clock."""
+        first, cap = RETRY_BACKOFF_SECONDS
+        delay = timedelta(seconds=min(cap, first * 2 ** min(attempts - 1, 20)))
+        await self._update_request(
+            payment_intent_id,
+            attempts=attempts,
+            last_error=error[:500],
+            next_attempt_at=self._db.now() + delay,
+        )
+
+    async def reopen_refund(self, payment_intent_id: str, error: str) -> bool:
+        row = self._db.refund_requests.get(self._tx, payment_intent_id)
+        if row is None or row.status != RefundRequestStatus.DONE:
+            return False
+        await self._update_request(
+            payment_intent_id,
+            status=RefundRequestStatus.PENDING.value,
+            round=row.round + 1,
+            last_error=error[:500],
+            next_attempt_at=self._db.now(),
+        )
+        return True
+
+    async def mark_refund_done(self, payment_intent_id: str, attempts: int) -> None:
+        await self._update_request(
+            payment_intent_id, status=RefundRequestStatus.DONE.value, attempts=attempts
+        )
+
+    async def record_refund(
+        self,
+        refund_id: str,
+        payment_intent_id: str,
+        *,
+        amount: int,
+        currency: str,
+        status: str,
+        reason: str,
+    ) -> None:
+        await self._db.refunds.lock(self._tx, refund_id)
+        existing = self._db.refunds.get(self._tx, refund_id)
+        if existing is not None:
+            row = dataclasses.replace(existing, status=status)
+        else:
+            row = RefundRow(refund_id, payment_intent_id, amount, currency, status, reason)
+        await self._db.refunds.put(self._tx, refund_id, row)
+
+    async def refunded_total(self, payment_intent_id: str) -> int:
+        return sum(
+            row.amount_minor
+            for _, row in self._db.refunds.items(self._tx)
+            if row.payment_intent_id == payment_intent_id and row.status == "succeeded"
+        )
+
+    async def record_dispute(
+        self,
+        dispute_id: str,
+        payment_intent_id: str,
+        *,
+        amount: int,
+        currency: str,
+        reason: str,
+        status: str,
+    ) -> None:
+        await self._db.disputes.lock(self._tx, dispute_id)
+        existing = self._db.disputes.get(self._tx, dispute_id)
+        if existing is not None:
+            row = dataclasses.replace(existing, status=status)
+        else:
+            row = DisputeRow(dispute_id, payment_intent_id, amount, currency, reason, status)
+        await self._db.disputes.put(self._tx, dispute_id, row)
+
+    async def set_order_payment_status(self, payment_intent_id: str, status: str) -> None:
+        for key, payment in self._db.order_payments.items(self._tx):
+            if payment.reference == payment_intent_id:
+                changed = dataclasses.replace(payment, status=PaymentStatus(status))
+                await self._db.order_payments.put(self._tx, key, changed)
+
+    async def claim_event(self, event_id: str, event_type: str) -> bool:
+        await self._db.inbox.lock(self._tx, event_id)  # a concurrent duplicate waits here
+        if self._db.inbox.get(self._tx, event_id) is not None:
+            return False
+        await self._db.inbox.put(self._tx, event_id, InboxRow(event_id, event_type, PROCESSING))
+        return True
+
+    async def record_outcome(
+        self,
+        event_id: str,
+        outcome: str,
+        reason: str | None,
+        payment_intent_id: str | None,
+        cart_id: str | None,
+    ) -> None:
+        await self._db.inbox.lock(self._tx, event_id)
+        row = self._db.inbox.get(self._tx, event_id)
+        if row is not None:
+            changed = dataclasses.replace(
+                row,
+                outcome=str(outcome),
+                reason=reason,
+                payment_intent_id=payment_intent_id,
+                cart_id=cart_id,
+            )
+            await self._db.inbox.put(self._tx, event_id, changed)
+
+    async def is_accounted_for(self, payment_intent_id: str) -> bool:
+        on_a_member = any(
+            member.payment.reference == payment_intent_id
+            and member.payment.status in _SETTLED_ON_A_MEMBER
+            for _, stored in self._db.carts.items(self._tx)
+            for member in stored.cart.members.values()
+        )
+        on_an_order = any(
+            payment.reference == payment_intent_id
+            for _, payment in self._db.order_payments.items(self._tx)
+        )
+        owed = self._db.refund_requests.get(self._tx, payment_intent_id) is not None
+        return (
+            on_a_member or on_an_order or owed or await self.refunded_total(payment_intent_id) > 0
+        )
+
+
+# --- the unit of work and its transactions -------------------------------------------------
+
+
+class _Outbox:
+    """A transaction's outbox appends: unique per (aggregate, version), as the table's key."""
+
+    def __init__(self, db: FakeDatabase, tx: FakeTransaction, payloads: OutboxPayloads) -> None:
+        self._db = db
+        self._tx = tx
+        self._payloads = payloads
+        self.records: list[OutboxRecord] = []
+
+    def append(self, events: Sequence[DomainEvent], cart: TeamCart | None) -> None:
+        if not events:
+            return
+        taken = {(e.aggregate_type, e.aggregate_id, e.version) for e in self._db.outbox}
+        taken |= {(e.aggregate_type, e.aggregate_id, e.version) for e in self._tx.outbox}
+        for event, payload in zip(events, self._payloads(events, cart), strict=True):
+            key = (event.aggregate_type, event.aggregate_id, event.aggregate_version)
+            if key in taken:
+                raise DuplicateKeyError(f"outbox {key}")
+            taken.add(key)
+            entry = OutboxEntry(*key, event.name, payload)
+            self._tx.outbox.append(entry)
+            self.records.append(
+                OutboxRecord(
+                    id=self._db.next_outbox_id(),
+                    aggregate_type=entry.aggregate_type,
+                    aggregate_id=entry.aggregate_id,
+                    version=entry.version,
+                    event_type=entry.event_type,
+                    payload=payload,
+                    created_at=datetime.now(UTC),
+                )
+            )
+
+
+class FakeUnitOfWork:
+    """One transaction in memory, with the repositories a handler sees (``UnitOfWork``)."""
+
+    def __init__(
+        self,
+        db: FakeDatabase,
+        stripe: FakeGateway,
+        payloads: OutboxPayloads,
+        *,
+        lock: bool,
+        relaying: bool,
+    ) -> None:
+        self._db = db
+        self._tx = FakeTransaction()
+        self._payloads = payloads
+        self._relaying = relaying
+        self.carts = FakeCarts(db, self._tx, lock=lock)
+        self.catalog = FakeCatalog(db, self._tx)
+        self.orders = FakeOrders(db, self._tx)
+        self.payments = FakePayments(db, self._tx)
+        self.stripe = stripe
+        self.owed = OwedRefunds()
+
+    def refund_after_commit(
+        self, *, cart_id: str | None = None, payment_intent_ids: Sequence[str] = ()
+    ) -> None:
+        if cart_id is not None:
+            self.owed.cart_ids.append(cart_id)
+        self.owed.intent_ids += payment_intent_ids
+
+    async def flush(self) -> list[OutboxRecord]:
+        appended = _Outbox(self._db, self._tx, self._payloads)
+        await self.carts.flush(appended)
+        await self.orders.flush(appended)
+        return appended.records if self._relaying else []
+
+    def commit(self) -> None:
+        self._tx.end(commit=True)
+        self._db.outbox += self._tx.outbox
+
+    def rollback(self) -> None:
+        self._tx.end(commit=False)
+
+
+class FakeTransactions:
+    """``TransactionSource`` in memory: each transaction commits when its block ends, and
+    rolls back (keeping nothing) when it raises."""
+
+    def __init__(
+        self, db: FakeDatabase, stripe: FakeGateway, payloads: OutboxPayloads = outbox_payloads
+    ) -> None:
+        self.db = db
+        self._stripe = stripe
+        self._payloads = payloads
+
+    @contextlib.asynccontextmanager
+    async def begin(self, *, lock: bool, relaying: bool) -> AsyncIterator[OpenUnitOfWork]:
+        uow = FakeUnitOfWork(self.db, self._stripe, self._payloads, lock=lock, relaying=relaying)
+        try:
+            yield uow
+        except BaseException:
+            uow.rollback()
+            raise
+        uow.commit()
+
+
+def fake_runner(
+    db: FakeDatabase,
+    gateway: FakeGateway,
+    *,
+    refunds: RefundRunner | None = None,
+    relay: Relay | None = None,
+) -> UnitOfWorkRunner:
+    """The app's own ``UnitOfWorkRunner`` over memory. Owed refunds are carried out after
+    commit as ``app.wiring.build_runner`` does (through ``gateway``), unless ``refunds``."""
+
+    async def carry_out(cart_id: str | None, payment_intent_ids: Sequence[str]) -> int:
+        return await carry_out_refunds(
+            runner, cart_id=cart_id, payment_intent_ids=list(payment_intent_ids) or None
+        )
+
+    transactions = FakeTransactions(db, gateway)
+    runner = UnitOfWorkRunner.over(transactions, gateway, refunds or carry_out, relay)
+    return runner
+
+
+# --- Stripe --------------------------------------------------------------------------------
+
+
+class FakeGateway:
+    """``PaymentGateway`` in memory: intents ``pi_fake_N``, refunds ``re_fake_N``, the same
+    object again for an idempotency key used before. ``fail()`` makes every call raise
+    ``GatewayError`` (Stripe down) until ``recover()``."""
+
+    DECLINED_CARD = "pm_card_chargeDeclined"
+
+    def __init__(self) -> None:
+        self.intents: dict[str, IntentInfo] = {}
+        self.refunds: list[RefundInfo] = []
+        self._by_key: dict[str, IntentInfo | RefundInfo] = {}
+        self._intent_numbers = itertools.count(1)
+        self._refund_numbers = itertools.count(1)
+        self._failure: str | None = None
+
+    def fail(self, message: str = "Stripe did not answer (fake)") -> None:
+        self._failure = message
+
+    def recover(self) -> None:
+        self._failure = None
+
+    def _answer(self) -> None:
+        if self._failure is not None:
+            raise GatewayError(self._failure)
+
+    def _intent(self, intent_id: str) -> IntentInfo:
+        intent = self.intents.get(intent_id)
+        if intent is None:
+            raise GatewayError(f"No such payment_intent: '{intent_id}'")
+        return intent
+
+    def capture(self, intent_id: str, *, amount: int | None = None) -> IntentInfo:
+        """The member paid (what Stripe.js does): the intent succeeds, for ``amount`` if
+        given (a capture of another amount than the intent was made for)."""
+        intent = self._intent(intent_id)
+        captured = dataclasses.replace(
+            intent, status="succeeded", amount=intent.amount if amount is None else amount
+        )
+        self.intents[intent_id] = captured
+        return captured
+
+    def refunded_intent_ids(self) -> list[str]:
+        return [refund.payment_intent_id for refund in self.refunds]
+
+    async def create_payment_intent(
+        self, *, amount: int, currency: str, metadata: Mapping[str, str], idempotency_key: str
+    ) -> IntentInfo:
+        self._answer()
+        known = self._by_key.get(idempotency_key)
+        if isinstance(known, IntentInfo):
+            return self.intents[known.id]
+        intent_id = f"pi_fake_{next(self._intent_numbers)}"
+        intent = IntentInfo(
+            id=intent_id,
+            client_secret=f"{intent_id}_secret_fake",
+            status="requires_payment_method",
+            amount=amount,
+            currency=currency.upper(),
+            metadata=dict(metadata),
+            created=int(time.time()),
+        )
+        self.intents[intent_id] = intent
+        self._by_key[idempotency_key] = intent
+        return intent
+
+    async def retrieve_payment_intent(self, intent_id: str) -> IntentInfo:
+        self._answer()
+        return self._intent(intent_id)
+
+    async def cancel_payment_intent(self, intent_id: str) -> None:
+        self._answer()
+        self.intents[intent_id] = dataclasses.replace(self._intent(intent_id), status="canceled")
+
+    async def confirm_payment_intent(self, intent_id: str, payment_method: str) -> str:
+        self._answer()
+        self._intent(intent_id)
+        if payment_method == self.DECLINED_CARD:
+            raise CardDeclined("Your card was declined.")
+        return self.capture(intent_id).status
+
+    async def refund_payment_intent(
+        self, intent_id: str, *, idempotency_key: str, reason: str
+    ) -> RefundInfo:
+        self._answer()
+        known = self._by_key.get(idempotency_key)
+        if isinstance(known, RefundInfo):
+            return known
+        intent = self._intent(intent_id)
+        if intent_id in self.refunded_intent_ids():
+            raise AlreadyRefunded(intent_id)
+        if intent.status != "succeeded":
+            raise GatewayError(f"PaymentIntent {intent_id} has no successful charge to refund")
+        refund = RefundInfo(
+            id=f"re_fake_{next(self._refund_numbers)}",
+            payment_intent_id=intent_id,
+            amount=intent.amount,
+            currency=intent.currency,
+            status="succeeded",
+        )
+        self.refunds.append(refund)
+        self._by_key[idempotency_key] = refund
+        return refund
+
+    async def list_payment_intents(self, *, created_since: int) -> AsyncIterator[IntentInfo]:
+        self._answer()
+        for intent in list(self.intents.values()):
+            if intent.created >= created_since:
+                yield intent
+
+    async def close(self) -> None:
+        return None
