@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 from sqlalchemy import RowMapping
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.failures import VersionConflictError
@@ -60,6 +61,10 @@ MAX_ATTEMPTS = 2
 C = TypeVar("C", contravariant=True)
 R = TypeVar("R", covariant=True)
 T = TypeVar("T")
+
+
+class _DeadConnection(Exception):
+    """The transaction's pooled connection was dead before anything was committed."""
 
 
 class VersionConflict(Exception):
@@ -544,15 +549,31 @@ class UnitOfWorkRunner:
         return self.over(self._transactions, self.stripe, self._refunds)
 
     async def run(self, handler: Handler[T, R], command: T) -> R:
-        """Run ``handler(command, uow)`` in one transaction, retried on a version conflict."""
-        for attempt in range(1, MAX_ATTEMPTS + 1):
+        """Run ``handler(command, uow)`` in one transaction, retried on a version conflict.
+
+        Also run again, once, when the transaction's pooled connection turns out dead before
+        the commit (PostgreSQL restarted since it was last used): nothing was committed, and
+        a fresh connection is taken. A connection lost during the commit is not retried, as
+        nobody can know whether it committed: that error reaches the caller (503)."""
+        attempt, fresh_connection_tried = 1, False
+        while attempt <= MAX_ATTEMPTS:
             relaying = self._relay is not None and self._relay.accepting
             try:
                 async with self._transactions.begin(lock=attempt > 1, relaying=relaying) as uow:
-                    result = await handler(command, uow)
-                    records = await uow.flush()
+                    try:
+                        result = await handler(command, uow)
+                        records = await uow.flush()
+                    except DBAPIError as exc:
+                        if not exc.connection_invalidated or fresh_connection_tried:
+                            raise
+                        raise _DeadConnection() from exc
             except VersionConflict as conflict:
                 log.info("version_conflict", teamcart_id=str(conflict), attempt=attempt)
+                attempt += 1
+                continue
+            except _DeadConnection:
+                log.warning("dead_pooled_connection_retried")
+                fresh_connection_tried = True
                 continue
             await self._after_commit(uow.owed, records)
             return result

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.persistence.tables import orders
@@ -418,3 +418,24 @@ async def test_a_removed_guest_cannot_rejoin_with_the_same_invite(
     again = await client.post("/api/v1/teamcarts/join", json=join, headers=guest)
     assert_problem(again, 404, "removed_from_cart")
     assert_problem(await client.get(url, headers=guest), 403, "not_a_member")
+
+
+async def test_a_command_on_a_pooled_connection_that_died_is_run_again_on_a_fresh_one(
+    client: Client, engine: AsyncEngine, admin_headers: dict[str, str]
+) -> None:
+    """PostgreSQL restarted (here: every server connection of the app terminated) since the
+    pool last used its connections: the next command still succeeds, not 503."""
+    host, _, product, url = await cart_with_items(client, admin_headers, stock=None, quantity=1)
+    assert (await client.get(url, headers=host)).status_code == 200  # the pool is in use
+    async with engine.connect() as conn:
+        await conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'"
+            )
+        )
+    added = await client.post(
+        url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=host
+    )
+    assert added.status_code == 201, added.text
