@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
+from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.config import Settings
+from app.persistence import schema
+from app.persistence.database import create_engine
 from app.persistence.tables import orders
 from app.unit_of_work import UnitOfWorkRunner
 from app.use_cases.teamcarts import expire_due_carts
+from app.wiring import create_app
 from domain.teamcart import MAX_MEMBERS
 from tests.builders import Client, create_product, create_store
 from tests.integration.test_group_flow import ADDRESS, open_cart, session, uid
 from tests.integration.test_http_basics import assert_problem
+from tests.services import fresh_database
 
 
 async def stock_of(client: Client, headers: dict[str, str], store_id: str) -> dict[str, Any]:
@@ -420,22 +428,35 @@ async def test_a_removed_guest_cannot_rejoin_with_the_same_invite(
     assert_problem(await client.get(url, headers=guest), 403, "not_a_member")
 
 
+@pytest.fixture
+def own_database(postgres_server_url: str) -> Iterator[str]:
+    """A database of this test's own, so cutting its connections disturbs no other app."""
+    with fresh_database(postgres_server_url) as url:
+        schema.upgrade(url)
+        yield url
+
+
 async def test_a_command_on_a_pooled_connection_that_died_is_run_again_on_a_fresh_one(
-    client: Client, engine: AsyncEngine, admin_headers: dict[str, str]
+    settings: Settings, own_database: str, admin_headers: dict[str, str]
 ) -> None:
     """PostgreSQL restarted (here: every server connection of the app terminated) since the
     pool last used its connections: the next command still succeeds, not 503."""
-    host, _, product, url = await cart_with_items(client, admin_headers, stock=None, quantity=1)
-    assert (await client.get(url, headers=host)).status_code == 200  # the pool is in use
-    async with engine.connect() as conn:
-        await conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                "AND backend_type = 'client backend'"
-            )
+    async with AsyncTestClient(app=create_app(settings.replace(database_url=own_database))) as app:
+        host, _, product, url = await cart_with_items(app, admin_headers, stock=None, quantity=1)
+        assert (await app.get(url, headers=host)).status_code == 200  # the pool is in use
+        cutter = create_engine(own_database, pool_size=1)
+        try:
+            async with cutter.connect() as conn:
+                await conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND backend_type = 'client backend'"
+                    )
+                )
+        finally:
+            await cutter.dispose()
+        added = await app.post(
+            url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=host
         )
-    added = await client.post(
-        url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=host
-    )
-    assert added.status_code == 201, added.text
+        assert added.status_code == 201, added.text
