@@ -106,8 +106,15 @@ class CatalogRepository(Protocol):
 
     async def coupon(self, store_id: str, code: str) -> CouponTerms | None: ...
 
-    async def count_coupon_use(self, store_id: str, code: str) -> bool:
-        """Count one use of the coupon; ``False`` if it has none left."""
+    async def reserve_coupon(self, store_id: str, code: str, cart_id: str) -> bool:
+        """Hold one use of the coupon for the cart; ``False`` when the uses made and held
+        by other carts leave none."""
+
+    async def release_coupon(self, cart_id: str) -> None:
+        """The cart no longer holds a coupon use (removed, unlocked, cancelled, expired)."""
+
+    async def count_coupon_use(self, store_id: str, code: str, cart_id: str) -> bool:
+        """The cart confirms: the use it held is made; ``False`` if none is left."""
 
 
 class OrderRepository(Protocol):
@@ -392,8 +399,14 @@ class SqlCatalog:
         row = await catalog_rows.get_coupon(self._conn, store_id, code)
         return None if row is None else catalog_rows.coupon_terms(row)
 
-    async def count_coupon_use(self, store_id: str, code: str) -> bool:
-        return await catalog_rows.count_coupon_use(self._conn, store_id, code)
+    async def reserve_coupon(self, store_id: str, code: str, cart_id: str) -> bool:
+        return await catalog_rows.reserve_coupon(self._conn, store_id, code, cart_id)
+
+    async def release_coupon(self, cart_id: str) -> None:
+        await catalog_rows.release_coupon(self._conn, cart_id)
+
+    async def count_coupon_use(self, store_id: str, code: str, cart_id: str) -> bool:
+        return await catalog_rows.count_coupon_use(self._conn, store_id, code, cart_id)
 
 
 class SqlOrders:

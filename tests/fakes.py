@@ -335,6 +335,7 @@ class FakeDatabase:
         self.stores: FakeTable[str, StoreTerms] = FakeTable()
         self.products: FakeTable[str, StockedProduct] = FakeTable()
         self.coupons: FakeTable[tuple[str, str], CouponTerms] = FakeTable()
+        self.coupon_reservations: FakeTable[str, tuple[str, str]] = FakeTable()  # cart → coupon
         self.reservations: FakeTable[tuple[str, str], int] = FakeTable()  # (cart, product)
         self.orders: FakeTable[str, Order] = FakeTable()
         self.order_payments: FakeTable[tuple[str, str], OrderPayment] = FakeTable()
@@ -592,12 +593,35 @@ class FakeCatalog:
     async def coupon(self, store_id: str, code: str) -> CouponTerms | None:
         return self._db.coupons.get(self._tx, (store_id, code.upper()))
 
-    async def count_coupon_use(self, store_id: str, code: str) -> bool:
+    async def reserve_coupon(self, store_id: str, code: str, cart_id: str) -> bool:
         key = (store_id, code)
         if self._db.coupons.get(self._tx, key) is None:
             return False
         await self._db.coupons.lock(self._tx, key)
         terms = self._db.coupons.get(self._tx, key)
+        if terms is None:
+            return False
+        if terms.max_uses is not None:
+            held = sum(
+                1
+                for cart, coupon in self._db.coupon_reservations.items(self._tx)
+                if coupon == key and cart != cart_id
+            )
+            if terms.times_used + held >= terms.max_uses:
+                return False
+        await self._db.coupon_reservations.put(self._tx, cart_id, key)
+        return True
+
+    async def release_coupon(self, cart_id: str) -> None:
+        await self._db.coupon_reservations.delete(self._tx, cart_id)
+
+    async def count_coupon_use(self, store_id: str, code: str, cart_id: str) -> bool:
+        key = (store_id, code)
+        if self._db.coupons.get(self._tx, key) is None:
+            return False
+        await self._db.coupons.lock(self._tx, key)
+        terms = self._db.coupons.get(self._tx, key)
+        await self.release_coupon(cart_id)
         if terms is None or terms.exhausted:
             return False
         await self._db.coupons.put(

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, insert, select, update
+from sqlalchemy import RowMapping, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.persistence.tables import coupons, products, stores
+from app.persistence.tables import coupon_reservations, coupons, products, stores
 from domain.catalog import CouponKind, CouponTerms, Option, OptionGroup, ProductSnapshot, StoreTerms
 
 
@@ -110,12 +110,56 @@ def coupon_terms(row: RowMapping) -> CouponTerms:
     )
 
 
-async def count_coupon_use(conn: AsyncConnection, store_id: str, code: str) -> bool:
-    """Count one use of the coupon; ``False`` when it has no use left."""
+async def reserve_coupon(conn: AsyncConnection, store_id: str, code: str, cart_id: str) -> bool:
+    """Hold one use of the coupon for the cart (replacing any it held); ``False`` when the
+    uses made and held by other carts leave none. The coupon's row is locked meanwhile, so
+    two carts can't take its last use at the same moment."""
+    coupon = (
+        await conn.execute(
+            select(coupons.c.max_uses, coupons.c.times_used)
+            .where(coupons.c.store_id == store_id, coupons.c.code == code)
+            .with_for_update()
+        )
+    ).one_or_none()
+    if coupon is None:
+        return False
+    if coupon.max_uses is not None:
+        held = (
+            await conn.execute(
+                select(func.count())
+                .select_from(coupon_reservations)
+                .where(
+                    coupon_reservations.c.store_id == store_id,
+                    coupon_reservations.c.code == code,
+                    coupon_reservations.c.cart_id != cart_id,
+                )
+            )
+        ).scalar_one()
+        if coupon.times_used + held >= coupon.max_uses:
+            return False
+    statement = pg_insert(coupon_reservations).values(cart_id=cart_id, store_id=store_id, code=code)
+    await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[coupon_reservations.c.cart_id],
+            set_={"store_id": statement.excluded.store_id, "code": statement.excluded.code},
+        )
+    )
+    return True
+
+
+async def release_coupon(conn: AsyncConnection, cart_id: str) -> None:
+    """The cart no longer holds a coupon use (removed, unlocked, cancelled, expired)."""
+    await conn.execute(delete(coupon_reservations).where(coupon_reservations.c.cart_id == cart_id))
+
+
+async def count_coupon_use(conn: AsyncConnection, store_id: str, code: str, cart_id: str) -> bool:
+    """The cart confirms: the use it held is made. ``False`` when none is left (a cart whose
+    coupon was applied before reservations existed, on an exhausted coupon)."""
     counted = await conn.execute(
         update(coupons)
         .where(coupons.c.store_id == store_id, coupons.c.code == code)
         .where((coupons.c.max_uses.is_(None)) | (coupons.c.times_used < coupons.c.max_uses))
         .values(times_used=coupons.c.times_used + 1)
     )
+    await release_coupon(conn, cart_id)
     return counted.rowcount == 1

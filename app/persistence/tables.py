@@ -292,6 +292,23 @@ idempotency_keys = Table(
 )
 Index("ix_idempotency_keys_created_at", idempotency_keys.c.created_at)
 
+# A use of a coupon held by the cart that applied it, until it confirms (then it is a use:
+# coupons.times_used) or lets go (removal, unlock, cancel, expiry). Uses made plus uses held
+# never pass max_uses, so no cart is left unable to confirm.
+coupon_reservations = Table(
+    "coupon_reservations",
+    metadata,
+    Column("cart_id", UUID(as_uuid=False), ForeignKey("teamcarts.id"), primary_key=True),
+    Column("store_id", UUID(as_uuid=False), nullable=False),
+    Column("code", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+Index(
+    "ix_coupon_reservations_store_id_code",
+    coupon_reservations.c.store_id,
+    coupon_reservations.c.code,
+)
+
 # --- Payments --------------------------------------------------------------------------------
 
 # Every PaymentIntent we created, so a retry reuses the open one and nothing is created twice.

@@ -208,8 +208,9 @@ class UnlockCart:
 
 async def unlock_cart(command: UnlockCart, uow: UnitOfWork) -> TeamCart:
     cart = await _cart(uow, command.cart_id)
-    cart.unlock(command.actor_id)
+    cart.unlock(command.actor_id)  # the quote goes, and its tip and coupon with it
     await uow.carts.release_stock(cart.id)
+    await uow.catalog.release_coupon(cart.id)
     return cart
 
 
@@ -239,6 +240,10 @@ async def apply_coupon(command: ApplyCoupon, uow: UnitOfWork) -> TeamCart:
     if terms is None:
         raise NotFoundError("coupon_not_found", f"this store has no coupon {command.code.upper()}")
     cart.apply_coupon(command.actor_id, terms)
+    # Held for this cart until it confirms or lets go: no other cart can take the last use
+    # and leave this one unable to confirm with its members' money captured.
+    if not await uow.catalog.reserve_coupon(cart.store.store_id, terms.code, cart.id):
+        raise CouponExhausted(f"Coupon {terms.code} has no use left.")
     return cart
 
 
@@ -251,6 +256,7 @@ class RemoveCoupon:
 async def remove_coupon(command: RemoveCoupon, uow: UnitOfWork) -> TeamCart:
     cart = await _cart(uow, command.cart_id)
     cart.remove_coupon(command.actor_id)
+    await uow.catalog.release_coupon(cart.id)
     return cart
 
 
@@ -288,7 +294,7 @@ async def confirm_cart(command: ConfirmCart, uow: UnitOfWork) -> Order:
     uow.orders.add(order)
     await uow.carts.commit_stock(cart.id)
     if order.coupon_code is not None and not await uow.catalog.count_coupon_use(
-        cart.store.store_id, order.coupon_code
+        cart.store.store_id, order.coupon_code, cart.id
     ):
         raise CouponExhausted(
             f"Coupon {order.coupon_code} has been used up; remove it and confirm again."
@@ -316,6 +322,7 @@ async def _give_back(uow: UnitOfWork, cart: TeamCart, reason: str) -> None:
     nobody pays into it: a payment that gets through all the same is refunded by its
     webhook) and refund what it holds."""
     await uow.carts.release_stock(cart.id)
+    await uow.catalog.release_coupon(cart.id)
     for user_id, payment_intent_id in cart.pending_payments:
         if await cancel_quietly(uow.stripe, payment_intent_id):
             await uow.payments.close_open_intent(payment_intent_id, IntentStatus.CANCELED)

@@ -460,3 +460,79 @@ async def test_a_command_on_a_pooled_connection_that_died_is_run_again_on_a_fres
             url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=host
         )
         assert added.status_code == 201, added.text
+
+
+async def _locked_cart_of_one(
+    client: Client, store: dict[str, Any], product: dict[str, Any]
+) -> tuple[dict[str, str], str]:
+    host = await session(client, "Host")
+    cart = await open_cart(client, host, store["id"])
+    url = f"/api/v1/teamcarts/{cart['id']}"
+    await client.post(
+        url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=host
+    )
+    assert (await client.post(url + "/lock", headers=host)).status_code == 200
+    return host, url
+
+
+async def test_a_one_use_coupon_is_held_by_one_cart_at_a_time_so_none_is_stranded(
+    client: Client, admin_headers: dict[str, str]
+) -> None:
+    store = await create_store(client, admin_headers, delivery_fee_minor=0, tax_rate_bps=0)
+    product = await create_product(
+        client, admin_headers, store["id"], price_minor=1000, option_groups=[]
+    )
+    made = await client.post(
+        f"/api/v1/stores/{store['id']}/coupons",
+        json={"code": "ONCE", "kind": "fixed", "value": 100, "max_uses": 1},
+        headers=admin_headers,
+    )
+    assert made.status_code == 201
+    (a_host, a), (b_host, b) = [await _locked_cart_of_one(client, store, product) for _ in "ab"]
+    coupon = {"code": "ONCE"}
+
+    # Both hosts at once: exactly one holds the use.
+    first, second = await asyncio.gather(
+        client.put(a + "/coupon", json=coupon, headers=a_host),
+        client.put(b + "/coupon", json=coupon, headers=b_host),
+    )
+    assert sorted([first.status_code, second.status_code]) == [200, 422]
+    holder, holder_host, other, other_host = (
+        (a, a_host, b, b_host) if first.status_code == 200 else (b, b_host, a, a_host)
+    )
+    assert_problem(second if first.status_code == 200 else first, 422, "coupon_exhausted")
+
+    # Letting go (removing it) frees the use for the other cart, which confirms with it.
+    assert (await client.delete(holder + "/coupon", headers=holder_host)).status_code == 200
+    assert (await client.put(other + "/coupon", json=coupon, headers=other_host)).status_code == 200
+    assert (await client.post(other + "/payments/cod", headers=other_host)).status_code == 200
+    confirmed = await client.post(
+        other + "/confirm", json={"delivery_address": ADDRESS}, headers=other_host
+    )
+    assert confirmed.status_code == 201, confirmed.text
+    assert_problem(
+        await client.put(holder + "/coupon", json=coupon, headers=holder_host),
+        422,
+        "coupon_exhausted",
+    )
+
+
+async def test_unlock_and_cancel_let_go_of_a_held_coupon(
+    client: Client, admin_headers: dict[str, str]
+) -> None:
+    store = await create_store(client, admin_headers, delivery_fee_minor=0, tax_rate_bps=0)
+    product = await create_product(
+        client, admin_headers, store["id"], price_minor=1000, option_groups=[]
+    )
+    await client.post(
+        f"/api/v1/stores/{store['id']}/coupons",
+        json={"code": "TWICE", "kind": "fixed", "value": 100, "max_uses": 1},
+        headers=admin_headers,
+    )
+    coupon = {"code": "TWICE"}
+    for let_go in ("/unlock", "/cancel"):
+        host, url = await _locked_cart_of_one(client, store, product)
+        assert (await client.put(url + "/coupon", json=coupon, headers=host)).status_code == 200
+        assert (await client.post(url + let_go, headers=host)).status_code == 200
+    host, url = await _locked_cart_of_one(client, store, product)
+    assert (await client.put(url + "/coupon", json=coupon, headers=host)).status_code == 200

@@ -306,22 +306,21 @@ async def test_confirming_places_the_order_and_counts_the_coupons_use(shop: Shop
     assert shop.db.events_of(order.id) == [(1, "order_placed")]
 
 
-async def test_confirming_with_a_used_up_coupon_keeps_nothing(shop: Shop) -> None:
+async def test_a_one_use_coupon_held_by_one_cart_is_refused_to_another(shop: Shop) -> None:
+    """The use is reserved when applied, so no cart is left ready but unable to confirm."""
     coupon = shop.db.add_coupon(shop.store.store_id, a_coupon(max_uses=1))
     first = await a_ready_party_with_coupon(shop, coupon.code)
-    second = await a_ready_party_with_coupon(shop, coupon.code)  # applied while unused
-    await confirm(shop, first)
-    events = shop.db.events_of(second.cart_id)
+    second = await a_locked_party(shop)
+    quote_before = shop.cart(second.cart_id).quote_version
 
     with pytest.raises(errors.CouponExhausted) as raised:
-        await confirm(shop, second)
+        await shop.runner.run(apply_coupon, ApplyCoupon(second.host, second.cart_id, coupon.code))
 
     assert raised.value.code == "coupon_exhausted"
-    assert shop.cart(second.cart_id).status is CartStatus.READY_TO_CONFIRM
-    assert shop.db.order_of_cart(second.cart_id) is None
+    assert shop.cart(second.cart_id).coupon is None
+    assert shop.cart(second.cart_id).quote_version == quote_before
+    await confirm(shop, first)
     assert shop.db.coupon(shop.store.store_id, coupon.code).times_used == 1
-    assert shop.db.reservations_of(second.cart_id) == {shop.pizza.product_id: 3}
-    assert shop.db.events_of(second.cart_id) == events
 
 
 async def test_cancelling_refunds_every_member_who_paid_after_the_commit(shop: Shop) -> None:
