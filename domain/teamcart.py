@@ -650,18 +650,11 @@ class TeamCart:
         if member is None:
             raise errors.MemberNotFound()
         payment = member.payment
-        if payment.reference == payment_intent_id and payment.status in (
-            PaymentStatus.PAID_ONLINE,
-            PaymentStatus.REFUNDED,
-            PaymentStatus.REVIEW,
-        ):
-            return CaptureOutcome.UNCHANGED
-        if refunded_minor >= amount_minor > 0:
-            self.record_refund(user_id, payment_intent_id, refunded_minor)
-            return CaptureOutcome.ALREADY_REFUNDED
-        if disputed or refunded_minor > 0:
-            self._hold_for_review(user_id, payment_intent_id, amount_minor)
-            return CaptureOutcome.UNDER_REVIEW
+        settled_before = self._capture_settled_before(
+            user_id, payment_intent_id, amount_minor, refunded_minor, disputed=disputed
+        )
+        if settled_before is not None:
+            return settled_before
         if payment.status in SETTLED_STATUSES or payment.status is PaymentStatus.REVIEW:
             raise errors.AlreadyPaid(f"The member's payment is already {payment.status}.")
         if self.status not in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
@@ -695,6 +688,32 @@ class TeamCart:
         )
         self._become_ready_if_settled()
         return CaptureOutcome.RECORDED
+
+    def _capture_settled_before(
+        self,
+        user_id: str,
+        payment_intent_id: str,
+        amount_minor: int,
+        refunded_minor: int,
+        *,
+        disputed: bool,
+    ) -> CaptureOutcome | None:
+        """What became of a capture before it was reported, if anything: recorded already,
+        refunded in full (the member shows refunded), disputed or partly refunded (review)."""
+        payment = self._members[user_id].payment
+        if payment.reference == payment_intent_id and payment.status in (
+            PaymentStatus.PAID_ONLINE,
+            PaymentStatus.REFUNDED,
+            PaymentStatus.REVIEW,
+        ):
+            return CaptureOutcome.UNCHANGED
+        if refunded_minor >= amount_minor > 0:
+            self.record_refund(user_id, payment_intent_id, refunded_minor)
+            return CaptureOutcome.ALREADY_REFUNDED
+        if disputed or refunded_minor > 0:
+            self._hold_for_review(user_id, payment_intent_id, amount_minor)
+            return CaptureOutcome.UNDER_REVIEW
+        return None
 
     def mark_payment_failed(self, user_id: str, payment_intent_id: str) -> None:
         """Note that the member's online attempt failed, so they can try again.

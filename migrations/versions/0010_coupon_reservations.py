@@ -29,7 +29,10 @@ def upgrade() -> None:
         sa.Column("store_id", sa.UUID(as_uuid=False), nullable=False),
         sa.Column("code", sa.Text(), nullable=False),
         sa.Column(
-            "created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
         ),
         sa.ForeignKeyConstraint(
             ["cart_id"], ["teamcarts.id"], name=op.f("fk_coupon_reservations_cart_id_teamcarts")
