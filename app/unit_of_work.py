@@ -25,7 +25,7 @@ PostgreSQL and ``tests.fakes.FakeUnitOfWork`` in memory, and one shared test cas
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
@@ -99,7 +99,26 @@ class CartRepository(Protocol):
     async def commit_stock(self, cart_id: str) -> None: ...
 
 
+Row = Mapping[Any, Any]
+"""A catalog row as stored (``app.persistence.tables``): stores, products, coupons."""
+
+
 class CatalogRepository(Protocol):
+    async def add_store(self, **values: Any) -> Row: ...
+
+    async def stores(self) -> Sequence[Row]:
+        """Every store, oldest first."""
+
+    async def store(self, store_id: str) -> Row | None: ...
+
+    async def add_product(self, **values: Any) -> Row: ...
+
+    async def products(self, store_id: str) -> Sequence[Row]:
+        """The store's products, oldest first."""
+
+    async def add_coupon(self, **values: Any) -> Row | None:
+        """``None`` when the store has a coupon with that code already."""
+
     async def store_terms(self, store_id: str) -> StoreTerms | None: ...
 
     async def product(self, product_id: str) -> ProductSnapshot | None: ...
@@ -386,6 +405,24 @@ class SqlCarts:
 class SqlCatalog:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
+
+    async def add_store(self, **values: Any) -> Row:
+        return await catalog_rows.insert_store(self._conn, **values)
+
+    async def stores(self) -> Sequence[Row]:
+        return await catalog_rows.list_stores(self._conn)
+
+    async def store(self, store_id: str) -> Row | None:
+        return await catalog_rows.get_store(self._conn, store_id)
+
+    async def add_product(self, **values: Any) -> Row:
+        return await catalog_rows.insert_product(self._conn, **values)
+
+    async def products(self, store_id: str) -> Sequence[Row]:
+        return await catalog_rows.list_products(self._conn, store_id)
+
+    async def add_coupon(self, **values: Any) -> Row | None:
+        return await catalog_rows.insert_coupon(self._conn, **values)
 
     async def store_terms(self, store_id: str) -> StoreTerms | None:
         row = await catalog_rows.get_store(self._conn, store_id)

@@ -47,6 +47,7 @@ from app.payments.gateway import (
     IntentInfo,
     RefundInfo,
 )
+from app.persistence import catalog as catalog_rows
 from app.persistence.outbox import OutboxRecord, Relay
 from app.persistence.payments import (
     INTENT_STATUS_RANK,
@@ -63,6 +64,7 @@ from app.unit_of_work import (
     OutboxPayloads,
     OwedRefunds,
     RefundRunner,
+    Row,
     UnitOfWorkRunner,
     VersionConflict,
 )
@@ -336,6 +338,11 @@ class FakeDatabase:
         self.products: FakeTable[str, StockedProduct] = FakeTable()
         self.coupons: FakeTable[tuple[str, str], CouponTerms] = FakeTable()
         self.coupon_reservations: FakeTable[str, tuple[str, str]] = FakeTable()  # cart → coupon
+        # The catalog's rows as the routes read them (the terms above are derived from them
+        # for carts); keys as PostgreSQL's: store id, product id, (store id, code).
+        self.store_rows: FakeTable[str, dict[str, Any]] = FakeTable()
+        self.product_rows: FakeTable[str, dict[str, Any]] = FakeTable()
+        self.coupon_rows: FakeTable[tuple[str, str], dict[str, Any]] = FakeTable()
         self.reservations: FakeTable[tuple[str, str], int] = FakeTable()  # (cart, product)
         self.orders: FakeTable[str, Order] = FakeTable()
         self.order_payments: FakeTable[tuple[str, str], OrderPayment] = FakeTable()
@@ -576,12 +583,49 @@ class FakeCarts:
         await self._db.carts.put(self._tx, cart.id, stored)
 
 
+def _in_order(row: Row) -> int:
+    """Rows in the order they were added (PostgreSQL's ``ORDER BY created_at, id``)."""
+    return int(row["order"])
+
+
 class FakeCatalog:
     """``CatalogRepository`` in memory."""
 
     def __init__(self, db: FakeDatabase, tx: FakeTransaction) -> None:
         self._db = db
         self._tx = tx
+
+    async def add_store(self, **values: Any) -> Row:
+        row = {**values, "created_at": self._db.now(), "order": self._db.next_write()}
+        await self._db.store_rows.put(self._tx, row["id"], row)
+        await self._db.stores.put(self._tx, row["id"], catalog_rows.store_terms(row))
+        return row
+
+    async def stores(self) -> Sequence[Row]:
+        return sorted((row for _, row in self._db.store_rows.items(self._tx)), key=_in_order)
+
+    async def store(self, store_id: str) -> Row | None:
+        return self._db.store_rows.get(self._tx, store_id)
+
+    async def add_product(self, **values: Any) -> Row:
+        row = {**values, "created_at": self._db.now(), "order": self._db.next_write()}
+        await self._db.product_rows.put(self._tx, row["id"], row)
+        product = StockedProduct(catalog_rows.product_snapshot(row), row["stock"])
+        await self._db.products.put(self._tx, row["id"], product)
+        return row
+
+    async def products(self, store_id: str) -> Sequence[Row]:
+        rows = self._db.product_rows.items(self._tx)
+        return sorted((row for _, row in rows if row["store_id"] == store_id), key=_in_order)
+
+    async def add_coupon(self, **values: Any) -> Row | None:
+        key = (values["store_id"], values["code"])
+        if self._db.coupons.get(self._tx, key) is not None:
+            return None
+        row = {**values, "times_used": 0, "created_at": self._db.now()}
+        await self._db.coupon_rows.put(self._tx, key, row)
+        await self._db.coupons.put(self._tx, key, catalog_rows.coupon_terms(row))
+        return row
 
     async def store_terms(self, store_id: str) -> StoreTerms | None:
         return self._db.stores.get(self._tx, store_id)

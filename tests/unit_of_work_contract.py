@@ -27,7 +27,7 @@ from typing import Protocol
 
 import pytest
 
-from app.failures import VersionConflictError
+from app.failures import ConflictError, NotFoundError, VersionConflictError
 from app.persistence.outbox import OutboxRecord, Relay
 from app.persistence.payments import IntentFacts, IntentOwner, IntentStatus
 from app.unit_of_work import (
@@ -37,6 +37,7 @@ from app.unit_of_work import (
     UnitOfWorkRunner,
     VersionConflict,
 )
+from app.use_cases import catalog
 from app.use_cases.payments.refunds import owe_refund
 from app.use_cases.teamcarts import (
     AddItem,
@@ -213,6 +214,45 @@ class UnitOfWorkContract:
             (4, "item_added"),
             (5, "member_ready_changed"),
         ]
+
+    async def test_the_catalogs_rows_are_added_listed_in_order_and_sell_to_carts(
+        self, backend: Backend
+    ) -> None:
+        runner = backend.runner()
+        store = await runner.run(
+            catalog.create_store,
+            catalog.CreateStore("Shop", "USD", delivery_fee_minor=100, tax_rate_bps=0),
+        )
+        products = [
+            await runner.run(
+                catalog.create_product,
+                catalog.CreateProduct(str(store["id"]), name, 500, stock=3, option_groups=[]),
+            )
+            for name in ("First", "Second")
+        ]
+        listed = await runner.run(catalog.list_products, str(store["id"]))
+        assert [row["name"] for row in listed] == ["First", "Second"]
+        assert str(store["id"]) in [
+            str(row["id"]) for row in await runner.run(catalog.list_stores, None)
+        ]
+        coupon = catalog.CreateCoupon(str(store["id"]), "once", "fixed", 100, 0, max_uses=1)
+        assert (await runner.run(catalog.create_coupon, coupon))["code"] == "ONCE"
+        with pytest.raises(ConflictError):
+            await runner.run(catalog.create_coupon, coupon)
+        with pytest.raises(NotFoundError):
+            await runner.run(catalog.get_store, str(uuid.uuid4()))
+
+        async def terms(_: None, uow: UnitOfWork) -> tuple[object, object, object]:
+            return (
+                await uow.catalog.store_terms(str(store["id"])),
+                await uow.catalog.product(str(products[0]["id"])),
+                await uow.catalog.coupon(str(store["id"]), "once"),
+            )
+
+        store_terms, product, coupon_terms = await runner.run(terms, None)
+        assert store_terms is not None
+        assert product is not None
+        assert coupon_terms is not None
 
     async def test_a_new_cart_is_insertable_and_loadable(self, backend: Backend) -> None:
         shop = await a_shop(backend)

@@ -6,7 +6,7 @@ objects when a cart needs a product's or store's terms.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import RowMapping, delete, func, insert, select, update
@@ -69,7 +69,7 @@ async def get_coupon(conn: AsyncConnection, store_id: str, code: str) -> RowMapp
     return result.mappings().one_or_none()
 
 
-def store_terms(row: RowMapping) -> StoreTerms:
+def store_terms(row: Mapping[Any, Any]) -> StoreTerms:
     return StoreTerms(
         store_id=str(row["id"]),
         currency=row["currency"],
@@ -78,7 +78,7 @@ def store_terms(row: RowMapping) -> StoreTerms:
     )
 
 
-def product_snapshot(row: RowMapping) -> ProductSnapshot:
+def product_snapshot(row: Mapping[Any, Any]) -> ProductSnapshot:
     return ProductSnapshot(
         product_id=str(row["id"]),
         store_id=str(row["store_id"]),
@@ -99,7 +99,7 @@ def product_snapshot(row: RowMapping) -> ProductSnapshot:
     )
 
 
-def coupon_terms(row: RowMapping) -> CouponTerms:
+def coupon_terms(row: Mapping[Any, Any]) -> CouponTerms:
     return CouponTerms(
         code=row["code"],
         kind=CouponKind(row["kind"]),

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, get, post
 from litestar.params import FromPath, JSONBody
-from sqlalchemy import RowMapping
 
 from app.auth import admin_only
-from app.errors import ApiError
-from app.persistence import catalog as repo
 from app.resources import AppResources
 from app.routes.fields import (
     MAX_MINOR,
@@ -31,6 +28,8 @@ from app.routes.fields import (
     Stock,
     invalid_field,
 )
+from app.unit_of_work import Row
+from app.use_cases import catalog as use
 from domain.errors import UnknownCurrency
 from domain.money import exponent
 
@@ -141,7 +140,7 @@ def _check_option_groups(groups: list[OptionGroupIn]) -> None:
             option_names.add(option.name)
 
 
-def store_view(row: RowMapping) -> StoreView:
+def store_view(row: Row) -> StoreView:
     return StoreView(
         id=str(row["id"]),
         name=row["name"],
@@ -152,7 +151,7 @@ def store_view(row: RowMapping) -> StoreView:
     )
 
 
-def product_view(row: RowMapping) -> ProductView:
+def product_view(row: Row) -> ProductView:
     return ProductView(
         id=str(row["id"]),
         store_id=str(row["store_id"]),
@@ -163,7 +162,7 @@ def product_view(row: RowMapping) -> ProductView:
     )
 
 
-def coupon_view(row: RowMapping) -> CouponView:
+def coupon_view(row: Row) -> CouponView:
     return CouponView(
         id=str(row["id"]),
         store_id=str(row["store_id"]),
@@ -176,11 +175,9 @@ def coupon_view(row: RowMapping) -> CouponView:
     )
 
 
-def _store_not_found(store_id: str) -> ApiError:
-    return ApiError(404, "store_not_found", f"no store with id {store_id}")
-
-
 class CatalogController(Controller):
+    """Each route runs one handler of ``app.use_cases.catalog`` in a unit of work."""
+
     path = "/api/v1/stores"
     tags = ["catalog"]  # noqa: RUF012
 
@@ -191,58 +188,37 @@ class CatalogController(Controller):
             exponent(currency)
         except UnknownCurrency as exc:
             raise invalid_field("currency", f"unknown ISO 4217 currency {data.currency!r}") from exc
-        async with resources.engine.begin() as conn:
-            row = await repo.insert_store(
-                conn,
-                id=str(uuid.uuid4()),
-                name=data.name,
-                currency=currency,
-                delivery_fee_minor=data.delivery_fee_minor,
-                tax_rate_bps=data.tax_rate_bps,
-            )
-        return store_view(row)
+        command = use.CreateStore(data.name, currency, data.delivery_fee_minor, data.tax_rate_bps)
+        return store_view(await resources.runner.run(use.create_store, command))
 
     @get("/")
     async def list_stores(self, resources: AppResources) -> StoreList:
-        async with resources.engine.connect() as conn:
-            rows = await repo.list_stores(conn)
+        rows = await resources.runner.run(use.list_stores, None)
         return StoreList(items=[store_view(row) for row in rows])
 
     @get("/{store_id:uuid}")
     async def get_store(self, store_id: FromPath[uuid.UUID], resources: AppResources) -> StoreView:
-        async with resources.engine.connect() as conn:
-            row = await repo.get_store(conn, str(store_id))
-        if row is None:
-            raise _store_not_found(str(store_id))
-        return store_view(row)
+        return store_view(await resources.runner.run(use.get_store, str(store_id)))
 
     @post("/{store_id:uuid}/products", guards=[admin_only])
     async def create_product(
         self, store_id: FromPath[uuid.UUID], data: JSONBody[ProductCreate], resources: AppResources
     ) -> ProductView:
         _check_option_groups(data.option_groups)
-        async with resources.engine.begin() as conn:
-            if await repo.get_store(conn, str(store_id)) is None:
-                raise _store_not_found(str(store_id))
-            row = await repo.insert_product(
-                conn,
-                id=str(uuid.uuid4()),
-                store_id=str(store_id),
-                name=data.name,
-                price_minor=data.price_minor,
-                stock=data.stock,
-                option_groups=msgspec.to_builtins(data.option_groups),
-            )
-        return product_view(row)
+        command = use.CreateProduct(
+            store_id=str(store_id),
+            name=data.name,
+            price_minor=data.price_minor,
+            stock=data.stock,
+            option_groups=msgspec.to_builtins(data.option_groups),
+        )
+        return product_view(await resources.runner.run(use.create_product, command))
 
     @get("/{store_id:uuid}/products")
     async def list_products(
         self, store_id: FromPath[uuid.UUID], resources: AppResources
     ) -> ProductList:
-        async with resources.engine.connect() as conn:
-            if await repo.get_store(conn, str(store_id)) is None:
-                raise _store_not_found(str(store_id))
-            rows = await repo.list_products(conn, str(store_id))
+        rows = await resources.runner.run(use.list_products, str(store_id))
         return ProductList(items=[product_view(row) for row in rows])
 
     @post("/{store_id:uuid}/coupons", guards=[admin_only])
@@ -251,19 +227,12 @@ class CatalogController(Controller):
     ) -> CouponView:
         if data.kind == "percent" and data.value > 100:
             raise invalid_field("value", "a percent coupon takes 1 to 100")
-        values: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
-            "store_id": str(store_id),
-            "code": data.code.upper(),
-            "kind": data.kind,
-            "value": data.value,
-            "min_subtotal_minor": data.min_subtotal_minor,
-            "max_uses": data.max_uses,
-        }
-        async with resources.engine.begin() as conn:
-            if await repo.get_store(conn, str(store_id)) is None:
-                raise _store_not_found(str(store_id))
-            row = await repo.insert_coupon(conn, **values)
-        if row is None:
-            raise ApiError(409, "coupon_exists", f"the store already has a coupon {values['code']}")
-        return coupon_view(row)
+        command = use.CreateCoupon(
+            store_id=str(store_id),
+            code=data.code,
+            kind=data.kind,
+            value=data.value,
+            min_subtotal_minor=data.min_subtotal_minor,
+            max_uses=data.max_uses,
+        )
+        return coupon_view(await resources.runner.run(use.create_coupon, command))
