@@ -28,7 +28,13 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
-from app.failures import ApplicationError, causes, is_unavailable, is_unstorable_value
+from app.failures import (
+    ApplicationError,
+    InvalidFieldError,
+    causes,
+    is_unavailable,
+    is_unstorable_value,
+)
 from domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, OutOfStock
 
 log = structlog.get_logger("teamcart.errors")
@@ -117,7 +123,10 @@ def domain_error_to_problem(exc: DomainError) -> ProblemDetailsException:
 
 
 def application_error_to_problem(exc: ApplicationError) -> ProblemDetailsException:
-    return problem(exc.status, exc.code, exc.detail)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InvalidFieldError):
+        extra["errors"] = [{"field": exc.field, "source": exc.source, "message": "invalid"}]
+    return problem(exc.status, exc.code, exc.detail, extra=extra)
 
 
 def _validation_detail(errors: list[dict[str, Any]]) -> str:

@@ -8,6 +8,7 @@ driver means (a value PostgreSQL can't store, a service out of reach), for the m
 for the webhook intake alike::
 
     ApplicationError
+    ├── InvalidFieldError       400  validation_error, naming the field (a foreign cursor)
     ├── NotFoundError           404  cart_not_found, store_not_found, invite_not_found, …
     ├── ForbiddenError          403  not_a_participant, …
     ├── ConflictError           409  payment_not_open, …
@@ -38,6 +39,17 @@ class ApplicationError(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+
+
+class InvalidFieldError(ApplicationError):
+    """A request value only the application can judge (a cursor it did not issue)."""
+
+    status = 400
+
+    def __init__(self, field: str, source: str, detail: str) -> None:
+        super().__init__("validation_error", f"{field}: {detail}")
+        self.field = field
+        self.source = source
 
 
 class NotFoundError(ApplicationError):

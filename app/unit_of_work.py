@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import structlog
@@ -138,6 +138,14 @@ class CatalogRepository(Protocol):
 
 class OrderRepository(Protocol):
     async def next_number(self) -> str: ...
+
+    async def get(self, order_id: str) -> Order | None: ...
+
+    async def ids_for(
+        self, user_id: str, *, limit: int, before: tuple[datetime, str] | None
+    ) -> list[str]:
+        """Ids of the orders the user may read (host or payer), newest first, after the
+        ``(created_at, id)`` cursor ``before``."""
 
     def add(self, order: Order) -> None:
         """A new order, inserted with its events at commit."""
@@ -453,6 +461,14 @@ class SqlOrders:
 
     async def next_number(self) -> str:
         return await order_rows.next_order_number(self._conn)
+
+    async def get(self, order_id: str) -> Order | None:
+        return await order_rows.load_order(self._conn, order_id)
+
+    async def ids_for(
+        self, user_id: str, *, limit: int, before: tuple[datetime, str] | None
+    ) -> list[str]:
+        return await order_rows.list_order_ids_for(self._conn, user_id, limit=limit, before=before)
 
     def add(self, order: Order) -> None:
         self.added.append(order)

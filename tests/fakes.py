@@ -688,6 +688,22 @@ class FakeOrders:
     def add(self, order: Order) -> None:
         self.added.append(order)
 
+    async def get(self, order_id: str) -> Order | None:
+        order = self._db.orders.get(self._tx, order_id)
+        return None if order is None else copy_order(order)
+
+    async def ids_for(
+        self, user_id: str, *, limit: int, before: tuple[datetime, str] | None
+    ) -> list[str]:
+        """As PostgreSQL's: newest first by ``(created_at, id)``, after the cursor."""
+        readable = [
+            (order.created_at, order.id)
+            for _, order in self._db.orders.items(self._tx)
+            if user_id in order.participant_user_ids
+        ]
+        newest_first = sorted(readable, reverse=True)
+        return [key[1] for key in newest_first if before is None or key < before][:limit]
+
     async def flush(self, appended: _Outbox) -> None:
         for order in self.added:
             await self._db.orders.lock(self._tx, order.id)

@@ -139,10 +139,12 @@ class OrderController(Controller):
     ) -> OrderPage:
         """The caller's orders (as host or paying member), newest first."""
         limit = max(1, min(limit, 100))
-        orders, next_cursor = await use.list_orders_for(
-            resources.engine, request.user.user_id, limit=limit, cursor=cursor
+        page = await resources.runner.run(
+            use.list_orders, use.ListOrders(request.user.user_id, limit, cursor)
         )
-        return OrderPage(items=[order_view(order) for order in orders], next_cursor=next_cursor)
+        return OrderPage(
+            items=[order_view(order) for order in page.orders], next_cursor=page.next_cursor
+        )
 
     @get("/{order_id:uuid}")
     async def get_order(
@@ -151,5 +153,7 @@ class OrderController(Controller):
         order_id: FromPath[uuid.UUID],
         resources: AppResources,
     ) -> OrderView:
-        order = await use.get_order_for(resources.engine, request.user, str(order_id))
+        order = await resources.runner.run(
+            use.get_order, use.ReadOrder(request.user, str(order_id))
+        )
         return order_view(order)

@@ -1,18 +1,17 @@
-"""Order use cases: reading an order, and listing the caller's orders newest first."""
+"""Order handlers: reading an order, and listing the caller's orders newest first (units of
+work that change nothing)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from app.auth import Principal
-from app.errors import ApiError
-from app.failures import ForbiddenError, NotFoundError
-from app.persistence import orders as order_repo
+from app.failures import ForbiddenError, InvalidFieldError, NotFoundError
+from app.unit_of_work import UnitOfWork
 from domain.order import Order
 
 
@@ -31,33 +30,43 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         # In UTC (OverflowError before year 1 or after 9999), as PostgreSQL will compare it.
         return moment.astimezone(UTC), str(uuid.UUID(order_id))
     except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:
-        raise ApiError(
-            400,
-            "validation_error",
-            "cursor: not a cursor this server issued",
-            extra={"errors": [{"field": "cursor", "source": "query", "message": "invalid"}]},
-        ) from exc
+        raise InvalidFieldError("cursor", "query", "not a cursor this server issued") from exc
 
 
-async def get_order_for(engine: AsyncEngine, reader: Principal, order_id: str) -> Order:
+@dataclass(frozen=True, slots=True)
+class ReadOrder:
+    reader: Principal
+    order_id: str
+
+
+async def get_order(query: ReadOrder, uow: UnitOfWork) -> Order:
     """The order, for its host, every member on its payments, and admins."""
-    async with engine.connect() as conn:
-        order = await order_repo.load_order(conn, order_id)
+    order = await uow.orders.get(query.order_id)
     if order is None:
-        raise NotFoundError("order_not_found", f"no order with id {order_id}")
-    if reader.user_id not in order.participant_user_ids and not reader.is_admin:
+        raise NotFoundError("order_not_found", f"no order with id {query.order_id}")
+    if query.reader.user_id not in order.participant_user_ids and not query.reader.is_admin:
         raise ForbiddenError("not_a_participant", "only the host and members who paid see it")
     return order
 
 
-async def list_orders_for(
-    engine: AsyncEngine, user_id: str, *, limit: int, cursor: str | None
-) -> tuple[list[Order], str | None]:
+@dataclass(frozen=True, slots=True)
+class ListOrders:
+    user_id: str
+    limit: int
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPage:
+    orders: list[Order]
+    next_cursor: str | None
+
+
+async def list_orders(query: ListOrders, uow: UnitOfWork) -> OrderPage:
     """One page of the caller's orders and the cursor of the next page (None at the end)."""
-    before = decode_cursor(cursor) if cursor else None
-    async with engine.connect() as conn:
-        ids = await order_repo.list_order_ids_for(conn, user_id, limit=limit + 1, before=before)
-        loaded = [await order_repo.load_order(conn, order_id) for order_id in ids[:limit]]
+    before = decode_cursor(query.cursor) if query.cursor else None
+    ids = await uow.orders.ids_for(query.user_id, limit=query.limit + 1, before=before)
+    loaded = [await uow.orders.get(order_id) for order_id in ids[: query.limit]]
     orders = [order for order in loaded if order is not None]
-    next_cursor = encode_cursor(orders[-1]) if len(ids) > limit and orders else None
-    return orders, next_cursor
+    more = len(ids) > query.limit and orders
+    return OrderPage(orders, encode_cursor(orders[-1]) if more else None)
