@@ -71,6 +71,13 @@ DISPATCH_LATENCY = Histogram(
 DISPATCH_FAILURES = Counter(
     "teamcart_outbox_dispatch_failures", "Outbox rows whose handler failed (retried later)."
 )
+DISPATCHER_FAULTS = Counter(
+    "teamcart_outbox_dispatcher_faults",
+    "The dispatcher's own failures, each retried: a relay that failed or timed out (its "
+    "events left to the sweeps), a claiming pass that failed, the LISTEN connection lost or "
+    "not opened.",
+    ["stage"],
+)
 
 Handler = Callable[[OutboxRecord], Awaitable[None]]
 
@@ -173,6 +180,7 @@ class OutboxDispatcher:
                 await self.relay(records)
         except Exception as exc:
             self._pause_relays()
+            DISPATCHER_FAULTS.labels("relay").inc()
             _log_failure("outbox_relay_failed", exc, aggregate_id=records[0].aggregate_id)
 
     async def relay(self, records: Sequence[OutboxRecord]) -> None:
@@ -276,6 +284,7 @@ class OutboxDispatcher:
             try:
                 await self.dispatch_pending()
             except Exception as exc:  # PostgreSQL or Redis away: the next sweep retries
+                DISPATCHER_FAULTS.labels("pass").inc()
                 _log_failure("dispatch_pass_failed", exc)
 
     async def _listen_forever(self) -> None:
@@ -285,6 +294,7 @@ class OutboxDispatcher:
             try:
                 connection = await asyncpg.connect(self.dsn)
             except Exception as exc:
+                DISPATCHER_FAULTS.labels("listen").inc()
                 log.warning("outbox_listen_connect_failed", error=repr(exc))
                 await asyncio.sleep(LISTEN_RETRY_SECONDS)
                 continue
@@ -293,6 +303,7 @@ class OutboxDispatcher:
                 await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
                 self._wake.set()  # catch up on whatever committed while nobody listened
                 await lost.wait()
+                DISPATCHER_FAULTS.labels("listen").inc()
                 log.warning("outbox_listen_connection_lost")
             finally:
                 with contextlib.suppress(Exception):

@@ -36,6 +36,11 @@ WS_SLOW_DISCONNECTS = Counter(
     "teamcart_websocket_slow_disconnects",
     "WebSocket clients disconnected for falling a whole backlog behind.",
 )
+PUBSUB_RECONNECTS = Counter(
+    "teamcart_redis_pubsub_reconnects",
+    "Times this process's Redis pub/sub connection was lost and replaced, every watched "
+    "channel resubscribed (each time, every socket of the process is sent a fresh snapshot).",
+)
 
 
 class PrometheusHubObserver:
@@ -81,6 +86,7 @@ def build_live(engine: AsyncEngine, redis: Redis, database_url: str) -> Live:
         return None if cart is None else cart_view(cart)
 
     def resync_all() -> None:
+        PUBSUB_RECONNECTS.inc()
         hub.resync_all()  # the link lost its connection a while: every socket gets a snapshot
 
     link = RedisChannelLink(redis, on_reconnect=resync_all)

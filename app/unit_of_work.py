@@ -20,6 +20,10 @@ A handler that raises rolls back: nothing it did is kept (the default is rollbac
 repositories' interfaces are the protocols below; ``SqlUnitOfWork`` implements them on
 PostgreSQL and ``tests.fakes.FakeUnitOfWork`` in memory, and one shared test case
 (``tests/unit_of_work_contract.py``) runs against both.
+
+Why one module of this length: the repositories' interfaces, their PostgreSQL
+implementations and the runner are read together to follow a command from handler to commit;
+the SQL itself lives in ``app.persistence``.
 """
 
 from __future__ import annotations

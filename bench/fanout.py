@@ -24,6 +24,9 @@ times the baseline's, RSS per connection at most 1.25 times the bare endpoint's.
 
 ``--profile FILE`` samples the server with py-spy during the measured load (collapsed
 stacks, the input of a flame graph).
+
+Why one module of this length: a benchmark is read as one script, from the load it makes to
+the figures it prints.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ the outbox table and the WebSocket protocol, and round-trips through JSON-able d
 
 Events that change one member's payment derive from ``MemberPaymentEvent`` so the projection can
 publish them as the protocol's ``member_payment_updated``.
+
+Why one module of this length: every event of every aggregate, with their wire names, in
+one registry.
 """
 
 import dataclasses

@@ -33,6 +33,9 @@ Rules worth knowing before reading the code:
 
 ``TeamCart.open`` starts a new cart (recording ``CartOpened`` as version 1); the plain
 constructor ``TeamCart(...)`` rebuilds a stored cart without recording anything.
+
+Why one module of this length: one aggregate a module (CONVENTIONS.md); every rule of a cart
+is a method of the one class that keeps it consistent.
 """
 
 from collections.abc import Iterable, Mapping, Sequence

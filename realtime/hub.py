@@ -22,6 +22,9 @@ The hub also keeps presence (:mod:`realtime.presence`) alive: every ``heartbeat_
 refreshes the entries of its live sockets, a pipeline per 20 carts with the pipelines spread
 evenly over the period, and pushes a ``presence`` message for every cart whose set of online
 users changed (entries of dead processes expiring).
+
+Why one module of this length: the hub, its rooms and their connections are one mechanism
+(fan-out with a bounded stream per socket); apart, each would be read only with the others.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final, Protocol
+
+from redis.exceptions import RedisError
 
 from realtime.presence import PresenceStore, presence_member
 from realtime.projection import Projection, channel_for
@@ -56,6 +61,8 @@ DEFAULT_HEARTBEAT_SECONDS: Final = 3.0
 PRESENCE_BATCH: Final = 20
 """Carts refreshed per Redis pipeline by the presence heartbeat (its batches are paced)."""
 PROBE_TIMEOUT_SECONDS: Final = 10.0  # generous: a loaded 2-core CI machine took > 2 s
+OUTAGES: Final = (RedisError, OSError, TimeoutError)
+"""Failures of Redis, not of the code: logged as one warning line, without a traceback."""
 
 SendText = Callable[[str], Awaitable[None]]
 CloseSocket = Callable[[int], Awaitable[None]]
@@ -422,6 +429,8 @@ class Hub:
             next_round = loop.time() + self.heartbeat_seconds
             try:
                 await self.refresh_presence(spread_over=self.heartbeat_seconds)
+            except OUTAGES as exc:  # Redis away: one line a round, no traceback
+                log.warning("presence heartbeat failed (%r); retried next round", exc)
             except Exception:
                 log.exception("presence heartbeat failed")
             await asyncio.sleep(max(0.0, next_round - loop.time()))

@@ -6,6 +6,9 @@ fresh load. A load hands back, beside the cart, the member and item rows it had
 (:class:`Snapshot`), so a save writes only the rows that changed; the unit of work keeps that
 snapshot with the cart it tracks. Stock reservations live here too because they move with the
 cart's state.
+
+Why one module of this length: the cart's rows by hand, both ways (load in one round trip,
+save only what changed), and the stock that moves with the cart's state.
 """
 
 from __future__ import annotations

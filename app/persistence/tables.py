@@ -2,6 +2,9 @@
 
 The schema is created and changed only by the Alembic migrations; ``tests/integration/
 test_migrations.py`` compares these definitions with the migrated database so they can't drift.
+
+Why one module of this length: it is the whole schema, one table a block, as the migrations
+build it.
 """
 
 from __future__ import annotations
