@@ -78,6 +78,11 @@ def build_resources(settings: Settings) -> Resources:
         # A Redis that hangs (paused, partitioned) fails a call in 2 s instead of never.
         socket_timeout=REDIS_TIMEOUT_SECONDS,
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        # No CLIENT SETINFO on each new connection: the pool opens connections under its
+        # lock, and with Redis paused every caller queued behind that handshake's timeout
+        # (calls took 4-5 s, not 2: tests/e2e/test_faults.py, Redis paused).
+        lib_name=None,
+        lib_version=None,
     )
     gateway = StripeGateway(
         settings.stripe_secret_key or EMULATOR_SECRET_KEY, api_base=settings.stripe_api_base
