@@ -8,7 +8,8 @@ driver means (a value PostgreSQL can't store, a service out of reach), for the m
 for the webhook intake alike::
 
     ApplicationError
-    ├── InvalidFieldError       400  validation_error, naming the field (a foreign cursor)
+    ├── InvalidFieldError       400  validation_error, naming the field (a foreign cursor,
+    │                                a payment method Stripe refuses)
     ├── NotFoundError           404  cart_not_found, store_not_found, invite_not_found, …
     ├── ForbiddenError          403  not_a_participant, …
     ├── ConflictError           409  payment_not_open, …

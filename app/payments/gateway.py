@@ -27,6 +27,11 @@ class CardDeclined(Exception):
     """The card was refused; the message is Stripe's, fit to show the card holder."""
 
 
+class PaymentMethodRefused(Exception):
+    """Stripe answered that the payment method the client sent can't be used on the intent
+    (no such payment method, one of another account, …): the client's mistake, not an outage."""
+
+
 @dataclass(frozen=True, slots=True)
 class IntentInfo:
     id: str
@@ -135,7 +140,8 @@ class StripeGateway:
     async def confirm_payment_intent(self, intent_id: str, payment_method: str) -> str:
         """Attach a payment method made by Stripe.js and confirm; the new status.
 
-        Raises ``CardDeclined`` with Stripe's message when the card is refused.
+        Raises ``CardDeclined`` with Stripe's message when the card is refused, and
+        ``PaymentMethodRefused`` when Stripe refuses the payment method itself (unknown id).
         """
         try:
             await self._client.v1.payment_intents.update_async(
@@ -144,6 +150,12 @@ class StripeGateway:
             confirmed = await self._client.v1.payment_intents.confirm_async(intent_id)
         except stripe.CardError as exc:
             raise CardDeclined(exc.user_message or str(exc)) from exc
+        except stripe.InvalidRequestError as exc:
+            # The intent is the caller's open one (checked before): a refusal that names no
+            # other parameter is about the payment method the client sent.
+            if exc.param in {None, "payment_method"}:
+                raise PaymentMethodRefused(str(exc)) from exc
+            raise GatewayError(str(exc)) from exc
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
         return str(_plain(confirmed)["status"])

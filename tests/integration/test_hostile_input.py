@@ -484,6 +484,38 @@ async def test_json_nested_too_deep_is_400(
     assert_refused(await attempt(client, admin_headers), 400, code, field)
 
 
+# --- ids only Stripe can judge ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("payment_method", ["pm_0", "card_unknown", "src_unknown"])
+async def test_a_payment_method_stripe_refuses_is_400_and_the_payment_stays_open(
+    client: Client, admin_headers: Headers, payment_method: str
+) -> None:
+    """Found by tests/e2e/test_api_fuzz.py: a well-formed id Stripe does not know was 502
+    ``payment_provider_unavailable``, as if Stripe were down, for the client's own input."""
+    shop = await open_shop(client, admin_headers, until="locked")
+    started = await client.post(shop.url + "/payments/online", headers=shop.host)
+    assert started.status_code == 200, started.text
+    intent = started.json()["payment_intent_id"]
+    confirm = shop.url + "/payments/online/confirm"
+
+    refused = await client.post(
+        confirm,
+        json={"payment_intent_id": intent, "payment_method": payment_method},
+        headers=shop.host,
+    )
+    assert_refused(refused, 400, "validation_error", "payment_method")
+    [member] = (await view_of(client, shop))["members"]
+    assert member["payment"]["status"] == "pending"  # not failed: a real card may follow
+    paid = await client.post(
+        confirm,
+        json={"payment_intent_id": intent, "payment_method": "pm_card_visa"},
+        headers=shop.host,
+    )
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "succeeded"
+
+
 # --- request ids that are not ASCII -----------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import RowMapping
 
 from app.failures import (
     ConflictError,
+    InvalidFieldError,
     NotFoundError,
     PaymentDeclinedError,
     ProviderUnavailableError,
@@ -23,7 +24,13 @@ from app.failures import (
     cart_not_found,
 )
 from app.payments.amounts import from_stripe, to_stripe
-from app.payments.gateway import CardDeclined, GatewayError, IntentInfo, PaymentGateway
+from app.payments.gateway import (
+    CardDeclined,
+    GatewayError,
+    IntentInfo,
+    PaymentGateway,
+    PaymentMethodRefused,
+)
 from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
 from domain import errors
@@ -234,6 +241,11 @@ async def confirm_online_payment(command: ConfirmOnlinePayment, runner: UnitOfWo
         # Known failed now: a retry starts a new attempt (the webhook will agree later).
         await runner.run(_mark_failed, command)
         raise PaymentDeclinedError("card_declined", str(exc)) from exc
+    except PaymentMethodRefused as exc:
+        # Not an outage (502) but the client's input; the intent stays open for a real card.
+        raise InvalidFieldError(
+            "payment_method", "body", "Stripe refused this payment method"
+        ) from exc
     except GatewayError as exc:
         raise ProviderUnavailableError(
             "payment_provider_unavailable", "Stripe did not answer"
