@@ -1,10 +1,9 @@
-"""The real-time parts of one server process, assembled: the Redis view model, presence, the
-projection, the outbox dispatcher, the WebSocket hub and its Redis pub/sub link.
+"""The real-time parts of one server process: the Redis view model, presence, the
+projection, the outbox dispatcher, the WebSocket hub and its Redis pub/sub link, held
+together (:class:`Live`) and run for the app's lifespan, with the hub's Prometheus metrics.
 
-``realtime`` knows nothing of Litestar or the database; this module gives its hub a
-:class:`~realtime.pubsub.RedisChannelLink` on the process's Redis client (which tells the hub
-to resync every socket after a dropped connection), the projection a loader that rebuilds a
-view from PostgreSQL, and the hub its Prometheus metrics.
+``app.wiring.build_live`` assembles them; ``realtime`` knows nothing of Litestar or the
+database.
 """
 
 from __future__ import annotations
@@ -14,12 +13,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from prometheus_client import Counter, Gauge
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.dispatcher import OutboxDispatcher, project_outbox_record
-from app.persistence.carts import read_cart
-from realtime.cart_view import CartView, cart_view
+from app.dispatcher import OutboxDispatcher
 from realtime.hub import Hub
 from realtime.presence import PresenceStore
 from realtime.projection import Projection
@@ -75,28 +71,3 @@ class Live:
         commands' events at once) and keep presence alive (the app's lifespan)."""
         async with self.link.running(), self.dispatcher.running(), self.hub.running():
             yield
-
-
-def build_live(engine: AsyncEngine, redis: Redis, database_url: str) -> Live:
-    """Assemble the real-time parts on the process's engine and Redis client."""
-
-    async def load_view(cart_id: str) -> CartView | None:
-        async with engine.connect() as conn:
-            cart = await read_cart(conn, cart_id)
-        return None if cart is None else cart_view(cart)
-
-    def resync_all() -> None:
-        PUBSUB_RECONNECTS.inc()
-        hub.resync_all()  # the link lost its connection a while: every socket gets a snapshot
-
-    link = RedisChannelLink(redis, on_reconnect=resync_all)
-    views = ViewStore(redis)
-    presence = PresenceStore(redis)
-
-    async def broadcast(cart_id: str, frame: bytes) -> None:
-        await hub.broadcast(cart_id, frame)  # this process's sockets first, then Redis
-
-    projection = Projection(views, broadcast, load_view)
-    hub = Hub(projection, presence, link, observer=PrometheusHubObserver())
-    dispatcher = OutboxDispatcher(database_url, project_outbox_record(projection))
-    return Live(link, views, presence, projection, hub, dispatcher, engine)

@@ -95,6 +95,12 @@ class CartRepository(Protocol):
     async def due_ids(self, payment_window: timedelta) -> list[str]:
         """Carts whose deadline or payment window has passed."""
 
+    async def claim_confirm_reminders(
+        self, payment_window: timedelta, lead: timedelta
+    ) -> list[cart_rows.ConfirmReminder]:
+        """Ready carts within ``lead`` of their confirm window's end whose host wasn't
+        reminded yet, marked reminded."""
+
     async def reserve_stock(self, cart: TeamCart) -> None:
         """Every line's quantity out of stock, or ``OutOfStock`` naming the products."""
 
@@ -384,6 +390,11 @@ class SqlCarts:
 
     async def due_ids(self, payment_window: timedelta) -> list[str]:
         return await cart_rows.due_cart_ids(self._conn, payment_window)
+
+    async def claim_confirm_reminders(
+        self, payment_window: timedelta, lead: timedelta
+    ) -> list[cart_rows.ConfirmReminder]:
+        return await cart_rows.claim_confirm_reminders(self._conn, payment_window, lead)
 
     async def reserve_stock(self, cart: TeamCart) -> None:
         await cart_rows.reserve_stock(self._conn, cart)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -29,10 +30,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import build_jwt_auth
 from app.config import Settings
+from app.dispatcher import OutboxDispatcher, project_outbox_record
 from app.embedded import EMULATOR_SECRET_KEY
 from app.errors import problem_details_config, unexpected_exception_handler
 from app.idempotency import IdempotencyMiddleware
-from app.live import build_live
+from app.live import PUBSUB_RECONNECTS, Live, PrometheusHubObserver
 from app.observability import RequestIdMiddleware, prometheus_config, structlog_plugin
 from app.payments.gateway import PaymentGateway, StripeGateway
 from app.persistence.database import create_engine
@@ -50,8 +52,16 @@ from app.routes.webhooks import StripeWebhookController
 from app.routes.ws import cart_socket
 from app.unit_of_work import UnitOfWorkRunner
 from app.use_cases.payments.refunds import carry_out_refunds
+from app.use_cases.teamcarts import Remind
+from app.use_cases.views import stored_view
 from app.workers import running_sweeper
-from realtime.projection import outbox_payloads
+from realtime.cart_view import CartView
+from realtime.hub import Hub
+from realtime.presence import PresenceStore
+from realtime.projection import Projection, ViewLoader, outbox_payloads
+from realtime.protocol import Reminder, reminder_frame
+from realtime.pubsub import RedisChannelLink
+from realtime.view_store import ViewStore
 
 MAX_REQUEST_BODY_BYTES = 1 << 20
 REDIS_TIMEOUT_SECONDS = 2.0
@@ -87,15 +97,53 @@ def build_resources(settings: Settings) -> Resources:
     gateway = StripeGateway(
         settings.stripe_secret_key or EMULATOR_SECRET_KEY, api_base=settings.stripe_api_base
     )
-    live = build_live(engine, redis, settings.database_url)
+
+    async def load_view(cart_id: str) -> CartView | None:
+        return await stored_view(runner, cart_id)  # a rebuild reads through a unit of work
+
+    live = build_live(redis, settings.database_url, load_view, engine)
+    runner = build_runner(engine, gateway, relay=live.dispatcher)
     return Resources(
         settings=settings,
         engine=engine,
         redis=redis,
         live=live,
         gateway=gateway,
-        runner=build_runner(engine, gateway, relay=live.dispatcher),
+        runner=runner,
     )
+
+
+def build_live(redis: Redis, database_url: str, load_view: ViewLoader, engine: AsyncEngine) -> Live:
+    """The real-time parts on the process's Redis client: the pub/sub link (which tells the
+    hub to resync every socket after a dropped connection), the view store, presence, the
+    projection (rebuilding views with ``load_view``), the hub and the outbox dispatcher."""
+
+    def resync_all() -> None:
+        PUBSUB_RECONNECTS.inc()
+        hub.resync_all()  # the link lost its connection a while: every socket gets a snapshot
+
+    link = RedisChannelLink(redis, on_reconnect=resync_all)
+    views = ViewStore(redis)
+    presence = PresenceStore(redis)
+
+    async def broadcast(cart_id: str, frame: bytes) -> None:
+        await hub.broadcast(cart_id, frame)  # this process's sockets first, then Redis
+
+    projection = Projection(views, broadcast, load_view)
+    hub = Hub(projection, presence, link, observer=PrometheusHubObserver())
+    dispatcher = OutboxDispatcher(database_url, project_outbox_record(projection))
+    return Live(link, views, presence, projection, hub, dispatcher, engine)
+
+
+def reminders_by_socket(hub: Hub) -> Remind:
+    """The sweeper's reminders go to the member's sockets, in every process (this one's
+    first, then through Redis)."""
+
+    async def remind(cart_id: str, user_id: str, deadline: datetime) -> None:
+        frame = reminder_frame([user_id], Reminder(deadline=deadline, what="confirm"))
+        await hub.broadcast(cart_id, frame)
+
+    return remind
 
 
 def build_runner(
@@ -180,6 +228,7 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
                 resources.runner,
                 settings.payment_window,
                 settings.sweep_interval_seconds,
+                reminders_by_socket(resources.live.hub),
             ),
             resources.live.running(),
         ):

@@ -1,8 +1,10 @@
 """Background work every server process runs while it serves.
 
-The sweeper wakes every ``TEAMCART_SWEEP_INTERVAL_SECONDS``: it locks open carts whose
-deadline passed (or expires them if empty), expires locked carts whose payment window is
-over (owing a refund for every online payment it holds), retries refunds Stripe has not
+The sweeper wakes every ``TEAMCART_SWEEP_INTERVAL_SECONDS``: it reminds the hosts of ready
+carts whose confirm window is about to end, locks open carts whose deadline passed (or
+expires them if empty), expires locked carts whose payment window is over and ready carts
+whose confirm window is (owing a refund for every online payment they hold), retries refunds
+Stripe has not
 taken yet, purges idempotency keys older than 24 hours and dispatched outbox events older
 than a week. Every process runs one; they never double-apply because each cart change goes
 through the cart's version check.
@@ -22,14 +24,15 @@ from app.idempotency import purge_expired_keys
 from app.persistence.outbox import purge_dispatched
 from app.unit_of_work import UnitOfWorkRunner
 from app.use_cases.payments.refunds import carry_out_refunds
-from app.use_cases.teamcarts import expire_due_carts
+from app.use_cases.teamcarts import Remind, expire_due_carts, remind_hosts_to_confirm
 
 log = structlog.get_logger("teamcart.workers")
 
 
 async def sweep_once(
-    engine: AsyncEngine, runner: UnitOfWorkRunner, payment_window: timedelta
+    engine: AsyncEngine, runner: UnitOfWorkRunner, payment_window: timedelta, remind: Remind
 ) -> int:
+    await remind_hosts_to_confirm(runner, payment_window, remind)
     changed = await expire_due_carts(runner, payment_window)
     await carry_out_refunds(runner)  # any refund whose first attempt failed
     await purge_expired_keys(engine)
@@ -38,11 +41,15 @@ async def sweep_once(
 
 
 async def _sweep_forever(
-    engine: AsyncEngine, runner: UnitOfWorkRunner, payment_window: timedelta, interval: float
+    engine: AsyncEngine,
+    runner: UnitOfWorkRunner,
+    payment_window: timedelta,
+    interval: float,
+    remind: Remind,
 ) -> None:
     while True:
         try:
-            await sweep_once(engine, runner, payment_window)
+            await sweep_once(engine, runner, payment_window, remind)
         except Exception:  # a database blip must not end the loop
             log.exception("sweep_failed")
         await asyncio.sleep(interval)
@@ -50,11 +57,15 @@ async def _sweep_forever(
 
 @contextlib.asynccontextmanager
 async def running_sweeper(
-    engine: AsyncEngine, runner: UnitOfWorkRunner, payment_window: timedelta, interval: float
+    engine: AsyncEngine,
+    runner: UnitOfWorkRunner,
+    payment_window: timedelta,
+    interval: float,
+    remind: Remind,
 ) -> AsyncIterator[None]:
     """Run the sweeper for as long as the context is open (the app's lifespan)."""
     task = asyncio.create_task(
-        _sweep_forever(engine, runner, payment_window, interval), name="sweeper"
+        _sweep_forever(engine, runner, payment_window, interval, remind), name="sweeper"
     )
     try:
         yield

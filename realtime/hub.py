@@ -238,6 +238,11 @@ class _Room:
             if frame.nonce == self.probe_nonce and self.probe_seen is not None:
                 self.probe_seen.set()
             return
+        if frame.kind == "reminder":  # for the members it names, not the whole room
+            for connection in list(self.connections):
+                if connection.user_id in frame.members:
+                    connection.reply(frame.text)
+            return
         for connection in list(self.connections):
             try:
                 connection.deliver(frame)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Final, Literal
 
 import msgspec
@@ -69,6 +70,14 @@ class Update(msgspec.Struct, tag="update", tag_field="type", omit_defaults=True)
 
 class Presence(msgspec.Struct, tag="presence", tag_field="type"):
     online: list[str]
+
+
+class Reminder(msgspec.Struct, tag="reminder", tag_field="type"):
+    """To a member who has something to do before ``deadline``: ``ready``, ``pay``, or (the
+    host of a ready cart) ``confirm``."""
+
+    deadline: datetime
+    what: str
 
 
 class Pong(msgspec.Struct, tag="pong", tag_field="type"):
@@ -133,7 +142,7 @@ def decode_client_message(data: str | bytes) -> ClientMessage:
 
 # --- hub frames -------------------------------------------------------------------------------
 
-FrameKind = Literal["update", "snapshot", "presence", "probe"]
+FrameKind = Literal["update", "snapshot", "presence", "probe", "reminder"]
 
 
 class FrameHeader(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -166,6 +175,12 @@ def snapshot_frame(message: Snapshot) -> bytes:
 
 def presence_frame(online: Iterable[str]) -> bytes:
     return encode_frame(FrameHeader(kind="presence"), _encoder.encode(Presence(sorted(online))))
+
+
+def reminder_frame(user_ids: Iterable[str], reminder: Reminder) -> bytes:
+    """A reminder for those members' sockets only (``members`` names them)."""
+    header = FrameHeader(kind="reminder", members=sorted(user_ids))
+    return encode_frame(header, _encoder.encode(reminder))
 
 
 def probe_frame(nonce: str) -> bytes:

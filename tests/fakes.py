@@ -48,6 +48,7 @@ from app.payments.gateway import (
     RefundInfo,
 )
 from app.persistence import catalog as catalog_rows
+from app.persistence.carts import ConfirmReminder
 from app.persistence.outbox import OutboxRecord, Relay
 from app.persistence.payments import (
     INTENT_STATUS_RANK,
@@ -338,6 +339,7 @@ class FakeDatabase:
         self.products: FakeTable[str, StockedProduct] = FakeTable()
         self.coupons: FakeTable[tuple[str, str], CouponTerms] = FakeTable()
         self.coupon_reservations: FakeTable[str, tuple[str, str]] = FakeTable()  # cart → coupon
+        self.confirm_reminded: FakeTable[str, datetime] = FakeTable()  # cart → when
         # The catalog's rows as the routes read them (the terms above are derived from them
         # for carts); keys as PostgreSQL's: store id, product id, (store id, code).
         self.store_rows: FakeTable[str, dict[str, Any]] = FakeTable()
@@ -498,6 +500,25 @@ class FakeCarts:
 
         due = [stored for _, stored in self._db.carts.items(self._tx) if is_due(stored.cart)]
         return [stored.cart.id for stored in sorted(due, key=lambda s: s.saved)][:100]
+
+    async def claim_confirm_reminders(
+        self, payment_window: timedelta, lead: timedelta
+    ) -> list[ConfirmReminder]:
+        """As ``app.persistence.carts.claim_confirm_reminders``: each host reminded once."""
+        window = CONFIRM_WINDOWS * payment_window
+        cutoff = self._db.now() - (window - lead)
+        claimed = []
+        for cart_id, stored in self._db.carts.items(self._tx):
+            cart = stored.cart
+            if (
+                cart.status is CartStatus.READY_TO_CONFIRM
+                and cart.locked_at is not None
+                and cart.locked_at <= cutoff
+                and self._db.confirm_reminded.get(self._tx, cart_id) is None
+            ):
+                await self._db.confirm_reminded.put(self._tx, cart_id, self._db.now())
+                claimed.append(ConfirmReminder(cart_id, cart.host_user_id, cart.locked_at + window))
+        return claimed
 
     async def reserve_stock(self, cart: TeamCart) -> None:
         """All or nothing, products in id order, as ``app.persistence.carts.reserve_stock``."""

@@ -435,6 +435,44 @@ async def due_cart_ids(
     return [str(cart_id) for cart_id in result.scalars()]
 
 
+@dataclass(frozen=True, slots=True)
+class ConfirmReminder:
+    """A ready cart whose host should confirm before ``deadline`` (then it expires)."""
+
+    cart_id: str
+    host_user_id: str
+    deadline: datetime
+
+
+async def claim_confirm_reminders(
+    conn: AsyncConnection, payment_window: timedelta, lead: timedelta, *, limit: int = 100
+) -> list[ConfirmReminder]:
+    """Ready carts within ``lead`` of their confirm window's end whose host wasn't reminded
+    yet, marked reminded (one statement: two sweepers never remind twice)."""
+    window = CONFIRM_WINDOWS * payment_window
+    due = (
+        select(teamcarts.c.id)
+        .where(
+            teamcarts.c.status == CartStatus.READY_TO_CONFIRM.value,
+            teamcarts.c.confirm_reminded_at.is_(None),
+            teamcarts.c.locked_at <= func.now() - (window - lead),
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    claimed = await conn.execute(
+        update(teamcarts)
+        .where(teamcarts.c.id.in_(due))
+        .values(confirm_reminded_at=func.now())
+        .returning(teamcarts.c.id, teamcarts.c.host_user_id, teamcarts.c.locked_at)
+    )
+    return [
+        ConfirmReminder(str(row.id), str(row.host_user_id), row.locked_at + window)
+        for row in claimed
+    ]
+
+
 # --- stock -----------------------------------------------------------------------------------
 
 

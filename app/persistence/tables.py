@@ -118,6 +118,8 @@ teamcarts = Table(
     Column("total_minor", BigInteger, nullable=True),
     Column("order_id", UUID(as_uuid=False), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # When the host of a ready cart was reminded to confirm it (once, by whichever sweeper).
+    Column("confirm_reminded_at", DateTime(timezone=True), nullable=True),
     # Guests the host removed: the invite no longer lets them back in.
     Column(
         "removed_user_ids",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,6 +22,7 @@ import structlog
 
 from app.failures import NotFoundError, cart_not_found
 from app.payments.amounts import to_stripe
+from app.persistence.carts import ConfirmReminder
 from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
 from app.use_cases.payments.intents import cancel_quietly
@@ -403,3 +405,33 @@ async def expire_due_carts(runner: UnitOfWorkRunner, payment_window: timedelta) 
 
 async def _due_cart_ids(payment_window: timedelta, uow: UnitOfWork) -> list[str]:
     return await uow.carts.due_ids(payment_window)
+
+
+Remind = Callable[[str, str, datetime], Awaitable[None]]
+"""Tells a member's sockets (cart id, user id) to do something before a deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Reminders:
+    payment_window: timedelta
+    lead: timedelta
+
+
+async def _claim_reminders(due: _Reminders, uow: UnitOfWork) -> list[ConfirmReminder]:
+    return await uow.carts.claim_confirm_reminders(due.payment_window, due.lead)
+
+
+async def remind_hosts_to_confirm(
+    runner: UnitOfWorkRunner, payment_window: timedelta, remind: Remind
+) -> int:
+    """A while before a ready cart's confirm window ends (15 minutes, or half a payment
+    window if that is shorter), its host's sockets get a ``reminder`` (``what: confirm``):
+    past the window the cart expires and every payment is refunded. Each host once."""
+    lead = min(timedelta(minutes=15), payment_window / 2)
+    due = await runner.without_relay().run(_claim_reminders, _Reminders(payment_window, lead))
+    for reminder in due:
+        try:
+            await remind(reminder.cart_id, reminder.host_user_id, reminder.deadline)
+        except Exception as exc:  # Redis away: the cart still expires on time
+            log.warning("confirm_reminder_failed", teamcart_id=reminder.cart_id, error=repr(exc))
+    return len(due)

@@ -27,6 +27,11 @@ async def _stored_view(cart_id: str, uow: UnitOfWork) -> CartView | None:
     return None if cart is None else cart_view(cart)
 
 
+async def stored_view(runner: UnitOfWorkRunner, cart_id: str) -> CartView | None:
+    """The cart's view as PostgreSQL has it, for a rebuild of the view model."""
+    return await runner.run(_stored_view, cart_id)
+
+
 async def read_cart_view(
     runner: UnitOfWorkRunner, projection: Projection, user_id: str, cart_id: str
 ) -> CartView:

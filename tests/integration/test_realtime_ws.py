@@ -434,3 +434,57 @@ async def test_sockets_that_never_sign_in_are_bounded(
                 assert (await receive(member))["type"] == "snapshot"
             await first.send(json.dumps({"type": "auth", "token": token_of(host)}))
             assert (await receive(first))["type"] == "snapshot"
+
+
+async def test_the_host_of_a_ready_cart_is_reminded_to_confirm_once_and_only_the_host(
+    client: Client, admin_headers: dict[str, str], live_server: str, redis_url: str, runner: Any
+) -> None:
+    from app.use_cases.teamcarts import remind_hosts_to_confirm
+    from realtime.protocol import Reminder, reminder_frame
+
+    host, cart, product = await cart_with_product(client, admin_headers)
+    guest = await join(client, cart, "Guest")
+    url = f"/api/v1/teamcarts/{cart['id']}"
+    for person in (host, guest):
+        await client.post(
+            url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=person
+        )
+    await client.post(url + "/lock", headers=host)
+    for person in (host, guest):
+        await client.post(url + "/payments/cod", headers=person)
+    assert (await client.get(url, headers=host)).json()["status"] == "ready_to_confirm"
+
+    redis = Redis.from_url(redis_url)
+    sent: list[tuple[str, str]] = []
+
+    async def remind(cart_id: str, user_id: str, deadline: datetime) -> None:
+        if cart_id != cart["id"]:
+            return  # another test's ready cart
+        sent.append((cart_id, user_id))
+        frame = reminder_frame([user_id], Reminder(deadline=deadline, what="confirm"))
+        await redis.publish(channel_for(cart_id), frame)
+
+    try:
+        async with (
+            connect(ws_url(live_server, cart["id"], host)) as host_ws,
+            connect(ws_url(live_server, cart["id"], guest)) as guest_ws,
+        ):
+            await receive_type(host_ws, "snapshot")
+            await receive_type(guest_ws, "snapshot")
+            assert await remind_hosts_to_confirm(runner, timedelta(hours=1), remind) >= 0
+            assert sent == []  # not yet: the window has most of its time left
+            await remind_hosts_to_confirm(runner, timedelta(0), remind)
+            assert sent == [(cart["id"], uid(host))]
+            reminder = await receive_type(host_ws, "reminder")
+            assert reminder["what"] == "confirm"
+            assert datetime.fromisoformat(reminder["deadline"]) <= datetime.now(UTC)
+            await remind_hosts_to_confirm(runner, timedelta(0), remind)
+            assert sent == [(cart["id"], uid(host))]  # once
+            await guest_ws.send(json.dumps({"type": "ping"}))
+            seen = []
+            async with asyncio.timeout(RECEIVE_TIMEOUT):
+                while (message := await receive(guest_ws))["type"] != "pong":
+                    seen.append(message["type"])
+            assert "reminder" not in seen  # the guest has nothing to confirm
+    finally:
+        await redis.aclose()

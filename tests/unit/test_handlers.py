@@ -41,6 +41,7 @@ from app.use_cases.teamcarts import (
     join_cart,
     lock_cart,
     open_cart,
+    remind_hosts_to_confirm,
     set_tip,
     unlock_cart,
 )
@@ -471,3 +472,24 @@ async def test_a_refund_reported_before_its_capture_leaves_the_member_refunded(
     assert shop.db.refund_requests.rows == {}  # nothing owed: the money is back already
     assert shop.gateway.refunds == []
     assert shop.db.intents.rows[intent].status == IntentStatus.REFUNDED
+
+
+async def test_the_host_of_a_ready_cart_is_reminded_once_before_its_confirm_window_ends(
+    shop: Shop,
+) -> None:
+    party = await a_ready_party_with_coupon(
+        shop, shop.db.add_coupon(shop.store.store_id, a_coupon()).code
+    )
+    reminded: list[tuple[str, str]] = []
+
+    async def remind(cart_id: str, user_id: str, deadline: datetime) -> None:
+        reminded.append((cart_id, user_id))
+
+    window = timedelta(minutes=30)  # confirm window: 60 minutes from the lock; lead: 15
+    assert await remind_hosts_to_confirm(shop.runner, window, remind) == 0
+    shop.db.advance(timedelta(minutes=44))
+    assert await remind_hosts_to_confirm(shop.runner, window, remind) == 0
+    shop.db.advance(timedelta(minutes=2))
+    assert await remind_hosts_to_confirm(shop.runner, window, remind) == 1
+    assert reminded == [(party.cart_id, party.host)]
+    assert await remind_hosts_to_confirm(shop.runner, window, remind) == 0  # once
