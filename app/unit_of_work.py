@@ -67,6 +67,12 @@ R = TypeVar("R", covariant=True)
 T = TypeVar("T")
 
 
+def _is_deadlock(exc: DBAPIError) -> bool:
+    return isinstance(exc.orig, BaseException) and any(
+        getattr(cause, "sqlstate", None) == "40P01" for cause in (exc.orig, exc.orig.__cause__)
+    )
+
+
 class _DeadConnection(Exception):
     """The transaction's pooled connection was dead before anything was committed."""
 
@@ -645,10 +651,14 @@ class UnitOfWorkRunner:
                         result = await handler(command, uow)
                         records = await uow.flush()
                     except DBAPIError as exc:
+                        if _is_deadlock(exc):  # PostgreSQL rolled one of two writers back
+                            raise VersionConflict("deadlock") from exc
                         if not exc.connection_invalidated or fresh_connection_tried:
                             raise
                         raise _DeadConnection() from exc
             except VersionConflict as conflict:
+                # The retry locks each cart as it loads it: the writers meet at the cart's
+                # row first, so it neither conflicts nor deadlocks again.
                 log.info("version_conflict", teamcart_id=str(conflict), attempt=attempt)
                 attempt += 1
                 continue
@@ -661,6 +671,14 @@ class UnitOfWorkRunner:
         raise VersionConflictError("the cart changed at the same time; try again")
 
     async def _after_commit(self, owed: OwedRefunds, records: list[OutboxRecord]) -> None:
+        """What follows a commit never fails the request that committed: a refund Stripe or
+        PostgreSQL can't take now stays owed, and the sweeper carries it out."""
+        try:
+            await self._carry_on(owed, records)
+        except Exception as exc:
+            log.warning("after_commit_failed", error=repr(exc))
+
+    async def _carry_on(self, owed: OwedRefunds, records: list[OutboxRecord]) -> None:
         if records and self._relay is not None:
             await self._relay.relay_committed(records)
         for cart_id in owed.cart_ids:

@@ -722,7 +722,8 @@ class TeamCart:
         """Note that the member's online attempt failed, so they can try again.
 
         A no-op when the member has already committed or paid (an abandoned attempt failing
-        changes nothing) or when this failure is already noted.
+        changes nothing), when this failure is already noted, and when another attempt of
+        theirs is pending (an old attempt failing late must not hide the one under way).
         """
         member = self._members.get(user_id)
         if member is None:
@@ -731,6 +732,8 @@ class TeamCart:
         if payment.status not in (PaymentStatus.NONE, PaymentStatus.PENDING, PaymentStatus.FAILED):
             return
         if payment.status is PaymentStatus.FAILED and payment.reference == payment_intent_id:
+            return
+        if payment.status is PaymentStatus.PENDING and payment.reference != payment_intent_id:
             return
         self._require_locked()
         self._members[user_id] = replace(

@@ -1209,8 +1209,12 @@ class FakeGateway:
         return self._intent(intent_id)
 
     async def cancel_payment_intent(self, intent_id: str) -> None:
+        """As Stripe's: a paid intent can't be cancelled; a cancelled one stays cancelled."""
         self._answer()
-        self.intents[intent_id] = dataclasses.replace(self._intent(intent_id), status="canceled")
+        intent = self._intent(intent_id)
+        if intent.status == "succeeded":
+            raise GatewayError(f"{intent_id} has status succeeded and can't be canceled")
+        self.intents[intent_id] = dataclasses.replace(intent, status="canceled")
 
     async def confirm_payment_intent(self, intent_id: str, payment_method: str) -> str:
         self._answer()

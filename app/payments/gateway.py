@@ -132,8 +132,12 @@ class StripeGateway:
             raise GatewayError(str(exc)) from exc
 
     async def cancel_payment_intent(self, intent_id: str) -> None:
+        """Cancel an intent; one canceled already (a retried cancel) is canceled: success."""
         try:
             await self._client.v1.payment_intents.cancel_async(intent_id)
+        except stripe.InvalidRequestError as exc:
+            if (await self.retrieve_payment_intent(intent_id)).status != "canceled":
+                raise GatewayError(str(exc)) from exc
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
 

@@ -275,9 +275,13 @@ class CommitCod:
 
 
 async def commit_cod(command: CommitCod, uow: UnitOfWork) -> TeamCart:
-    """The member will pay their own share in cash; the amount comes from the quote."""
+    """The member will pay their own share in cash; the amount comes from the quote. A
+    payment they had under way online is cancelled, so they can't pay twice."""
     cart = await _cart(uow, command.cart_id)
+    pending = dict(cart.pending_payments).get(command.actor_id)
     cart.commit_cod(command.actor_id)
+    if pending is not None and await cancel_quietly(uow.stripe, pending):
+        await uow.payments.close_open_intent(pending, IntentStatus.CANCELED)
     return cart
 
 
@@ -301,9 +305,7 @@ async def confirm_cart(command: ConfirmCart, uow: UnitOfWork) -> Order:
     if order.coupon_code is not None and not await uow.catalog.count_coupon_use(
         cart.store.store_id, order.coupon_code, cart.id
     ):
-        raise CouponExhausted(
-            f"Coupon {order.coupon_code} has been used up; remove it and confirm again."
-        )
+        raise CouponExhausted(f"Coupon {order.coupon_code} has been used up.")
     log.info("cart_converted", teamcart_id=cart.id, order_id=order.id, order_number=number)
     return order
 
@@ -370,6 +372,8 @@ async def expire_if_due(command: ExpireIfDue, uow: UnitOfWork) -> CartStatus | N
 
 async def expire_out_of_stock(command: ExpireIfDue, uow: UnitOfWork) -> CartStatus | None:
     cart = await _cart(uow, command.cart_id)
+    if cart.status is not CartStatus.OPEN:  # the host locked it meanwhile: nothing to do
+        return None
     cart.expire(command.now)
     await _give_back(uow, cart, "cart_expired")
     return cart.status

@@ -45,6 +45,14 @@ def upgrade() -> None:
         ["store_id", "code"],
         unique=False,
     )
+    # Carts that applied a coupon before reservations existed hold their use from now on.
+    op.execute(
+        """
+        INSERT INTO coupon_reservations (cart_id, store_id, code)
+        SELECT id, store_id, coupon_code FROM teamcarts
+         WHERE status IN ('locked', 'ready_to_confirm') AND coupon_code IS NOT NULL
+        """
+    )
 
 
 def downgrade() -> None:

@@ -208,3 +208,25 @@ async def test_a_payment_under_way_shows_pending_and_cancel_cancels_its_intent(
     assert cancelled.status_code == 200
     assert payment_of(cancelled.json(), uid(guest))["status"] == "none"
     assert (await gateway.retrieve_payment_intent(intent)).status == "canceled"
+
+
+async def test_choosing_cash_cancels_the_payment_under_way_and_it_cant_be_confirmed(
+    client: Client, gateway: StripeGateway, admin_headers: dict[str, str]
+) -> None:
+    from tests.integration.test_stripe_webhooks import locked_cart, payment_of
+
+    url, _host, guest, _ = await locked_cart(client, admin_headers)
+    intent = (await client.post(url + "/payments/online", headers=guest)).json()[
+        "payment_intent_id"
+    ]
+    cod = await client.post(url + "/payments/cod", headers=guest)
+    assert cod.status_code == 200
+    assert payment_of(cod.json(), uid(guest))["status"] == "cod_committed"
+    assert (await gateway.retrieve_payment_intent(intent)).status == "canceled"
+    late = await client.post(
+        url + "/payments/online/confirm",
+        json={"payment_intent_id": intent, "payment_method": "pm_card_visa"},
+        headers=guest,
+    )
+    assert late.status_code == 409, late.text
+    assert late.json()["code"] == "payment_not_open"

@@ -370,3 +370,14 @@ def test_a_pending_payment_that_succeeds_or_fails_moves_on() -> None:
     assert cart.members[guest].payment.status is PaymentStatus.PAID_ONLINE
     cart.note_payment_canceled(guest, "pi_2")  # a late cancel never undoes a payment
     assert cart.members[guest].payment.status is PaymentStatus.PAID_ONLINE
+
+
+def test_an_old_attempt_failing_late_leaves_the_pending_one_pending() -> None:
+    cart, _, guest = a_locked_cart()
+    cart.start_online_payment(guest, "pi_old", cart.quote_version)
+    cart.start_online_payment(guest, "pi_new", cart.quote_version)
+    cart.pull_events()
+    cart.mark_payment_failed(guest, "pi_old")
+    assert cart.members[guest].payment.status is PaymentStatus.PENDING
+    assert cart.pending_payments == ((guest, "pi_new"),)
+    assert cart.pull_events() == []

@@ -35,6 +35,7 @@ from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
 from domain import errors
 from domain.payments import PaymentStatus
+from domain.teamcart import CartStatus
 
 log = structlog.get_logger("teamcart.payments")
 
@@ -204,13 +205,24 @@ class ConfirmOnlinePayment:
 
 
 async def _intent_status(command: ConfirmOnlinePayment, uow: UnitOfWork) -> IntentStatus | None:
-    if not await uow.carts.is_member(command.cart_id, command.actor_id):
-        if await uow.carts.version_of(command.cart_id) is None:
-            raise cart_not_found(command.cart_id)
+    """The intent's status, if it is the caller's payment under way on a cart that still
+    takes payments: the server never confirms money into an ended or cash-settled cart."""
+    cart = await uow.carts.get(command.cart_id)
+    if cart is None:
+        raise cart_not_found(command.cart_id)
+    if not cart.is_member(command.actor_id):
         raise errors.NotAMember()
-    return await uow.payments.member_intent_status(
+    status = await uow.payments.member_intent_status(
         command.payment_intent_id, command.cart_id, command.actor_id
     )
+    payment = cart.members[command.actor_id].payment
+    if status is IntentStatus.OPEN and (
+        cart.status is not CartStatus.LOCKED
+        or payment.status is not PaymentStatus.PENDING
+        or payment.reference != command.payment_intent_id
+    ):
+        raise ConflictError("payment_not_open", "this payment is no longer the one under way")
+    return status
 
 
 async def _mark_failed(command: ConfirmOnlinePayment, uow: UnitOfWork) -> None:

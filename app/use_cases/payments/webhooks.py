@@ -43,7 +43,7 @@ from app.use_cases.payments.metrics import ALERTS, AMOUNT_MISMATCHES
 from app.use_cases.payments.refunds import owe_refund
 from domain import errors
 from domain.payments import CaptureOutcome, PaymentStatus
-from domain.teamcart import TeamCart
+from domain.teamcart import CartStatus, TeamCart
 
 log = structlog.get_logger("teamcart.payments")
 
@@ -431,6 +431,15 @@ async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]
         log.warning(
             "partial_refund", payment_intent_id=intent_id, refunded=refunded, captured=captured
         )
+        if (
+            cart is not None
+            and cart.is_member(owner.user_id)
+            and cart.status in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM)
+            and cart.flag_payment_for_review(owner.user_id, intent_id)
+        ):
+            # Before the order, a payment partly given back no longer pays the share: it is
+            # held for an operator, as when the refund is reported before the capture.
+            return Outcome(EventOutcome.REVIEW, "partially_refunded", intent_id, owner.cart_id)
         return Outcome(
             EventOutcome.APPLIED,
             f"partial refund: {refunded} of {captured}",
