@@ -19,7 +19,7 @@ class PaymentStatus(StrEnum):
     PAID_ONLINE = "paid_online"  # captured online
     FAILED = "failed"  # the last online attempt failed; the member may try again
     REFUNDED = "refunded"  # captured, then given back
-    REVIEW = "review"  # captured but needs an operator's look (e.g. arrived too late)
+    REVIEW = "review"  # captured but disputed or partly refunded: for an operator
 
 
 SETTLED_STATUSES: frozenset[PaymentStatus] = frozenset(

@@ -3,10 +3,11 @@
 Life cycle::
 
     open --lock--> locked --(every owed share committed or paid)--> ready_to_confirm
-      ^              |                                                      |
-      +---unlock-----+  (only while nobody has committed or paid)        confirm --> converted
+      ^              |   <--(a settled payment refunded or disputed)--      |
+      +---unlock-----+  (only while nobody is paying, has committed or paid) confirm --> converted
     open, locked, ready_to_confirm --cancel (host)--> cancelled
-    open (past deadline, no items), locked (payment window over) --> expired
+    open (past deadline, no items), locked (payment window over),
+    ready_to_confirm (confirm window over) --> expired
     open (past deadline, with items) --> locked automatically
 
 Rules worth knowing before reading the code:

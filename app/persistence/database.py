@@ -22,8 +22,8 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         # No pre-ping: it costs a round trip per transaction (measured ~10% of webhook CPU).
-        # A connection that died with the server fails its statement; the request answers
-        # 503 (webhooks) or 500 and the pool replaces the connection.
+        # A connection that died with the server fails its first statement; the unit of work
+        # runs the command again, once, on a fresh connection (app.unit_of_work).
         pool_recycle=1800,
         # Pinned, whatever the server's default: a retry locks a cart and then loads it in a
         # fresh snapshot (app.persistence.carts.load_cart), which READ COMMITTED gives.

@@ -1,10 +1,10 @@
 """A member's PaymentIntent: started (or reused) for their share, and confirmed.
 
-Starting spans three steps, because Stripe must not be called inside a transaction that
-holds the cart: a read (may this member pay, is an open attempt there to reuse?), the intent
-created at Stripe with an idempotency key, then a write that records it if the quote is still
-the one it was made for (the cart's row locked, which orders it against tip, coupon and
-unlock). The aggregate does not change: the payment is recorded when Stripe's webhook says so.
+Starting spans three steps, so that the intent is created at Stripe outside any transaction:
+a read (may this member pay, is an open attempt there to reuse?), the intent created with an
+idempotency key, then a unit of work that marks the member's payment pending on the cart
+(``TeamCart.start_online_payment``: the cart's version check orders it against tip, coupon
+and unlock) and stores the intent. The payment is recorded when Stripe's webhook says so.
 """
 
 from __future__ import annotations

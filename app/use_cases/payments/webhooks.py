@@ -392,13 +392,14 @@ async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]
     """Sync refunds by refund id: ours and ones made in the Stripe dashboard.
 
     A member's payment shows ``refunded`` only once refunds cover the whole capture; a
-    partial refund is recorded and alerted, and the member stays paid.
+    partial refund is recorded and alerted; before the cart became an order it holds the
+    payment for review (it no longer pays the share), after, the order keeps it paid.
     """
     intent_id = str(obj.get("payment_intent") or "")
     currency = str(obj.get("currency", "")).upper()
     owner = await uow.payments.intent_owner(intent_id)
-    # The cart before the intent's rows, as the payment path takes them on a retry (which
-    # locks the cart as it loads it): the other order could deadlock with it.
+    # The cart before the intent's rows, as every path takes them on its locked retry (a
+    # deadlock PostgreSQL breaks between first tries is retried that way).
     cart = await uow.carts.get(owner.cart_id) if owner is not None else None
     listed = [obj]
     if event_type == "charge.refunded":
