@@ -177,9 +177,6 @@ class PaymentRepository(Protocol):
     ) -> RowMapping | None:
         """The member's newest attempt at paying this quote."""
 
-    async def lock_quote(self, cart_id: str) -> tuple[int, str]:
-        """The cart's stored quote version and status, its row locked until the end."""
-
     async def add_intent(self, **values: Any) -> RowMapping:
         """Insert a new attempt (status ``open``); when the same attempt exists already,
         that one."""

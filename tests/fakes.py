@@ -768,13 +768,6 @@ class FakePayments:
         ]
         return max(attempts, key=lambda row: row.attempt).mapping() if attempts else None
 
-    async def lock_quote(self, cart_id: str) -> tuple[int, str]:
-        await self._db.carts.lock(self._tx, cart_id)
-        stored = self._db.carts.get(self._tx, cart_id)
-        if stored is None:
-            raise NoResultFound(f"no cart {cart_id}")
-        return stored.cart.quote_version, stored.cart.status.value
-
     async def add_intent(self, **values: Any) -> RowMapping:
         row = IntentRow(status=IntentStatus.OPEN.value, **values)
         attempt = (row.cart_id, row.user_id, row.quote_version, row.attempt)

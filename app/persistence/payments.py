@@ -31,7 +31,6 @@ from app.persistence.tables import (
     refunds,
     stripe_events,
     teamcart_members,
-    teamcarts,
 )
 from domain.payments import PaymentStatus
 
@@ -161,18 +160,6 @@ class SqlPayments:
             .limit(1)
         )
         return found.mappings().one_or_none()
-
-    async def lock_quote(self, cart_id: str) -> tuple[int, str]:
-        """The cart's quote version and status, its row locked: this orders an intent's
-        insert against tip, coupon and unlock, which refuse open intents."""
-        row = (
-            await self._conn.execute(
-                select(teamcarts.c.quote_version, teamcarts.c.status)
-                .where(teamcarts.c.id == cart_id)
-                .with_for_update()
-            )
-        ).one()
-        return int(row.quote_version), str(row.status)
 
     async def add_intent(self, **values: Any) -> RowMapping:
         """Insert a new attempt; when a concurrent call inserted the same attempt first,
