@@ -454,7 +454,7 @@ function actions(cart, me, isHost) {
         cart.discount_minor ? h("button", { class: "secondary", onclick: call("DELETE", "/coupon") }, "Remove coupon") : null),
       h("p", {}, h("button", { class: "secondary", id: "unlock", onclick: call("POST", "/unlock") }, "Unlock to change items")));
   }
-  if (cart.status === "locked" && me && me.share_minor > 0 && ["none", "failed", "refunded"].includes(me.payment.status)) {
+  if (cart.status === "locked" && me && me.share_minor > 0 && ["none", "pending", "failed", "refunded"].includes(me.payment.status)) {
     box.append(h("p", {}, `Your share: ${formatMoney(me.share_minor, cart.currency)}`),
       h("div", { class: "row" },
         h("button", { id: "pay-cod", onclick: call("POST", "/payments/cod") }, "Pay cash on delivery"),
@@ -505,6 +505,9 @@ function loadScript(src) {
 }
 
 async function startOnlinePayment(cart) {
+  // A new attempt gets a new card form: the one a declined card left is for the old intent.
+  live.payment = null;
+  draw();
   const payment = await api("POST", `/api/v1/teamcarts/${cart.id}/payments/online`);
   await loadScript(payment.stripe_js_url);
   const stripe = window.Stripe(payment.publishable_key);
