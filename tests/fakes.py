@@ -587,6 +587,9 @@ class FakeCarts:
                 stored = self._db.carts.get(self._tx, cart.id)
                 if stored is None or stored.version != tracked.version:
                     raise VersionConflict(cart.id)
+                if stored.cart.status is not CartStatus.READY_TO_CONFIRM:
+                    # As PostgreSQL's save: a reminder is for one stretch of being ready.
+                    await self._db.confirm_reminded.delete(self._tx, cart.id)
                 await self._save(cart)
             tracked.version = cart.version
             appended.append(events, cart)

@@ -24,6 +24,7 @@ from sqlalchemy import (
     RowMapping,
     Table,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -156,7 +157,19 @@ _UPSERT_ITEMS = _upsert(teamcart_items)
 _SAVE = (
     update(teamcarts)
     .where(teamcarts.c.id == bindparam("_id"), teamcarts.c.version == bindparam("_expected"))
-    .values(updated_at=func.now())
+    .values(
+        updated_at=func.now(),
+        # A reminder to confirm is for one stretch of being ready: the mark is kept while a
+        # ready cart stays ready and cleared otherwise (SET sees the row as it was), so a
+        # cart that reopens and is ready again reminds its host again.
+        confirm_reminded_at=case(
+            (
+                teamcarts.c.status == CartStatus.READY_TO_CONFIRM.value,
+                teamcarts.c.confirm_reminded_at,
+            ),
+            else_=None,
+        ),
+    )
 )
 
 

@@ -674,3 +674,38 @@ async def test_a_ready_cart_the_host_never_confirms_expires_and_refunds_its_memb
     assert after["status"] == "expired"
     assert payment_of(after, uid(guest))["status"] == "refunded"
     assert await count(engine, refunds, refunds.c.payment_intent_id == paid) == 1
+
+
+async def test_a_cart_that_reopens_and_is_ready_again_reminds_its_host_again(
+    client: Client, runner: UnitOfWorkRunner, admin_headers: dict[str, str]
+) -> None:
+    from app.use_cases.teamcarts import remind_hosts_to_confirm
+
+    url, host, guest, view = await locked_cart(client, admin_headers)
+    assert (await client.post(url + "/payments/cod", headers=host)).status_code == 200
+    paid = (await client.post(url + "/payments/online", headers=guest)).json()["payment_intent_id"]
+    assert (await deliver(client, succeeded(view, uid(guest), paid))).json()["outcome"] == (
+        "applied"
+    )
+    reminded: list[str] = []
+
+    async def remind(cart_id: str, user_id: str, deadline: Any) -> None:
+        if cart_id == view["id"]:
+            reminded.append(user_id)
+
+    await remind_hosts_to_confirm(runner, timedelta(0), remind)
+    await remind_hosts_to_confirm(runner, timedelta(0), remind)
+    assert reminded == [uid(host)]  # once while it stays ready
+
+    refunded = event(
+        "charge.refunded",
+        charge_refunded(
+            paid, amount=share(view, uid(guest)), currency="usd", refund_id=f"re_{uuid.uuid4().hex}"
+        ),
+    )
+    assert (await deliver(client, refunded)).status_code == 200
+    assert (await client.get(url, headers=host)).json()["status"] == "locked"
+    assert (await client.post(url + "/payments/cod", headers=guest)).status_code == 200
+    assert (await client.get(url, headers=host)).json()["status"] == "ready_to_confirm"
+    await remind_hosts_to_confirm(runner, timedelta(0), remind)
+    assert reminded == [uid(host), uid(host)]  # ready again: reminded again

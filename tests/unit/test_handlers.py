@@ -493,3 +493,29 @@ async def test_the_host_of_a_ready_cart_is_reminded_once_before_its_confirm_wind
     assert await remind_hosts_to_confirm(shop.runner, window, remind) == 1
     assert reminded == [(party.cart_id, party.host)]
     assert await remind_hosts_to_confirm(shop.runner, window, remind) == 0  # once
+
+
+async def test_a_cart_that_reopens_and_is_ready_again_reminds_its_host_again(shop: Shop) -> None:
+    party = await a_locked_party(shop)
+    intent = await pay_online(shop, party, party.guest)
+    await take_in(shop, succeeded(shop, intent))
+    await shop.runner.run(commit_cod, CommitCod(party.host, party.cart_id))
+    assert shop.cart(party.cart_id).status is CartStatus.READY_TO_CONFIRM
+    reminded: list[str] = []
+
+    async def remind(cart_id: str, user_id: str, deadline: datetime) -> None:
+        reminded.append(cart_id)
+
+    window = timedelta(minutes=30)
+    shop.db.advance(timedelta(minutes=50))
+    assert await remind_hosts_to_confirm(shop.runner, window, remind) == 1
+    assert await remind_hosts_to_confirm(shop.runner, window, remind) == 0
+
+    refund = charge_refunded(intent, amount=2000, currency="USD", refund_id=f"re_{an_id()}")
+    await take_in(shop, event("charge.refunded", refund))  # the guest's payment went back
+    assert shop.cart(party.cart_id).status is CartStatus.LOCKED
+    await shop.runner.run(commit_cod, CommitCod(party.guest, party.cart_id))
+    assert shop.cart(party.cart_id).status is CartStatus.READY_TO_CONFIRM
+
+    assert await remind_hosts_to_confirm(shop.runner, window, remind) == 1  # ready again
+    assert reminded == [party.cart_id, party.cart_id]
