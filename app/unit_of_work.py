@@ -192,6 +192,12 @@ class PaymentRepository(Protocol):
     async def set_intent_status(self, intent_id: str, status: IntentStatus) -> None:
         """Move the intent's status up to ``status`` (never down)."""
 
+    async def unpaid_intents(self, cart_id: str) -> list[str]:
+        """The cart's intents still ``open`` or ``failed`` (Stripe would let either be paid)."""
+
+    async def cancel_unpaid_intent(self, intent_id: str) -> None:
+        """Stripe canceled an open or failed intent; one paid meanwhile keeps its status."""
+
     async def close_open_intent(self, intent_id: str, status: IntentStatus) -> None:
         """An ``open`` attempt failed or was canceled; any other status stays."""
 

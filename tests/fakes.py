@@ -814,6 +814,17 @@ class FakePayments:
         rank = INTENT_STATUS_RANK[status]
         await self._update_intent(intent_id, status, only_from=lambda s: _rank(s) < rank)
 
+    async def unpaid_intents(self, cart_id: str) -> list[str]:
+        unpaid = {IntentStatus.OPEN, IntentStatus.FAILED}
+        return [r.id for r in self._intents() if r.cart_id == cart_id and r.status in unpaid]
+
+    async def cancel_unpaid_intent(self, intent_id: str) -> None:
+        await self._update_intent(
+            intent_id,
+            IntentStatus.CANCELED,
+            only_from=lambda s: s in (IntentStatus.OPEN, IntentStatus.FAILED),
+        )
+
     async def close_open_intent(self, intent_id: str, status: IntentStatus) -> None:
         await self._update_intent(intent_id, status, only_from=lambda s: s == IntentStatus.OPEN)
 

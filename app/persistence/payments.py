@@ -213,6 +213,27 @@ class SqlPayments:
             {"_id": intent_id, "status": status.value, "rank": INTENT_STATUS_RANK[status]},
         )
 
+    async def unpaid_intents(self, cart_id: str) -> list[str]:
+        """The cart's intents still open or failed: Stripe would let either be paid."""
+        found = await self._conn.execute(
+            select(payment_intents.c.id).where(
+                payment_intents.c.cart_id == cart_id,
+                payment_intents.c.status.in_([IntentStatus.OPEN, IntentStatus.FAILED]),
+            )
+        )
+        return [str(intent_id) for intent_id in found.scalars()]
+
+    async def cancel_unpaid_intent(self, intent_id: str) -> None:
+        """Stripe canceled an open or failed intent; one paid meanwhile keeps its status."""
+        await self._conn.execute(
+            update(payment_intents)
+            .where(
+                payment_intents.c.id == intent_id,
+                payment_intents.c.status.in_([IntentStatus.OPEN, IntentStatus.FAILED]),
+            )
+            .values(status=IntentStatus.CANCELED.value, updated_at=func.now())
+        )
+
     async def close_open_intent(self, intent_id: str, status: IntentStatus) -> None:
         """An open attempt failed or was canceled; a late notice never overwrites more."""
         await self._conn.execute(_FROM_OPEN, {"_id": intent_id, "status": status.value})

@@ -330,10 +330,14 @@ async def _give_back(uow: UnitOfWork, cart: TeamCart, reason: str) -> None:
     webhook) and refund what it holds."""
     await uow.carts.release_stock(cart.id)
     await uow.catalog.release_coupon(cart.id)
-    for user_id, payment_intent_id in cart.pending_payments:
+    # Every intent Stripe would still let someone pay: the ones under way, and declined
+    # attempts (a failed intent can be confirmed again with another card).
+    pending = {intent: user for user, intent in cart.pending_payments}
+    for payment_intent_id in await uow.payments.unpaid_intents(cart.id):
         if await cancel_quietly(uow.stripe, payment_intent_id):
-            await uow.payments.close_open_intent(payment_intent_id, IntentStatus.CANCELED)
-            cart.note_payment_canceled(user_id, payment_intent_id)
+            await uow.payments.cancel_unpaid_intent(payment_intent_id)
+            if payment_intent_id in pending:
+                cart.note_payment_canceled(pending[payment_intent_id], payment_intent_id)
     for refund in cart.refund_paid_members():
         await owe_refund(
             uow,

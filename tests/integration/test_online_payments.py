@@ -230,3 +230,40 @@ async def test_choosing_cash_cancels_the_payment_under_way_and_it_cant_be_confir
     )
     assert late.status_code == 409, late.text
     assert late.json()["code"] == "payment_not_open"
+
+
+async def test_cancel_cancels_a_declined_attempt_too_so_nobody_pays_it_later(
+    client: Client, gateway: StripeGateway, stripe_api_base: str, admin_headers: dict[str, str]
+) -> None:
+    from tests.integration.test_stripe_webhooks import locked_cart
+
+    url, host, guest, _ = await locked_cart(client, admin_headers)
+    intent = (await client.post(url + "/payments/online", headers=guest)).json()[
+        "payment_intent_id"
+    ]
+    http_client = stripe.HTTPXClient(allow_sync_methods=True)
+    browser = stripe.StripeClient(
+        EMULATOR_SECRET_KEY, base_addresses={"api": stripe_api_base}, http_client=http_client
+    )
+    try:
+        method = await browser.v1.payment_methods.create_async(
+            params={
+                "type": "card",
+                "card": {
+                    "number": DECLINED_ON_CHARGE,
+                    "exp_month": 12,
+                    "exp_year": 2030,
+                    "cvc": "123",
+                },
+            }
+        )
+    finally:
+        await http_client.close_async()  # type: ignore[no-untyped-call]
+    declined = await client.post(
+        url + "/payments/online/confirm",
+        json={"payment_intent_id": intent, "payment_method": method.id},
+        headers=guest,
+    )
+    assert declined.status_code == 402
+    assert (await client.post(url + "/cancel", headers=host)).status_code == 200
+    assert (await gateway.retrieve_payment_intent(intent)).status == "canceled"
