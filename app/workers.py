@@ -4,10 +4,9 @@ The sweeper wakes every ``TEAMCART_SWEEP_INTERVAL_SECONDS``: it reminds the host
 carts whose confirm window is about to end, locks open carts whose deadline passed (or
 expires them if empty), expires locked carts whose payment window is over and ready carts
 whose confirm window is (owing a refund for every online payment they hold), retries refunds
-Stripe has not
-taken yet, purges idempotency keys older than 24 hours and dispatched outbox events older
-than a week. Every process runs one; they never double-apply because each cart change goes
-through the cart's version check.
+Stripe has not taken yet, purges idempotency keys older than 24 hours and dispatched outbox
+events older than a week. Every process runs one; they never double-apply because each cart
+change goes through the cart's version check.
 """
 
 from __future__ import annotations

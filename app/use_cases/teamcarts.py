@@ -25,6 +25,7 @@ from app.payments.amounts import to_stripe
 from app.persistence.carts import ConfirmReminder
 from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
+from app.use_cases.catalog import store_not_found
 from app.use_cases.payments.intents import cancel_quietly
 from app.use_cases.payments.refunds import owe_refund
 from domain.errors import CouponExhausted, NotAMember, OutOfStock
@@ -71,7 +72,7 @@ class OpenCart:
 async def open_cart(command: OpenCart, uow: UnitOfWork) -> TeamCart:
     store = await uow.catalog.store_terms(command.store_id)
     if store is None:
-        raise NotFoundError("store_not_found", f"no store with id {command.store_id}")
+        raise store_not_found(command.store_id)
     cart = TeamCart.open(
         cart_id=str(uuid.uuid4()),
         store=store,

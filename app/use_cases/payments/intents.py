@@ -172,9 +172,9 @@ async def start_online_payment(
     if plan.reuse is not None:
         return plan.reuse
     created = await _create_intent(runner.stripe, plan)
+    # Two concurrent starts of one attempt get the same intent from Stripe (the idempotency
+    # key), so the row stored is this intent's either way.
     row = await runner.run(_record, _Record(plan, created))
-    if row["id"] != created.id:  # a concurrent call won this attempt: use its intent
-        await cancel_quietly(runner.stripe, created.id)
     log.info(
         "payment_intent_started",
         teamcart_id=command.cart_id,

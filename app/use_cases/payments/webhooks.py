@@ -110,10 +110,7 @@ async def take_in_event(event: Mapping[str, Any], uow: UnitOfWork) -> Outcome:
     if problem is None:
         outcome = await _apply(uow, event_type, obj)
     else:
-        # Answered 200 and recorded: a 5xx would have Stripe retry it for days to no end.
-        ALERTS.labels(kind="malformed_event").inc()
-        log.error("stripe_event_rejected", event_id=event_id, type=event_type, reason=problem)
-        outcome = Outcome(EventOutcome.REJECTED, problem[:500])
+        outcome = _rejected(event_id, event_type, problem)
     await uow.payments.record_outcome(
         event_id, outcome.outcome, outcome.reason, outcome.payment_intent_id, outcome.cart_id
     )
@@ -159,11 +156,17 @@ async def reject_event(rejection: _Rejection, uow: UnitOfWork) -> Outcome:
     event = rejection.event
     if not await uow.payments.claim_event(str(event["id"]), str(event["type"])):
         return Outcome(EventOutcome.DUPLICATE)
-    ALERTS.labels(kind="malformed_event").inc()
-    log.error("stripe_event_rejected", event_id=event["id"], reason=rejection.reason)
-    outcome = Outcome(EventOutcome.REJECTED, rejection.reason)
+    outcome = _rejected(str(event["id"]), str(event["type"]), rejection.reason)
     await uow.payments.record_outcome(str(event["id"]), outcome.outcome, outcome.reason, None, None)
     return outcome
+
+
+def _rejected(event_id: str, event_type: str, reason: str) -> Outcome:
+    """A signed event no delivery will make good: answered 200 and recorded with its reason
+    (a 5xx would have Stripe retry it for days to no end), and an operator alerted."""
+    ALERTS.labels(kind="malformed_event").inc()
+    log.error("stripe_event_rejected", event_id=event_id, type=event_type, reason=reason)
+    return Outcome(EventOutcome.REJECTED, reason[:500])
 
 
 # --- the shape of what we read ---------------------------------------------------------------
