@@ -19,6 +19,7 @@ Clients branch on ``code``; ``type`` is a URI naming the same thing.
 
 from __future__ import annotations
 
+import re
 from types import MappingProxyType
 from typing import Any
 
@@ -35,7 +36,15 @@ from app.failures import (
     is_unavailable,
     is_unstorable_value,
 )
-from domain.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, OutOfStock
+from domain.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    OutOfStock,
+    TipTooHigh,
+)
 
 log = structlog.get_logger("teamcart.errors")
 
@@ -119,6 +128,8 @@ def domain_error_to_problem(exc: DomainError) -> ProblemDetailsException:
         extra["errors"] = [{"field": exc.field, "source": "body", "message": exc.detail}]
     if isinstance(exc, OutOfStock):
         extra["product_ids"] = list(exc.product_ids)
+    if isinstance(exc, TipTooHigh):
+        extra["max_tip_minor"] = exc.max_tip_minor
     return problem(status, exc.code, exc.detail, extra=extra)
 
 
@@ -129,13 +140,77 @@ def application_error_to_problem(exc: ApplicationError) -> ProblemDetailsExcepti
     return problem(exc.status, exc.code, exc.detail, extra=extra)
 
 
+_TYPE_WORDS = MappingProxyType(
+    {
+        "int": "a whole number",
+        "float": "a number",
+        "str": "text",
+        "bool": "true or false",
+        "array": "a list",
+        "object": "an object",
+        "null": "empty (null)",
+        "uuid": "an id (a UUID)",
+        "datetime": "a date and time (RFC 3339)",
+    }
+)
+_EXPECTED = re.compile(r"^Expected `(?P<want>[^`]+)`(?:, got `(?P<got>[^`]+)`)?(?P<rest>.*)$")
+_BOUND = re.compile(r"^ (?:of length )?(?P<op>>=|<=|>|<) (?P<limit>-?\d+)$")
+_LENGTH_WORDS = MappingProxyType(
+    {">=": "at least", "<=": "at most", ">": "more than", "<": "less than"}
+)
+
+
+_PREFIX_WORDS = (
+    ("Object missing required field", "is required"),
+    ("Object contains unknown field", "is not a field this request takes"),
+    ("Invalid UUID", "must be an id (a UUID)"),
+    ("Invalid RFC3339", "must be a date and time (RFC 3339, with a time zone)"),
+    ("Invalid enum value", "must be one of the allowed values"),
+)
+_UNITS = MappingProxyType({"str": "character", "array": "item", "object": "field"})
+
+
+def _bound_words(want: str, rest: str) -> str | None:
+    """ "Expected `int` >= 1" → "must be at least 1"; "`str` of length >= 1" → "must not be
+    empty"; None for anything else."""
+    bound = _BOUND.match(rest)
+    if bound is None:
+        return None
+    op, limit = bound["op"], int(bound["limit"])
+    unit = _UNITS.get(want)
+    if unit is None:
+        return f"must be {_LENGTH_WORDS[op]} {limit}"
+    if op == ">=" and limit == 1:
+        return "must not be empty"
+    return f"must have {_LENGTH_WORDS[op]} {limit} {unit}{'' if limit == 1 else 's'}"
+
+
+def human_message(message: str) -> str:
+    """A validator's message (msgspec's or Litestar's) as the end of a sentence a person can
+    read after the field's name: "Expected `int`, got `float`" → "must be a whole number";
+    "Expected `str` of length >= 1" → "must not be empty". Unknown shapes pass through."""
+    message = message.strip()
+    for prefix, words in _PREFIX_WORDS:
+        if message.startswith(prefix):
+            return words
+    match = _EXPECTED.match(message)
+    if match is None:
+        return message
+    want, rest = match["want"], match["rest"]
+    if match["got"] is not None:
+        return f"must be {_TYPE_WORDS.get(want.split(' ')[0], want)}"
+    if rest.startswith(" matching regex"):
+        return "contains characters that aren't allowed here (or isn't in the expected format)"
+    return _bound_words(want, rest) or message
+
+
 def _validation_detail(errors: list[dict[str, Any]]) -> str:
     parts = []
     for error in errors:
         key = error.get("key")
-        message = str(error.get("message", "invalid value"))
-        parts.append(f"{key}: {message}" if key else message)
-    return "; ".join(parts) or "the request is not valid"
+        message = human_message(str(error.get("message", "invalid value")))
+        parts.append(f"{key} {message}" if key else message)
+    return f"{'; '.join(parts)}." if parts else "The request is not valid."
 
 
 def http_exception_to_problem(exc: HTTPException) -> ProblemDetailsException:
@@ -149,7 +224,11 @@ def http_exception_to_problem(exc: HTTPException) -> ProblemDetailsException:
         errors = [dict(e) for e in exc.extra if isinstance(e, dict)]
         code = "validation_error" if errors else "malformed_request"
         extra["errors"] = [
-            {"field": e.get("key"), "source": e.get("source"), "message": e.get("message")}
+            {
+                "field": e.get("key"),
+                "source": e.get("source"),
+                "message": human_message(str(e.get("message", "invalid value"))),
+            }
             for e in errors
         ]
         detail = _validation_detail(errors) if errors else detail
