@@ -35,6 +35,7 @@ The tree::
         +-- InvalidQuantity             invalid_quantity
         +-- InvalidOptions              invalid_options
         +-- InvalidTip                  invalid_tip
+        +-- TipTooHigh                  tip_too_high
         +-- InvalidDisplayName          invalid_display_name
         +-- InvalidDeadline             invalid_deadline
         +-- InvalidAddress              invalid_address
@@ -241,6 +242,20 @@ class InvalidTip(Invalid):
     code = "invalid_tip"
     default_detail = "A tip must be a whole, non-negative number of minor units."
     default_field = "amount_minor"
+
+
+class TipTooHigh(Invalid):
+    code = "tip_too_high"
+    default_detail = "The tip is more than this store allows for the cart's subtotal."
+    default_field = "amount_minor"
+
+    def __init__(self, max_tip_minor: int, max_tip_bps: int) -> None:
+        percent = f"{max_tip_bps / 100:g} %"
+        super().__init__(
+            f"The tip can be at most {max_tip_minor} minor units ({percent} of the subtotal)."
+        )
+        self.max_tip_minor = max_tip_minor
+        self.max_tip_bps = max_tip_bps
 
 
 class InvalidDisplayName(Invalid):

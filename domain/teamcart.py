@@ -87,6 +87,7 @@ from domain.payments import (
 from domain.pricing import Quote, compute_quote
 
 __all__ = [
+    "DEFAULT_MAX_TIP_BPS",
     "MAX_DISPLAY_NAME_LENGTH",
     "MAX_MEMBERS",
     "MAX_QUANTITY",
@@ -100,6 +101,7 @@ __all__ = [
     "PaymentMethod",
     "PaymentStatus",
     "TeamCart",
+    "max_tip_for",
 ]
 
 MAX_QUANTITY = 99
@@ -108,6 +110,9 @@ MAX_MEMBERS = 50
 CONFIRM_WINDOWS = 2
 """A ready cart is confirmed within this many payment windows of its lock, or expires."""
 MAX_DISPLAY_NAME_LENGTH = 100
+DEFAULT_MAX_TIP_BPS = 10_000
+"""A tip may be at most this share of the subtotal, in basis points, unless the store says
+otherwise (``stores.max_tip_bps``)."""
 _INVITE_CODE_ALPHABET = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 )
@@ -180,6 +185,14 @@ def _clean_display_name(display_name: str) -> str:
     if not 1 <= len(cleaned) <= MAX_DISPLAY_NAME_LENGTH:
         raise errors.InvalidDisplayName()
     return cleaned
+
+
+def max_tip_for(subtotal_minor: int, max_tip_bps: int) -> int:
+    """The largest tip a cart of ``subtotal_minor`` may carry: ``max_tip_bps`` of it, rounded
+    down to the minor unit (the limit is never more than the rule says)."""
+    if not is_whole_number(max_tip_bps) or max_tip_bps < 0:
+        raise ValueError(f"max_tip_bps must be a non-negative int, got {max_tip_bps!r}")
+    return subtotal_minor * max_tip_bps // 10_000
 
 
 def _check_quantity(quantity: int) -> None:
@@ -363,6 +376,11 @@ class TeamCart:
             return
         if user_id in self.removed_user_ids:
             raise errors.RemovedFromCart()
+        if self.status in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
+            raise errors.CartLocked(
+                "The group has locked this cart and is paying, so nobody new can join; "
+                "ask the host to unlock it or to open a new cart."
+            )
         self._require_open()
         if len(self._members) >= MAX_MEMBERS:
             raise errors.CartFull(f"This cart already has {MAX_MEMBERS} members.")
@@ -526,13 +544,22 @@ class TeamCart:
             self._members[user_id] = replace(member, payment=NO_PAYMENT)
         self._record(CartUnlocked(cart_id=self.id, version=self._next_version()))
 
-    def set_tip(self, actor: str, amount_minor: int) -> None:
-        """Set the tip and re-price (host, locked, before any payment activity)."""
+    def set_tip(
+        self, actor: str, amount_minor: int, *, max_tip_bps: int = DEFAULT_MAX_TIP_BPS
+    ) -> None:
+        """Set the tip and re-price (host, locked, before any payment activity).
+
+        The tip is at most ``max_tip_bps`` of the subtotal (the store's setting, 100 % by
+        default; ``TipTooHigh``): a slip of the keyboard must not turn a $20 lunch into a
+        $100,000 one that every member is then asked to pay a share of."""
         self._host(actor)
         self._require_locked()
         self._require_no_payment_activity()
         if not is_whole_number(amount_minor) or amount_minor < 0:
             raise errors.InvalidTip()
+        limit = max_tip_for(self.subtotal_minor, max_tip_bps)
+        if amount_minor > limit:
+            raise errors.TipTooHigh(limit, max_tip_bps)
         if amount_minor == self.tip_minor:
             return
         self.tip_minor = amount_minor

@@ -51,8 +51,11 @@ stores = Table(
     Column("delivery_fee_minor", BigInteger, nullable=False),
     Column("tax_rate_bps", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # The largest tip a cart of this store may carry, in basis points of its subtotal.
+    Column("max_tip_bps", Integer, nullable=False, server_default=text("10000")),
     CheckConstraint("delivery_fee_minor >= 0", name="delivery_fee_not_negative"),
     CheckConstraint("tax_rate_bps BETWEEN 0 AND 10000", name="tax_rate_in_range"),
+    CheckConstraint("max_tip_bps BETWEEN 0 AND 10000", name="max_tip_in_range"),
 )
 
 products = Table(

@@ -32,6 +32,7 @@ from app.unit_of_work import Row
 from app.use_cases import catalog as use
 from domain.errors import UnknownCurrency
 from domain.money import exponent
+from domain.teamcart import DEFAULT_MAX_TIP_BPS
 
 
 class StoreCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -39,6 +40,8 @@ class StoreCreate(msgspec.Struct, forbid_unknown_fields=True):
     currency: CurrencyCode
     delivery_fee_minor: MinorAmount
     tax_rate_bps: Annotated[int, msgspec.Meta(ge=0, le=10_000)]
+    # The largest tip, in basis points of a cart's subtotal (the whole subtotal by default).
+    max_tip_bps: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = DEFAULT_MAX_TIP_BPS
 
 
 class StoreView(msgspec.Struct):
@@ -48,6 +51,7 @@ class StoreView(msgspec.Struct):
     delivery_fee_minor: int
     tax_rate_bps: int
     created_at: datetime
+    max_tip_bps: int = DEFAULT_MAX_TIP_BPS
 
 
 class OptionIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -148,6 +152,7 @@ def store_view(row: Row) -> StoreView:
         delivery_fee_minor=row["delivery_fee_minor"],
         tax_rate_bps=row["tax_rate_bps"],
         created_at=row["created_at"],
+        max_tip_bps=row.get("max_tip_bps", DEFAULT_MAX_TIP_BPS),
     )
 
 
@@ -188,7 +193,9 @@ class CatalogController(Controller):
             exponent(currency)
         except UnknownCurrency as exc:
             raise invalid_field("currency", f"unknown ISO 4217 currency {data.currency!r}") from exc
-        command = use.CreateStore(data.name, currency, data.delivery_fee_minor, data.tax_rate_bps)
+        command = use.CreateStore(
+            data.name, currency, data.delivery_fee_minor, data.tax_rate_bps, data.max_tip_bps
+        )
         return store_view(await resources.runner.run(use.create_store, command))
 
     @get("/")

@@ -13,6 +13,7 @@ from typing import Any
 
 from app.failures import ConflictError, NotFoundError
 from app.unit_of_work import Row, UnitOfWork
+from domain.teamcart import DEFAULT_MAX_TIP_BPS
 
 
 def store_not_found(store_id: str) -> NotFoundError:
@@ -32,6 +33,7 @@ class CreateStore:
     currency: str
     delivery_fee_minor: int
     tax_rate_bps: int
+    max_tip_bps: int = DEFAULT_MAX_TIP_BPS
 
 
 async def create_store(command: CreateStore, uow: UnitOfWork) -> Row:
@@ -41,6 +43,7 @@ async def create_store(command: CreateStore, uow: UnitOfWork) -> Row:
         currency=command.currency,
         delivery_fee_minor=command.delivery_fee_minor,
         tax_rate_bps=command.tax_rate_bps,
+        max_tip_bps=command.max_tip_bps,
     )
 
 

@@ -30,7 +30,7 @@ from app.use_cases.payments.intents import cancel_quietly
 from app.use_cases.payments.refunds import owe_refund
 from domain.errors import CouponExhausted, NotAMember, OutOfStock
 from domain.order import DeliveryAddress, Order
-from domain.teamcart import CartStatus, TeamCart
+from domain.teamcart import DEFAULT_MAX_TIP_BPS, CartStatus, TeamCart
 
 log = structlog.get_logger("teamcart.carts")
 
@@ -228,8 +228,15 @@ class SetTip:
 
 
 async def set_tip(command: SetTip, uow: UnitOfWork) -> TeamCart:
+    """The cap is the store's setting as the catalog has it now (``stores.max_tip_bps``)."""
     cart = await _cart(uow, command.cart_id)
-    cart.set_tip(command.actor_id, command.amount_minor)
+    store = await uow.catalog.store(cart.store.store_id)
+    cap = store.get("max_tip_bps") if store is not None else None
+    cart.set_tip(
+        command.actor_id,
+        command.amount_minor,
+        max_tip_bps=DEFAULT_MAX_TIP_BPS if cap is None else int(cap),
+    )
     return cart
 
 

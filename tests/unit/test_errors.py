@@ -31,6 +31,7 @@ EXPECTED_CODES: dict[type[errors.DomainError], tuple[str, type[errors.DomainErro
     errors.InvalidQuantity: ("invalid_quantity", errors.Invalid),
     errors.InvalidOptions: ("invalid_options", errors.Invalid),
     errors.InvalidTip: ("invalid_tip", errors.Invalid),
+    errors.TipTooHigh: ("tip_too_high", errors.Invalid),
     errors.InvalidDisplayName: ("invalid_display_name", errors.Invalid),
     errors.InvalidDeadline: ("invalid_deadline", errors.Invalid),
     errors.InvalidAddress: ("invalid_address", errors.Invalid),

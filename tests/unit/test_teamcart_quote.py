@@ -290,3 +290,29 @@ def test_a_tip_after_a_full_discount_keeps_the_cart_locked_and_owed() -> None:
     assert (cart.share_of(host), cart.share_of(guest)) == (100, 300)
     cart.set_tip(host, 0)
     assert status_of(cart) is CartStatus.READY_TO_CONFIRM
+
+
+def test_a_tip_is_at_most_the_subtotal_by_default() -> None:
+    cart, host, _ = a_locked_cart()  # subtotal 4000
+    cart.set_tip(host, 4000)
+    assert cart.tip_minor == 4000
+    cart.pull_events()
+    version = cart.version
+    with pytest.raises(errors.TipTooHigh) as caught:
+        cart.set_tip(host, 4001)
+    assert (caught.value.code, caught.value.field) == ("tip_too_high", "amount_minor")
+    assert caught.value.max_tip_minor == 4000
+    assert (cart.tip_minor, cart.version, cart.pull_events()) == (4000, version, [])
+
+
+def test_a_stores_tip_cap_is_a_share_of_the_subtotal_rounded_down() -> None:
+    cart, host, _ = a_locked_cart()  # subtotal 4000
+    with pytest.raises(errors.TipTooHigh) as caught:
+        cart.set_tip(host, 601, max_tip_bps=1_501)  # 15.01 % of 4000 is 600.4
+    assert caught.value.max_tip_minor == 600
+    cart.set_tip(host, 600, max_tip_bps=1_501)
+    assert cart.tip_minor == 600
+    with pytest.raises(errors.TipTooHigh):
+        cart.set_tip(host, 1, max_tip_bps=0)  # a store that takes no tips
+    cart.set_tip(host, 0, max_tip_bps=0)
+    assert cart.tip_minor == 0
