@@ -57,6 +57,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/v1/webhooks/stripe"): Access.PUBLIC,  # a signature instead of a token
     ("GET", "/"): Access.PUBLIC,
     ("GET", "/join/{code:str}"): Access.PUBLIC,
+    ("GET", "/favicon.ico"): Access.PUBLIC,
     ("GET", "/static/{file_path:path}"): Access.PUBLIC,
     ("GET", "/schema"): Access.PUBLIC,
     ("GET", "/schema/swagger"): Access.PUBLIC,
@@ -70,6 +71,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/v1/stores/{store_id:uuid}/products"): Access.ADMIN,
     ("POST", "/api/v1/stores/{store_id:uuid}/coupons"): Access.ADMIN,
     ("POST", "/api/v1/teamcarts"): Access.SIGNED_IN,
+    ("GET", "/api/v1/teamcarts"): Access.SIGNED_IN,
     ("POST", "/api/v1/teamcarts/join"): Access.SIGNED_IN,
     ("GET", "/api/v1/teamcarts/{cart_id:uuid}"): Access.MEMBER,
     ("POST", "/api/v1/teamcarts/{cart_id:uuid}/items"): Access.MEMBER,
