@@ -1,47 +1,82 @@
-// TeamCart in the browser: sign in with a name, open or join a cart, add your own items,
-// see everyone's changes live over the WebSocket, pay your own share, and see the order.
-// Plain ES module, no build step. Every server error's `detail` is shown to the person.
+// TeamCart in the browser: sign in with a name, open or join a cart, add your own items, see
+// everyone's changes live over the WebSocket, pay your own share, and see the order.
+// Plain ES module, no build step (ADR 0006); how the page is put together: ADR 0011.
+//
+// - The page is a function of state: render() builds the screen with h() and morph() patches
+//   the live DOM to match it, so nothing anyone else does replaces the node under your cursor
+//   or keyboard: focus, scroll and half-typed input survive every update.
+// - Events are delegated (data-action, data-change, data-input, data-submit): nodes carry no
+//   closures, so a patched node never runs a stale handler.
+// - Every message sits in a slot beside the control that caused it, is announced (aria-live),
+//   scrolled into view, and goes away when it no longer holds.
 
 const main = document.getElementById("main");
-const alertBox = document.getElementById("alert");
-const statusBox = document.getElementById("status");
+const liveRegion = document.getElementById("status");
 
-// ---------------------------------------------------------------- small DOM helper (no innerHTML)
+// ---------------------------------------------------------------- DOM: build (no innerHTML) and patch
 
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
     if (value === undefined || value === null || value === false) continue;
-    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
-    else if (key === "dataset") Object.assign(el.dataset, value);
+    if (key === "dataset") Object.assign(el.dataset, value);
     else el.setAttribute(key, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false || child === "") continue;
     el.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return el;
 }
 
-function showError(message) {
-  alertBox.className = "alert";
-  alertBox.textContent = message;
-  alertBox.hidden = false;
-}
+// Attributes a person owns once the node exists (what they typed, ticked or opened).
+const OWNED = new Set(["value", "checked", "open"]);
+const keyOf = (n) => (n.nodeType === 1 ? n.getAttribute("data-key") || n.id || null : null);
 
-function showInfo(message) {
-  alertBox.className = "alert info";
-  alertBox.textContent = message;
-  alertBox.hidden = false;
-}
-
-function clearAlert() {
-  alertBox.hidden = true;
-  alertBox.textContent = "";
-}
-
-function announce(message) {
-  statusBox.textContent = message;
+function morph(from, to) {
+  if (from.nodeType !== to.nodeType || from.nodeName !== to.nodeName) {
+    from.replaceWith(to);
+    return to;
+  }
+  if (from.nodeType !== 1) {
+    if (from.nodeValue !== to.nodeValue) from.nodeValue = to.nodeValue;
+    return from;
+  }
+  if (from.hasAttribute("data-foreign")) return from; // Stripe's card form lives in here
+  const owned = from.hasAttribute("data-own");
+  for (const { name } of [...from.attributes]) {
+    if (!to.hasAttribute(name) && !(owned && OWNED.has(name))) from.removeAttribute(name);
+  }
+  for (const { name, value } of [...to.attributes]) {
+    if (from.getAttribute(name) !== value && !(owned && OWNED.has(name))) from.setAttribute(name, value);
+  }
+  if (!owned && from.tagName === "INPUT") {
+    if (from.type === "checkbox" || from.type === "radio") from.checked = to.hasAttribute("checked");
+    else if (document.activeElement !== from && from.value !== (to.getAttribute("value") || "")) {
+      from.value = to.getAttribute("value") || "";
+    }
+  }
+  const next = [...to.childNodes];
+  const old = [...from.childNodes];
+  const keyed = new Map();
+  for (const n of old) if (keyOf(n)) keyed.set(keyOf(n), n);
+  const loose = old.filter((n) => !keyOf(n));
+  const used = new Set();
+  let cursor = 0;
+  const result = next.map((n) => {
+    let match = null;
+    const key = keyOf(n);
+    if (key) match = keyed.get(key) || null;
+    else if (loose[cursor] && loose[cursor].nodeName === n.nodeName) match = loose[cursor++];
+    if (!match || used.has(match)) return n;
+    used.add(match);
+    return morph(match, n);
+  });
+  for (const n of old) if (!used.has(n) && n.parentNode === from) n.remove();
+  result.forEach((n, i) => {
+    if (from.childNodes[i] !== n) from.insertBefore(n, from.childNodes[i] || null);
+  });
+  return from;
 }
 
 // ---------------------------------------------------------------- money
@@ -62,6 +97,26 @@ export function formatMoney(minor, currency) {
   }).format(minor / 10 ** digits);
 }
 
+// "12.5" in USD → 1250; null for anything that is not a plain amount. No floats.
+export function parseAmount(text, currency) {
+  const digits = minorDigits(currency);
+  const match = String(text).trim().replace(",", ".").match(/^(\d{1,9})(?:\.(\d*))?$/);
+  if (!match || (match[2] || "").length > digits) return null;
+  return Number(match[1]) * 10 ** digits + Number((match[2] || "").padEnd(digits, "0") || 0);
+}
+
+// The largest-remainder split the server uses for shares (domain/pricing.py), for showing
+// each member's part of the fee, tax, tip and discount.
+export function split(total, weights) {
+  const sum = weights.reduce((a, b) => a + b, 0);
+  if (sum === 0) return weights.map(() => 0);
+  const parts = weights.map((w) => Math.floor((total * w) / sum));
+  const order = weights.map((w, i) => [-((total * w) % sum), i]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let left = total - parts.reduce((a, b) => a + b, 0);
+  for (const [, i] of order) { if (left-- <= 0) break; parts[i] += 1; }
+  return parts;
+}
+
 // ---------------------------------------------------------------- identity and API
 
 const session = {
@@ -80,9 +135,12 @@ class ApiError extends Error {
   constructor(status, body) {
     super(body && body.detail ? body.detail : `The server answered ${status}.`);
     this.status = status;
-    this.code = body && body.code;
+    this.code = body ? body.code : undefined;
+    this.body = body || {};
   }
 }
+
+const OFFLINE = "Can't reach the server. Check your connection; this page keeps trying.";
 
 async function api(method, path, body) {
   const headers = { Accept: "application/json" };
@@ -90,11 +148,9 @@ async function api(method, path, body) {
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {
-    response = await fetch(path, {
-      method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch (error) {
-    throw new ApiError(0, { detail: "Can't reach the server. Check your connection and try again." });
+    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw new ApiError(0, { code: "offline", detail: OFFLINE });
   }
   if (response.status === 204 || response.status === 304) return null;
   const data = await response.json().catch(() => null);
@@ -105,165 +161,398 @@ async function api(method, path, body) {
   return data;
 }
 
-// Run an action from a button: disable it while running, show the server's detail on failure.
-async function act(button, action) {
-  clearAlert();
-  if (button) button.disabled = true;
+// ---------------------------------------------------------------- words: the server's codes, said for the person
+
+const names = (list) => (list.length <= 2 ? list.join(" and ") : `${list.slice(0, -1).join(", ")} and ${list.at(-1)}`);
+
+function words(error, context = {}) {
+  const host = context.isHost;
+  const said = {
+    offline: OFFLINE,
+    unauthorized: "Your session ended. Sign in again to carry on.",
+    cart_locked: context.joining
+      ? "This group has locked its cart and is paying now, so nobody new can join. Ask the host to unlock it, or to open a new cart for you."
+      : host ? "The cart is locked. Unlock it first to change items." : "The host has locked the cart, so items can't change now.",
+    cart_not_open: "This cart is closed: nothing can change any more.",
+    removed_from_cart: "The host removed you from this cart, so this invite no longer lets you in. Ask the host if you should be in it.",
+    invite_not_found: "This invite link doesn't work: the cart is gone, or the link is mistyped.",
+    cart_full: "This cart is full (50 people).",
+    not_a_member: "You're no longer a member of this cart.",
+    host_only: "Only the host can do that.",
+    not_item_owner: "Only the person who added an item can change it.",
+    empty_cart: "There's nothing in the cart yet: add something first.",
+    zero_subtotal: "Everything in the cart is free, so there's no bill to split.",
+    invalid_quantity: "Choose a quantity from 1 to 99.",
+    invalid_options: "Those choices don't fit this dish; check the options.",
+    payment_activity_started: "Someone has already paid or chosen cash, so the bill can't change now.",
+    already_paid: "You've already paid.",
+    nothing_owed: "You have nothing to pay.",
+    tip_too_high: error.body.max_tip_minor !== undefined && context.currency
+      ? `That tip is more than this store allows: at most ${formatMoney(error.body.max_tip_minor, context.currency)}.`
+      : "That tip is more than this store allows.",
+    invalid_tip: "Enter the tip as an amount, like 2.50.",
+    invalid_coupon: "That coupon code doesn't exist here.",
+    coupon_not_found: "That coupon code doesn't exist here.",
+    coupon_not_applicable: "That coupon can't be used on this cart.",
+    coupon_min_subtotal: "The cart isn't big enough for that coupon yet.",
+    coupon_exhausted: "That coupon has been used up.",
+    cart_not_ready: "Not everyone has paid or chosen cash yet.",
+    invalid_address: "Fill in the address, city, postal code and country.",
+    card_declined: "Your card was declined. Try another card, or pay cash on delivery.",
+    card_invalid: "Check the card number, the expiry month and year and the CVC.",
+    below_online_minimum: "Your share is too small to pay by card; choose cash on delivery.",
+    rate_limited: "That's a lot of requests at once. Wait a moment and try again.",
+    service_unavailable: "The server is busy recovering. Try again in a moment.",
+    version_conflict: "Someone changed the cart at the same moment. Try again.",
+  };
+  if (error.code === "out_of_stock") {
+    const gone = (error.body.product_ids || []).map((id) => productName(id)).filter(Boolean);
+    return gone.length ? `Not enough ${names(gone)} left for this cart. Change the quantities and lock again.` : "Some dishes sold out. Change the quantities and lock again.";
+  }
+  if (error.code === "validation_error" && error.body.errors && error.body.errors[0]) {
+    const first = error.body.errors[0];
+    const field = String(first.field || "").split(".").pop().replaceAll("_", " ");
+    return `Check the ${field || "form"}: it ${first.message || "isn't valid"}.`;
+  }
+  return said[error.code] || error.message || "Something went wrong. Try again.";
+}
+
+function productName(id) {
+  const product = cartScreen && cartScreen.products && cartScreen.products.find((p) => p.id === id);
+  return product ? product.name : null;
+}
+
+// ---------------------------------------------------------------- messages beside their controls
+
+const ui = {
+  screen: "loading", // signin | home | cart | orders | order | message
+  messages: new Map(), // slot key → { text, tone, holds? }
+  busy: new Set(), // keys of actions under way
+  home: null,
+  orders: null,
+  order: null,
+  notice: null, // { title, text } for the message screen
+};
+
+function say(key, text, tone = "bad", holds = null) {
+  ui.messages.set(key, { text, tone, holds });
+  render();
+  reveal(key);
+}
+
+function unsay(key) { ui.messages.delete(key); }
+
+function reveal(key) {
+  requestAnimationFrame(() => {
+    const slot = document.getElementById(`msg-${key}`);
+    if (slot && slot.textContent) slot.scrollIntoView({ block: "nearest", behavior: "instant" });
+  });
+}
+
+function slot(key) {
+  const message = ui.messages.get(key);
+  return h("p", { id: `msg-${key}`, class: `msg ${message ? message.tone : ""}`, "aria-live": "polite", "data-slot": key },
+    message ? message.text : "");
+}
+
+// Run an action: mark its control busy (never disabled: a disabled button drops focus), show
+// what went wrong beside it, in the person's words.
+async function act(key, action, context = {}) {
+  if (ui.busy.has(key)) return undefined;
+  ui.busy.add(key);
+  unsay(key);
+  render();
   try {
     return await action();
   } catch (error) {
-    showError(error.message);
+    if (error.code === "not_a_member" && cartScreen) return removedFromCart();
+    if (error.code === "unauthorized") return route();
+    say(key, words(error, { ...context, ...cartContext() }), "bad", error.code === "offline" ? () => !cartScreen || cartScreen.conn !== "live" : null);
     return undefined;
   } finally {
-    if (button) button.disabled = false;
+    ui.busy.delete(key);
+    render();
   }
 }
+
+function busy(key) { return ui.busy.has(key) ? "true" : null; }
+
+function announce(text) { liveRegion.textContent = text; }
 
 // ---------------------------------------------------------------- routing
 
 function route() {
   const path = window.location.pathname;
   const hash = window.location.hash.replace(/^#/, "");
+  closeCart();
+  ui.messages.clear();
   document.getElementById("whoami").textContent = session.name ? `Signed in as ${session.name}` : "";
-  if (!session.token) return renderSignIn();
+  if (!session.token) { ui.screen = "signin"; render(); focusFirst("#display-name"); return; }
   const join = path.match(/^\/join\/([A-Za-z0-9_-]+)$/);
   if (join) return joinCart(join[1]);
   const cart = hash.match(/^\/carts\/([0-9a-f-]{36})$/);
-  if (cart) return renderCart(cart[1]);
+  if (cart) return openCart(cart[1]);
   const order = hash.match(/^\/orders\/([0-9a-f-]{36})$/);
-  if (order) return renderOrder(order[1]);
-  if (hash === "/orders") return renderOrders();
-  return renderHome();
+  if (order) return showOrder(order[1]);
+  if (hash === "/orders") return showOrders();
+  return showHome();
 }
 
 function go(hash) {
-  if (window.location.pathname !== "/") {
-    window.location.assign(`/#${hash}`);
-  } else {
-    window.location.hash = hash;
-  }
+  if (window.location.pathname !== "/") window.location.assign(`/#${hash}`);
+  else if (window.location.hash === `#${hash}`) route();
+  else window.location.hash = hash;
+}
+
+function focusFirst(selector) {
+  requestAnimationFrame(() => { const el = document.querySelector(selector); if (el) el.focus(); });
 }
 
 window.addEventListener("hashchange", route);
 
+// ---------------------------------------------------------------- delegated events
+
+const ACTIONS = {};
+const CHANGES = {};
+const INPUTS = {};
+const SUBMITS = {};
+
+document.addEventListener("click", (event) => {
+  const el = event.target.closest("[data-action]");
+  if (!el || !ACTIONS[el.dataset.action]) return;
+  event.preventDefault();
+  if (el.getAttribute("aria-disabled") === "true") return;
+  ACTIONS[el.dataset.action](el, event);
+});
+document.addEventListener("change", (event) => {
+  const el = event.target.closest("[data-change]");
+  if (el && CHANGES[el.dataset.change]) CHANGES[el.dataset.change](el, event);
+});
+document.addEventListener("input", (event) => {
+  const el = event.target.closest("[data-input]");
+  if (el && INPUTS[el.dataset.input]) INPUTS[el.dataset.input](el, event);
+});
+document.addEventListener("submit", (event) => {
+  const form = event.target.closest("form[data-submit]");
+  if (!form || !SUBMITS[form.dataset.submit]) return;
+  event.preventDefault();
+  SUBMITS[form.dataset.submit](form, event);
+});
+
+// ---------------------------------------------------------------- render
+
+function render() {
+  const screens = { loading, signin: signInScreen, home: homeScreen, cart: cartScreenView, orders: ordersScreen, order: orderScreen, message: messageScreen };
+  for (const [key, message] of ui.messages) if (message.holds && !message.holds()) ui.messages.delete(key);
+  const content = (screens[ui.screen] || loading)();
+  morph(main, h("main", { id: "main", "data-screen": ui.screen }, content));
+}
+
+function loading() { return h("p", { class: "muted", "data-key": "loading" }, "Loading…"); }
+
+function messageScreen() {
+  const notice = ui.notice || { title: "Something went wrong", text: "" };
+  return h("section", { class: "card", "data-key": "notice", id: "notice" },
+    h("h1", {}, notice.title), h("p", {}, notice.text),
+    h("p", {}, h("a", { href: "/" }, "Go to the start page")));
+}
+
 // ---------------------------------------------------------------- sign in and home
 
-function renderSignIn() {
-  const input = h("input", { id: "display-name", name: "display_name", autocomplete: "nickname",
-    required: true, maxlength: "60", placeholder: "Your name" });
-  const form = h("form", { class: "row", onsubmit: async (event) => {
-    event.preventDefault();
-    await act(form.querySelector("button"), async () => {
-      const name = input.value.trim();
-      const body = await api("POST", "/api/v1/sessions", { display_name: name });
-      session.save(body, name);
-      route();
-    });
-  } }, input, h("button", { type: "submit" }, "Continue"));
+function signInScreen() {
   const joining = window.location.pathname.startsWith("/join/");
-  main.replaceChildren(h("section", { class: "card" },
+  return h("section", { class: "card", "data-key": "signin" },
     h("h1", {}, joining ? "You're invited to a group cart" : "Order together"),
     h("p", { class: "muted" }, "Everyone adds their own items and pays their own share."),
-    h("label", { for: "display-name" }, "What should the group call you?"),
-    form));
-  input.focus();
+    h("form", { "data-submit": "sign-in", novalidate: true },
+      h("label", { for: "display-name" }, "What should the group call you?"),
+      h("div", { class: "row" },
+        h("input", { id: "display-name", name: "display_name", autocomplete: "nickname", maxlength: "60", "data-own": true, "aria-describedby": "msg-signin" }),
+        h("button", { type: "submit", "aria-disabled": busy("signin") }, "Continue")),
+      slot("signin")));
 }
 
-async function renderHome() {
-  const stores = await api("GET", "/api/v1/stores").catch((error) => { showError(error.message); return { items: [] }; });
-  const select = h("select", { id: "store", name: "store" },
-    stores.items.map((store) => h("option", { value: store.id }, `${store.name} (${store.currency})`)));
-  const open = h("button", { id: "open-cart", onclick: () => act(open, async () => {
-    const cart = await api("POST", "/api/v1/teamcarts", { store_id: select.value });
-    go(`/carts/${cart.id}`);
-  }) }, "Open a group cart");
-  main.replaceChildren(h("section", { class: "card" },
-    h("h1", {}, "Start a group order"),
-    stores.items.length
-      ? [h("label", { for: "store" }, "Store"), h("div", { class: "row" }, select, open)]
-      : h("p", { class: "muted" }, "No stores yet. An admin can add one, or run teamcart seed-demo."),
-    h("p", { class: "muted" }, "Got an invite link? Just open it."),
-    h("button", { class: "secondary", onclick: () => { session.forget(); route(); } }, "Sign out")));
+SUBMITS["sign-in"] = (form) => act("signin", async () => {
+  const name = form.querySelector("#display-name").value.trim();
+  if (!name) { say("signin", "Type the name the group will see (anything you like)."); return; }
+  const body = await api("POST", "/api/v1/sessions", { display_name: name });
+  session.save(body, name);
+  route();
+});
+
+async function showHome() {
+  ui.screen = "home";
+  ui.home = ui.home || { stores: null, carts: null };
+  render();
+  const [stores, carts] = await Promise.all([
+    api("GET", "/api/v1/stores").catch((error) => { say("home", words(error)); return { items: [] }; }),
+    api("GET", "/api/v1/teamcarts").catch(() => ({ items: [] })),
+  ]);
+  if (ui.screen !== "home") return;
+  ui.home = { stores: stores.items, carts: carts.items };
+  render();
 }
+
+function homeScreen() {
+  const { stores, carts } = ui.home || {};
+  const start = h("section", { class: "card", "data-key": "start" },
+    h("h1", {}, "Start a group order"),
+    stores === null ? h("p", { class: "muted" }, "Loading the stores…")
+      : stores.length ? [
+        h("label", { for: "store" }, "Store"),
+        h("div", { class: "row" },
+          h("select", { id: "store", name: "store", "data-own": true },
+            stores.map((store) => h("option", { value: store.id, "data-key": `store-${store.id}` }, `${store.name} (${store.currency})`))),
+          h("button", { id: "open-cart", "data-action": "open-cart", "aria-disabled": busy("open-cart") }, "Open a group cart")),
+        slot("open-cart"),
+      ] : h("p", { class: "muted" }, "No stores yet. An admin can add one, or run teamcart seed-demo."),
+    h("p", { class: "muted" }, "Got an invite link? Just open it."),
+    slot("home"));
+  const mine = h("section", { class: "card", "data-key": "my-carts", id: "my-carts" },
+    h("h2", {}, "My carts"),
+    carts === null || carts === undefined ? h("p", { class: "muted" }, "Loading…")
+      : carts.length === 0 ? h("p", { class: "muted" }, "You're not in any open cart.")
+        : h("ul", { class: "plain" }, carts.map((cart) => h("li", { "data-key": `mc-${cart.id}` },
+          h("div", { class: "spread" },
+            h("a", { href: `/#/carts/${cart.id}` }, cart.store_name),
+            h("span", { class: "badge" }, STATUS_LABEL[cart.status] || cart.status)),
+          h("div", { class: "muted" },
+            `${cart.role === "host" ? "You host" : "You're a guest"} · ${cart.member_count} ${cart.member_count === 1 ? "person" : "people"} · `,
+            cart.my_share_minor !== null && cart.status !== "open"
+              ? `your share ${formatMoney(cart.my_share_minor, cart.currency)}`
+              : `your items: ${cart.my_item_count} (${formatMoney(cart.my_subtotal_minor, cart.currency)})`)))));
+  const account = h("section", { class: "card", "data-key": "account" },
+    h("h2", {}, "You"),
+    h("p", {}, `You're signed in as ${session.name || "a guest"} on this browser.`),
+    h("button", { class: "secondary", "data-action": "sign-out" }, "Sign out"));
+  return [start, mine, account];
+}
+
+ACTIONS["sign-out"] = () => { session.forget(); ui.home = null; route(); };
+ACTIONS["open-cart"] = () => act("open-cart", async () => {
+  const select = document.getElementById("store");
+  const cart = await api("POST", "/api/v1/teamcarts", { store_id: select.value });
+  go(`/carts/${cart.id}`);
+});
 
 async function joinCart(code) {
-  const cart = await act(null, () => api("POST", "/api/v1/teamcarts/join", { invite_code: code }));
-  if (cart) {
+  ui.screen = "loading";
+  render();
+  try {
+    const cart = await api("POST", "/api/v1/teamcarts/join", { invite_code: code });
     history.replaceState(null, "", `/#/carts/${cart.id}`);
     route();
-  } else {
-    main.replaceChildren(h("section", { class: "card" }, h("h1", {}, "Can't join this cart"),
-      h("p", {}, h("a", { href: "/" }, "Go to the start page"))));
+  } catch (error) {
+    if (error.code === "unauthorized") { route(); return; }
+    ui.notice = { title: "You can't join this cart", text: words(error, { joining: true }) };
+    ui.screen = "message";
+    render();
   }
 }
 
 // ---------------------------------------------------------------- the cart, live
 
-let live = null; // the one open cart screen: {cartId, socket, version, cart, ...}
+let cartScreen = null; // the open cart: { cartId, cart, version, store, products, online, conn, ... }
 
-function closeLive() {
-  if (live && live.socket) {
-    live.closing = true;
-    live.socket.close();
-  }
-  if (live && live.pinger) clearInterval(live.pinger);
-  live = null;
+function closeCart() {
+  if (!cartScreen) return;
+  cartScreen.closing = true;
+  if (cartScreen.socket) cartScreen.socket.close();
+  clearInterval(cartScreen.pinger);
+  clearInterval(cartScreen.stockTimer);
+  clearTimeout(cartScreen.retry);
+  cartScreen = null;
 }
 
-async function renderCart(cartId) {
-  closeLive();
-  live = { cartId, version: 0, cart: null, products: null, store: null, online: new Set(),
-    payment: null, attempts: 0, kept: new Map() };
-  const state = live;
+async function openCart(cartId) {
+  const state = { cartId, cart: null, version: 0, store: null, products: null, online: new Set(), conn: "connecting",
+    attempts: 0, payment: null, lockAnyway: false, tipDraft: null, left: false, firstRender: false };
+  cartScreen = state;
+  ui.screen = "loading";
+  render();
   try {
     state.cart = await api("GET", `/api/v1/teamcarts/${cartId}`);
-    state.version = state.cart.version;
-    state.online = new Set(state.cart.members.filter((m) => m.online).map((m) => m.user_id));
-    const [store, products] = await Promise.all([
-      api("GET", `/api/v1/stores/${state.cart.store_id}`),
-      api("GET", `/api/v1/stores/${state.cart.store_id}/products`),
-    ]);
-    state.store = store;
-    state.products = products.items;
   } catch (error) {
-    showError(error.message);
-    main.replaceChildren(h("p", {}, h("a", { href: "/" }, "Back to the start page")));
+    if (cartScreen !== state) return;
+    if (error.code === "not_a_member") { removedFromCart(); return; }
+    ui.notice = { title: error.status === 404 ? "No such cart" : "Can't open this cart", text: words(error) };
+    ui.screen = "message";
+    closeCart();
+    render();
     return;
   }
-  draw();
+  if (cartScreen !== state) return;
+  state.version = state.cart.version;
+  state.online = new Set(state.cart.members.filter((m) => m.online).map((m) => m.user_id));
+  ui.screen = "cart";
+  render();
+  requestAnimationFrame(() => performance.mark("teamcart:cart-rendered")); // the frame it paints in
   connect(state);
+  loadCatalog(state);
+  state.stockTimer = setInterval(() => { if (document.visibilityState === "visible" && state.cart.status === "open") loadCatalog(state); }, 30000);
+}
+
+async function loadCatalog(state) {
+  try {
+    const [store, products] = await Promise.all([
+      state.store ? state.store : api("GET", `/api/v1/stores/${state.cart.store_id}`),
+      api("GET", `/api/v1/stores/${state.cart.store_id}/products`),
+    ]);
+    if (cartScreen !== state) return;
+    state.store = store;
+    state.products = products.items;
+    render();
+  } catch { /* the menu stays as it was; the next snapshot or timer tries again */ }
 }
 
 function connect(state) {
-  if (live !== state) return;
+  if (cartScreen !== state || state.closing) return;
   const scheme = window.location.protocol === "https:" ? "wss" : "ws";
   const socket = new WebSocket(`${scheme}://${window.location.host}/ws/teamcarts/${state.cartId}?token=${encodeURIComponent(session.token)}`);
   state.socket = socket;
   socket.addEventListener("open", () => {
-    state.attempts = 0;
     state.pinger = setInterval(() => socket.readyState === 1 && socket.send(JSON.stringify({ type: "ping" })), 20000);
   });
   socket.addEventListener("message", (event) => receive(state, JSON.parse(event.data)));
   socket.addEventListener("close", (event) => {
     clearInterval(state.pinger);
-    if (live !== state || state.closing) return;
-    if (event.code === 4403 || event.code === 4404) {
-      showError(event.code === 4403 ? "You are no longer a member of this cart." : "This cart no longer exists.");
+    if (cartScreen !== state || state.closing || state.socket !== socket) return;
+    if (event.code === 4403) { removedFromCart(); return; }
+    if (event.code === 4404) {
+      ui.notice = { title: "This cart is gone", text: "It no longer exists." };
+      ui.screen = "message";
+      closeCart();
+      render();
       return;
     }
-    // Reconnect with backoff; the snapshot on reconnect catches up on anything missed.
+    // Reconnect with backoff (at most 5 s apart); the snapshot on reconnect catches up.
     state.attempts += 1;
-    const delay = Math.min(10000, 300 * 2 ** state.attempts);
-    setTimeout(() => connect(state), delay);
+    state.conn = state.attempts > 3 || !navigator.onLine ? "offline" : "reconnecting";
+    render();
+    state.retry = setTimeout(() => connect(state), Math.min(5000, 250 * 2 ** state.attempts));
   });
 }
 
+function reconnectNow() {
+  const state = cartScreen;
+  if (!state || state.conn === "live" || !state.socket || state.socket.readyState === 0) return;
+  clearTimeout(state.retry);
+  connect(state);
+}
+window.addEventListener("online", reconnectNow);
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") reconnectNow(); });
+
 function receive(state, message) {
-  if (live !== state) return;
+  if (cartScreen !== state) return;
+  const before = state.cart;
   if (message.type === "snapshot") {
     state.cart = message.cart;
     state.version = message.version;
     state.online = new Set(message.cart.members.filter((m) => m.online).map((m) => m.user_id));
+    const wasDown = state.conn !== "live" && state.conn !== "connecting";
+    state.conn = "live";
+    state.attempts = 0;
+    if (wasDown) { announce("Back online. The cart is up to date."); loadCatalog(state); }
   } else if (message.type === "update") {
     if (message.version <= state.version) return; // already seen (or in the snapshot)
     if (message.version !== state.version + 1) {
@@ -272,309 +561,695 @@ function receive(state, message) {
     }
     state.cart = message.cart;
     state.version = message.version;
-    noteUpdate(state, message);
+    noteUpdate(state, before, message);
   } else if (message.type === "presence") {
     state.online = new Set(message.online);
+  } else if (message.type === "reminder") {
+    say("strip", message.what === "confirm" ? "Reminder: confirm the order soon, or the cart expires and payments are refunded." : "Reminder: the deadline is near.", "info");
+    return;
   } else if (message.type === "error") {
-    showError(message.detail);
+    say("strip", message.detail || "The server refused a message.", "bad");
     return;
   } else {
     return;
   }
-  draw();
+  if (!state.cart.members.some((m) => m.user_id === session.userId)) { removedFromCart(); return; }
+  if (before && before.status !== state.cart.status) {
+    state.lockAnyway = false;
+    if (["open", "locked", "cancelled", "expired"].includes(state.cart.status)) loadCatalog(state);
+  }
+  render();
 }
 
-function noteUpdate(state, message) {
-  if (message.event !== "member_payment_updated") {
-    announce(`Cart updated: ${message.event.replaceAll("_", " ")}`);
-    return;
+// Say what changed, in words, for screen readers (and the person's own payment, in place).
+function noteUpdate(state, before, message) {
+  const cart = state.cart;
+  const who = (id) => { const m = cart.members.find((x) => x.user_id === id) || (before && before.members.find((x) => x.user_id === id)); return m ? m.display_name : "Someone"; };
+  const said = [];
+  if (before) {
+    const oldItems = new Map(before.items.map((i) => [i.item_id, i]));
+    const newIds = new Set(cart.items.map((i) => i.item_id));
+    for (const item of cart.items) if (!oldItems.has(item.item_id)) said.push(`${who(item.user_id)} added ${item.name}`);
+    for (const item of before.items) if (!newIds.has(item.item_id)) said.push(`${who(item.user_id)} removed ${item.name}`);
+    const oldMembers = new Set(before.members.map((m) => m.user_id));
+    for (const m of cart.members) if (!oldMembers.has(m.user_id)) said.push(`${m.display_name} joined`);
+    for (const m of before.members) if (!cart.members.some((x) => x.user_id === m.user_id)) said.push(`${m.display_name} left`);
+    if (before.status !== cart.status) said.push(`The cart is now ${STATUS_LABEL[cart.status] || cart.status}`);
   }
-  const member = state.cart.members.find((m) => m.user_id === message.user_id);
-  const who = member ? member.display_name : "A member";
-  announce(`${who}: payment ${message.payment ? message.payment.status.replaceAll("_", " ") : "updated"}`);
-  if (message.user_id === session.userId && message.payment) {
-    if (message.payment.status === "paid_online") {
-      state.payment = null;
-      showInfo("Your payment went through. Thank you!");
-    } else if (message.payment.status === "failed") {
-      showError("Your card was declined. Try again with another card.");
-    } else if (message.payment.status === "refunded") {
-      showInfo("Your payment was refunded.");
+  if (message.event === "member_payment_updated" && message.payment) {
+    said.push(`${who(message.user_id)}: ${(PAYMENT_LABEL[message.payment.status] || [message.payment.status])[0].toLowerCase()}`);
+    if (message.user_id === session.userId) {
+      const status = message.payment.status;
+      if (status === "paid_online") { state.payment = null; say("pay", "Your payment went through. Thank you!", "ok", () => mine(cartScreen).payment.status === "paid_online"); }
+      else if (status === "failed") { state.payment = null; say("pay", "Your card was declined. Try another card, or pay cash on delivery.", "bad", () => mine(cartScreen).payment.status === "failed"); }
+      else if (status === "refunded") say("pay", "Your payment was refunded.", "info");
     }
   }
+  announce(said.length ? said.join(". ") + "." : "The cart was updated.");
+}
+
+function removedFromCart() {
+  const state = cartScreen;
+  const left = state && state.left;
+  closeCart();
+  ui.notice = left
+    ? { title: "You left the cart", text: "Your items went with you. You can join again with the invite link while the cart is open." }
+    : { title: "You were removed from this cart", text: "The host removed you, and your items were taken out. The invite link won't let you back in; ask the host if you should be in it." };
+  ui.screen = "message";
+  ui.messages.clear();
+  render();
+  focusFirst("#notice h1");
 }
 
 const PAYMENT_LABEL = {
-  none: ["Not paid yet", ""], pending: ["Paying…", "warn"], cod_committed: ["Cash on delivery", "ok"],
-  paid_online: ["Paid online", "ok"], failed: ["Payment failed", "bad"], refunded: ["Refunded", "warn"],
-  review: ["Under review", "bad"],
+  none: ["Not paid yet", ""], pending: ["Paying…", "warn"], authorized: ["Card authorised", "ok"],
+  cod_committed: ["Cash on delivery", "ok"], paid_online: ["Paid online", "ok"], failed: ["Payment failed", "bad"],
+  refunded: ["Refunded", "warn"], review: ["Under review", "bad"],
 };
 
 const STATUS_LABEL = {
-  open: "Open — add your items", locked: "Locked — time to pay", ready_to_confirm: "Everyone has paid — ready to confirm",
+  open: "Open", locked: "Locked — paying", ready_to_confirm: "Ready to confirm",
   converted: "Ordered", expired: "Expired", cancelled: "Cancelled",
 };
 
-// Forms someone may be filling in survive redraws: a live update must not wipe their input.
-function keep(key, build) {
-  if (!live.kept.has(key)) live.kept.set(key, build());
-  return live.kept.get(key);
+const SETTLED = new Set(["cod_committed", "paid_online", "authorized"]);
+
+function mine(state) {
+  return (state && state.cart && state.cart.members.find((m) => m.user_id === session.userId)) || { payment: { status: "none" }, share_minor: 0, subtotal_minor: 0 };
 }
 
-function draw() {
-  const state = live;
+function cartContext() {
+  const state = cartScreen;
+  if (!state || !state.cart) return {};
+  return { isHost: state.cart.host_user_id === session.userId, currency: state.cart.currency };
+}
+
+// The parts of each member's share: their items, then fee, tax, tip and discount split as the
+// server splits the total (largest remainder by subtotal), and any rounding left over.
+function breakdowns(cart) {
+  const weights = cart.members.map((m) => m.subtotal_minor);
+  const parts = {};
+  for (const name of ["delivery_fee_minor", "tax_minor", "tip_minor", "discount_minor"]) parts[name] = split(cart[name], weights);
+  return new Map(cart.members.map((m, i) => {
+    const items = m.subtotal_minor;
+    const fee = parts.delivery_fee_minor[i]; const tax = parts.tax_minor[i]; const tip = parts.tip_minor[i]; const discount = parts.discount_minor[i];
+    return [m.user_id, { items, fee, tax, tip, discount, rounding: m.share_minor - (items + fee + tax + tip - discount) }];
+  }));
+}
+
+// "What happens next, and who are we waiting for?"
+function statusStrip(cart, me, isHost, money) {
+  const host = cart.members.find((m) => m.role === "host");
+  const hostName = host ? host.display_name : "the host";
+  const lines = [];
+  let headline;
+  if (cart.status === "open") {
+    const ready = cart.members.filter((m) => m.ready);
+    const notReady = cart.members.filter((m) => !m.ready && m.user_id !== session.userId).map((m) => m.display_name);
+    const count = `${ready.length} of ${cart.members.length} ready`;
+    if (cart.items.length === 0) headline = `${count}. Nobody has added anything yet: pick from the menu.`;
+    else if (isHost) headline = ready.length === cart.members.length ? `${count}. Everyone is ready: lock the cart to split the bill.` : `${count}. ${notReady.length ? `Waiting for ${names(notReady)} to be ready` : "Mark yourself ready"}, or lock now if you're all done.`;
+    else headline = me.ready ? `${count}. You're ready; ${notReady.length ? `waiting for ${names(notReady)}, then ` : ""}${hostName} locks the cart.` : `${count}. Add your items, then press "I'm ready". ${hostName} locks the cart when everyone's done.`;
+  } else if (cart.status === "locked") {
+    const owing = cart.members.filter((m) => m.share_minor > 0 && !SETTLED.has(m.payment.status));
+    const settled = cart.members.filter((m) => m.share_minor > 0).length - owing.length;
+    headline = `${settled} of ${settled + owing.length} paid or paying cash.${owing.length ? ` Waiting for ${names(owing.map((m) => (m.user_id === session.userId ? "you" : m.display_name)))}.` : ""}`;
+    for (const m of owing) {
+      const state = m.payment.status === "pending" ? "paying now" : m.payment.status === "failed" ? "card declined" : "unpaid";
+      lines.push(h("li", { "data-key": `owe-${m.user_id}`, "data-owing": m.display_name }, `${m.user_id === session.userId ? "You" : m.display_name}: ${money(m.share_minor)} ${state}`));
+    }
+  } else if (cart.status === "ready_to_confirm") {
+    const cash = cart.members.filter((m) => m.payment.status === "cod_committed").length;
+    const everyone = cash ? "Everyone has paid or chosen cash on delivery" : "Everyone has paid";
+    headline = isHost ? `${everyone}. Enter the delivery address below and confirm the order.` : `${everyone}. Waiting for ${hostName} to confirm the order.`;
+  } else if (cart.status === "converted") headline = "The order is placed.";
+  else if (cart.status === "cancelled") headline = `${hostName} cancelled this cart. Online payments are refunded.`;
+  else headline = "This cart expired. Online payments are refunded.";
+  return h("section", { class: "card strip", id: "status-strip", "data-key": "strip", "aria-labelledby": "strip-title" },
+    h("h2", { class: "visually-hidden", id: "strip-title" }, "What happens next"),
+    h("p", { class: "headline", id: "strip-headline" }, headline),
+    lines.length ? h("ul", { class: "owing", id: "owing" }, lines) : null,
+    cart.order_id ? h("p", {}, h("a", { href: `/#/orders/${cart.order_id}`, id: "order-link" }, "See the order")) : null,
+    slot("strip"));
+}
+
+function cartScreenView() {
+  const state = cartScreen;
   const cart = state.cart;
-  const me = cart.members.find((m) => m.user_id === session.userId);
+  const me = mine(state);
   const isHost = cart.host_user_id === session.userId;
   const money = (minor) => formatMoney(minor, cart.currency);
-  const focused = document.activeElement && document.activeElement.id;
+  const conn = { connecting: ["Connecting…", "warn"], live: ["Live", "ok"], reconnecting: ["Reconnecting…", "warn"], offline: ["Offline — retrying", "bad"] }[state.conn];
+  const head = h("section", { class: "card head", "data-key": "head" },
+    h("div", { class: "spread" },
+      h("h1", {}, state.store ? state.store.name : "Group cart"),
+      h("span", { class: "badge", id: "cart-status", "data-status": cart.status }, STATUS_LABEL[cart.status] || cart.status)),
+    h("p", { class: `conn ${conn[1]}`, id: "conn", "data-conn": state.conn, role: "status" }, h("span", { class: "dot", "aria-hidden": "true" }), conn[0]),
+    cart.deadline ? h("p", { class: "muted" }, `Closes ${new Date(cart.deadline).toLocaleString()}`) : null);
+  const invite = cart.status === "open" ? h("section", { class: "card", "data-key": "invite" },
+    h("label", { for: "invite-link" }, "Invite link: send it to the group"),
+    h("div", { class: "row nowrap" },
+      h("input", { id: "invite-link", readonly: true, value: `${window.location.origin}/join/${cart.invite_code}`, class: "invite" }),
+      h("button", { class: "secondary", "data-action": "copy-invite" }, "Copy")),
+    slot("invite")) : null;
+  const sideCol = h("div", { class: "col col-side", "data-key": "col-side" },
+    head, statusStrip(cart, me, isHost, money), invite, youSection(state, me, isHost, money), isHost ? hostTools(state, me, money) : null);
+  const restCol = h("div", { class: "col col-rest", "data-key": "col-rest" },
+    cart.status === "open" ? menu(state, money) : null, group(state, isHost, money), totals(cart, money));
+  const bar = h("div", { class: "my-bar", id: "my-bar", "data-key": "bar" },
+    h("span", {}, cart.status === "open"
+      ? `Your items: ${cart.items.filter((i) => i.user_id === session.userId).reduce((n, i) => n + i.quantity, 0)} · ${money(me.subtotal_minor)}`
+      : `Your share: ${money(me.share_minor)} · ${(PAYMENT_LABEL[me.payment.status] || [me.payment.status])[0]}`),
+    h("button", { class: "secondary small", "data-action": "to-you" }, cart.status === "locked" && me.share_minor > 0 && !SETTLED.has(me.payment.status) ? "Pay" : "Your items"));
+  return [h("div", { class: "layout", "data-key": "layout" }, sideCol, restCol), bar];
+}
 
-  const members = h("ul", { class: "plain", id: "members" }, cart.members.map((member) => {
-    const owesNothing = cart.status !== "open" && member.share_minor === 0 && member.payment.status === "none";
-    const [label, tone] = owesNothing ? ["Nothing to pay", "ok"] : PAYMENT_LABEL[member.payment.status] || [member.payment.status, ""];
-    return h("li", { dataset: { userId: member.user_id, name: member.display_name } },
+ACTIONS["to-you"] = () => {
+  const you = document.getElementById("you-title");
+  if (you) { you.scrollIntoView({ block: "start" }); you.focus({ preventScroll: true }); }
+};
+
+ACTIONS["copy-invite"] = async () => {
+  const field = document.getElementById("invite-link");
+  try { await navigator.clipboard.writeText(field.value); say("invite", "Invite link copied. Paste it to the group.", "ok"); }
+  catch { field.select(); say("invite", "Select the link and copy it.", "info"); }
+  setTimeout(() => { if (ui.messages.has("invite")) { unsay("invite"); render(); } }, 6000);
+};
+
+function youSection(state, me, isHost, money) {
+  const cart = state.cart;
+  const myItems = cart.items.filter((i) => i.user_id === session.userId);
+  const open = cart.status === "open";
+  const children = [h("h2", { id: "you-title", tabindex: "-1" }, "You")];
+  children.push(myItems.length === 0 ? h("p", { class: "muted" }, open ? "You haven't added anything yet." : "You have no items in this cart.")
+    : h("ul", { class: "plain", id: "my-items" }, myItems.map((item) => h("li", { "data-key": `mine-${item.item_id}`, "data-item-id": item.item_id },
       h("div", { class: "spread" },
-        h("span", {}, h("span", { class: `dot${state.online.has(member.user_id) ? " on" : ""}`,
-          title: state.online.has(member.user_id) ? "online" : "offline" }),
-          member.display_name, member.role === "host" ? " (host)" : "",
-          member.user_id === session.userId ? " — you" : "",
-          member.ready ? h("span", { class: "badge ok" }, " ready") : ""),
-        h("span", {}, cart.status === "open" ? money(member.subtotal_minor) : money(member.share_minor))),
-      h("div", { class: "row" }, cart.status === "open" ? null : h("span", { class: `badge payment ${tone}` }, label),
-        isHost && cart.status === "open" && member.role !== "host"
-          ? h("button", { class: "secondary", onclick: (e) => act(e.target, () => api("DELETE", `/api/v1/teamcarts/${cart.id}/members/${member.user_id}`)) }, "Remove")
-          : null));
-  }));
+        h("span", {}, h("strong", {}, item.name), item.options.length ? ` (${item.options.join(", ")})` : ""),
+        h("span", {}, money(item.line_total_minor))),
+      open ? h("div", { class: "row" },
+        h("label", { for: `qty-${item.item_id}`, class: "inline" }, "Quantity"),
+        h("input", { type: "number", inputmode: "numeric", min: "1", max: "99", value: String(item.quantity), class: "qty", id: `qty-${item.item_id}`, "data-change": "item-qty", "data-item": item.item_id, "aria-describedby": `msg-item-${item.item_id}` }),
+        h("button", { class: "secondary", "data-action": "remove-item", "data-item": item.item_id, "aria-label": `Remove ${item.name}`, "aria-disabled": busy(`item-${item.item_id}`) }, "Remove"))
+        : h("div", { class: "muted" }, `${item.quantity} × ${money(item.unit_price_minor)}`),
+      slot(`item-${item.item_id}`)))));
+  if (open) {
+    children.push(h("div", { class: "row" },
+      h("button", { class: "secondary", id: "ready", "data-action": "ready", "aria-pressed": me.ready ? "true" : "false", "aria-disabled": busy("ready") }, me.ready ? "I'm ready ✓" : "I'm ready"),
+      !isHost ? h("button", { class: "link", "data-action": "leave", id: "leave" }, "Leave the cart") : null), slot("ready"));
+  } else if (me.share_minor > 0 || me.payment.status !== "none") {
+    children.push(shareBreakdown(cart, me, money));
+    children.push(payArea(state, me, isHost, money));
+  }
+  if (!open && me.share_minor === 0 && me.payment.status === "none" && cart.status !== "converted") children.push(h("p", { class: "muted" }, "You have nothing to pay."));
+  return h("section", { class: "card you", id: "you", "data-key": "you", "aria-labelledby": "you-title" }, children);
+}
 
-  const items = h("ul", { class: "plain", id: "items" }, cart.items.length === 0
-    ? h("li", { class: "muted" }, "No items yet.")
-    : cart.items.map((item) => {
-      const owner = cart.members.find((m) => m.user_id === item.user_id);
-      const mine = item.user_id === session.userId && cart.status === "open";
-      return h("li", { dataset: { itemId: item.item_id } },
-        h("div", { class: "spread" },
-          h("span", {}, h("strong", {}, item.name), item.options.length ? ` (${item.options.join(", ")})` : "",
-            h("span", { class: "muted" }, ` — ${owner ? owner.display_name : "someone"}`)),
-          h("span", {}, `${item.quantity} × ${money(item.unit_price_minor)} = ${money(item.line_total_minor)}`)),
-        mine ? h("div", { class: "row" },
-          h("label", { class: "visually-hidden", for: `qty-${item.item_id}` }, `Quantity of ${item.name}`),
-          h("input", { type: "number", min: "1", max: "99", value: item.quantity, class: "qty", id: `qty-${item.item_id}`,
-            onchange: (e) => act(e.target, () => api("PATCH", `/api/v1/teamcarts/${cart.id}/items/${item.item_id}`, { quantity: Number(e.target.value) })) }),
-          h("button", { class: "secondary", onclick: (e) => act(e.target, () => api("DELETE", `/api/v1/teamcarts/${cart.id}/items/${item.item_id}`)) }, "Remove")) : null);
-    }));
+function shareBreakdown(cart, me, money) {
+  const b = breakdowns(cart).get(me.user_id);
+  return h("table", { class: "totals", id: "my-share", "data-key": "my-share" }, h("caption", { class: "visually-hidden" }, "Your share"), h("tbody", {},
+    breakdownRows(b, money),
+    h("tr", { class: "total" }, h("th", { scope: "row" }, "Your share"), h("td", {}, money(me.share_minor)))));
+}
 
-  const totals = h("table", { class: "totals", id: "totals" }, h("tbody", {},
-    h("tr", {}, h("td", {}, "Subtotal"), h("td", {}, money(cart.subtotal_minor))),
-    h("tr", {}, h("td", {}, "Delivery"), h("td", {}, money(cart.delivery_fee_minor))),
-    cart.status !== "open" ? h("tr", {}, h("td", {}, "Tax"), h("td", {}, money(cart.tax_minor))) : null,
-    cart.tip_minor ? h("tr", {}, h("td", {}, "Tip"), h("td", {}, money(cart.tip_minor))) : null,
-    cart.discount_minor ? h("tr", {}, h("td", {}, "Discount"), h("td", {}, `−${money(cart.discount_minor)}`)) : null,
-    h("tr", { class: "total" }, h("td", {}, "Total"), h("td", {}, money(cart.total_minor)))));
-
-  const inviteUrl = `${window.location.origin}/join/${cart.invite_code}`;
-  const header = h("section", { class: "card" },
-    h("div", { class: "spread" }, h("h1", {}, state.store ? state.store.name : "Group cart"),
-      h("span", { class: "badge", id: "cart-status", dataset: { status: cart.status } }, STATUS_LABEL[cart.status] || cart.status)),
-    cart.status === "open" ? h("div", {},
-      h("label", { for: "invite-link" }, "Invite link"),
-      h("div", { class: "row" }, h("input", { id: "invite-link", readonly: true, value: inviteUrl, class: "invite", size: "40" }),
-        h("button", { class: "secondary", onclick: async (e) => {
-          try { await navigator.clipboard.writeText(inviteUrl); announce("Invite link copied"); showInfo("Invite link copied."); }
-          catch { document.getElementById("invite-link").select(); showInfo("Select the link and copy it."); }
-        } }, "Copy"))) : null,
-    cart.order_id ? h("p", {}, h("a", { href: `/#/orders/${cart.order_id}`, id: "order-link" }, "See the order")) : null);
-
-  const left = [header];
-  if (cart.status === "open") left.push(keep("catalog", () => catalog(cart)));
-  left.push(h("section", { class: "card" }, h("h2", {}, "Items"), items));
-
-  const right = [
-    h("section", { class: "card" }, h("h2", {}, "Who's in"), members),
-    h("section", { class: "card" }, h("h2", {}, "Totals"), totals),
-    actions(cart, me, isHost),
+function breakdownRows(b, money, itemsLabel = "Your items") {
+  return [
+    h("tr", {}, h("th", { scope: "row" }, itemsLabel), h("td", {}, money(b.items))),
+    b.fee ? h("tr", {}, h("th", { scope: "row" }, "Part of delivery"), h("td", {}, money(b.fee))) : null,
+    b.tax ? h("tr", {}, h("th", { scope: "row" }, "Part of tax"), h("td", {}, money(b.tax))) : null,
+    b.tip ? h("tr", {}, h("th", { scope: "row" }, "Part of tip"), h("td", {}, money(b.tip))) : null,
+    b.discount ? h("tr", {}, h("th", { scope: "row" }, "Part of discount"), h("td", {}, `−${money(b.discount)}`)) : null,
+    b.rounding ? h("tr", {}, h("th", { scope: "row" }, "Rounding"), h("td", {}, money(b.rounding))) : null,
   ];
-  main.replaceChildren(h("div", { class: "grid" }, h("div", {}, left), h("div", {}, right)));
-  if (focused) {
-    const again = document.getElementById(focused);
-    if (again) again.focus();
+}
+
+function payArea(state, me, isHost, money) {
+  const cart = state.cart;
+  const status = me.payment.status;
+  const box = [];
+  if (status === "cod_committed") box.push(h("p", { class: "ok-text" }, `You'll pay ${money(me.payment.amount_minor)} in cash on delivery.`));
+  if (status === "paid_online") box.push(h("p", { class: "ok-text" }, `You paid ${money(me.payment.amount_minor)} online.`));
+  if (status === "pending") box.push(h("p", { class: "muted" }, "Your card payment is being processed…"));
+  const canPay = cart.status === "locked" && me.share_minor > 0 && ["none", "pending", "failed", "refunded"].includes(status);
+  if (canPay) {
+    box.push(h("div", { class: "row" },
+      h("button", { id: "pay-cod", "data-action": "pay-cod", "aria-disabled": busy("pay") }, "Pay cash on delivery"),
+      h("button", { id: "pay-online", class: "secondary", "data-action": "pay-online", "aria-disabled": busy("pay") }, "Pay online")));
+    if (state.payment) {
+      box.push(h("form", { id: "card-form", "data-key": `card-${state.payment.id}`, "data-submit": "pay-card" },
+        h("p", { class: "label", id: "card-label" }, "Card"),
+        h("div", { id: "card-element", "data-key": `card-el-${state.payment.id}`, "data-foreign": true, role: "group", "aria-labelledby": "card-label" }),
+        state.payment.emulator ? h("p", { class: "muted small" }, "Test mode: card 4242 4242 4242 4242 pays, 4000 0000 0000 0341 is declined; the year takes two digits.") : null,
+        h("p", {}, h("button", { type: "submit", id: "pay-card", "aria-disabled": busy("pay") }, `Pay ${money(state.payment.amount_minor)}`))));
+    }
   }
+  if (status === "paid_online" || status === "cod_committed") {
+    if (cart.status === "locked") box.push(h("p", { class: "muted" }, isHost ? "You're settled. Once everyone is, you confirm the order." : "You're settled. The host confirms once everyone is."));
+  }
+  box.push(slot("pay"));
+  return h("div", { class: "pay", id: "pay", "data-key": "pay" }, box);
 }
 
-function catalog(cart) {
-  return h("section", { class: "card", id: "catalog" }, h("h2", {}, "Add your items"),
-    live.products.map((product) => {
-      const chosen = new Map(product.option_groups.map((g) => [g.name, new Set()]));
-      const groups = product.option_groups.map((group) => h("fieldset", {},
-        h("legend", {}, `${group.name} ${group.min ? "(choose " + (group.min === group.max ? group.min : `${group.min}–${group.max}`) + ")" : `(up to ${group.max})`}`),
-        group.options.map((option) => {
-          const id = `opt-${product.id}-${group.name}-${option.name}`.replace(/\s+/g, "-");
-          const single = group.max === 1;
-          return h("label", { for: id, style: "font-weight:400" },
-            h("input", { type: single ? "radio" : "checkbox", id, name: `${product.id}-${group.name}`, value: option.name,
-              onchange: (e) => {
-                const set = chosen.get(group.name);
-                if (single) set.clear();
-                if (e.target.checked) set.add(option.name); else set.delete(option.name);
-              } }),
-            ` ${option.name}${option.price_delta_minor ? ` (+${formatMoney(option.price_delta_minor, cart.currency)})` : ""}`);
-        })));
-      const qtyId = `add-qty-${product.id}`;
-      const qty = h("input", { type: "number", min: "1", max: "99", value: "1", class: "qty", id: qtyId });
-      return h("div", { class: "product", dataset: { productName: product.name } },
-        h("div", { class: "spread" }, h("strong", {}, product.name), h("span", {}, formatMoney(product.price_minor, cart.currency))),
-        product.stock !== null ? h("div", { class: "muted" }, `${product.stock} left`) : null,
-        groups,
-        h("div", { class: "row" }, h("label", { for: qtyId, class: "visually-hidden" }, `Quantity of ${product.name}`), qty,
-          h("button", { onclick: (e) => act(e.target, async () => {
-            const options = [...chosen.values()].flatMap((set) => [...set]);
-            await api("POST", `/api/v1/teamcarts/${cart.id}/items`, { product_id: product.id, quantity: Number(qty.value), options });
-            announce(`Added ${product.name}`);
-          }) }, `Add ${product.name}`)));
-    }));
+function menu(state, money) {
+  const cart = state.cart;
+  const inCart = new Map();
+  for (const item of cart.items) inCart.set(item.product_id, (inCart.get(item.product_id) || 0) + item.quantity);
+  const products = state.products;
+  return h("details", { class: "card menu", id: "catalog", "data-key": "catalog", open: true, "data-own": true },
+    h("summary", {}, h("h2", { class: "inline" }, "Menu"), products ? h("span", { class: "muted" }, ` · ${products.length} dishes`) : null),
+    products === null ? h("p", { class: "muted" }, "Loading the menu…")
+      : products.map((product) => {
+        const claimed = inCart.get(product.id) || 0;
+        const left = product.stock === null ? null : product.stock - claimed;
+        const stock = product.stock === null ? null
+          : left <= 0 ? `None left${claimed ? ` (${claimed} in this cart)` : ""}`
+            : `${left} left${claimed ? ` · ${claimed} in this cart` : ""}`;
+        const soldOut = left !== null && left <= 0;
+        const key = `add-${product.id}`;
+        return h("div", { class: "product", "data-key": `p-${product.id}`, "data-product-name": product.name, role: "group", "aria-labelledby": `pn-${product.id}` },
+          h("div", { class: "spread" }, h("h3", { id: `pn-${product.id}` }, product.name), h("span", {}, money(product.price_minor))),
+          stock ? h("p", { class: `stock ${soldOut ? "bad-text" : "muted"}`, "data-stock": String(left) }, stock) : null,
+          product.option_groups.map((group, g) => optionGroup(product, group, g, cart.currency)),
+          h("div", { class: "row" },
+            h("label", { for: `add-qty-${product.id}`, class: "inline" }, "Quantity", h("span", { class: "visually-hidden" }, ` of ${product.name}`)),
+            h("input", { type: "number", inputmode: "numeric", min: "1", max: "99", value: "1", class: "qty", id: `add-qty-${product.id}`, "data-own": true, "aria-describedby": `msg-${key}` }),
+            h("button", { "data-action": "add", "data-product": product.id, "aria-disabled": soldOut || ui.busy.has(key) ? "true" : null }, `Add ${product.name}`)),
+          slot(key));
+      }));
 }
 
-function actions(cart, me, isHost) {
-  const path = `/api/v1/teamcarts/${cart.id}`;
-  const box = h("section", { class: "card", id: "actions" }, h("h2", {}, "What's next"));
-  const call = (method, suffix, body) => (e) => act(e.target, () => api(method, path + suffix, body));
+function optionGroup(product, group, g, currency) {
+  const single = group.max === 1;
+  const rule = group.min === 0 ? (single ? "optional" : `up to ${group.max}`) : group.min === group.max ? `choose ${group.min}` : `choose ${group.min}–${group.max}`;
+  const name = `o-${product.id}-${g}`;
+  const options = group.options.map((option, o) => {
+    const id = `${name}-${o}`;
+    return h("label", { for: id, class: "choice", "data-key": id },
+      h("input", { type: single ? "radio" : "checkbox", id, name, value: option.name, "data-own": true }),
+      ` ${option.name}${option.price_delta_minor ? ` (+${formatMoney(option.price_delta_minor, currency)})` : ""}`);
+  });
+  if (single && group.min === 0) {
+    const id = `${name}-none`;
+    options.unshift(h("label", { for: id, class: "choice", "data-key": id },
+      h("input", { type: "radio", id, name, value: "", checked: true, "data-own": true }), ` No ${group.name.toLowerCase()}`));
+  }
+  return h("fieldset", { "data-key": name }, h("legend", {}, `${group.name} (${rule})`), options);
+}
+
+function resetProduct(block) {
+  for (const input of block.querySelectorAll("input[type=checkbox], input[type=radio]")) input.checked = input.value === "" && input.type === "radio";
+  const qty = block.querySelector("input.qty");
+  if (qty) qty.value = "1";
+}
+
+ACTIONS.add = (button) => {
+  const state = cartScreen;
+  const productId = button.dataset.product;
+  const product = state.products.find((p) => p.id === productId);
+  const block = button.closest(".product");
+  const key = `add-${productId}`;
+  const qtyText = block.querySelector("input.qty").value.trim();
+  const quantity = Number(qtyText);
+  if (!/^\d+$/.test(qtyText) || quantity < 1 || quantity > 99) { say(key, "Choose a quantity from 1 to 99."); return; }
+  const options = [...block.querySelectorAll("input:checked")].map((i) => i.value).filter(Boolean);
+  for (const [g, group] of product.option_groups.entries()) {
+    const picked = [...block.querySelectorAll(`input[name="o-${productId}-${g}"]:checked`)].filter((i) => i.value).length;
+    if (picked < group.min) { say(key, `Choose ${group.min === 1 ? "a" : group.min} ${group.name.toLowerCase()} first.`); return; }
+    if (picked > group.max) { say(key, `Choose at most ${group.max} ${group.name.toLowerCase()}.`); return; }
+  }
+  act(key, async () => {
+    await api("POST", `/api/v1/teamcarts/${state.cartId}/items`, { product_id: productId, quantity, options });
+    resetProduct(block);
+    say(key, `Added ${quantity} × ${product.name}.`, "ok", () => true);
+    setTimeout(() => { const m = ui.messages.get(key); if (m && m.tone === "ok") { unsay(key); render(); } }, 4000);
+  });
+};
+
+CHANGES["item-qty"] = (input) => {
+  const state = cartScreen;
+  const itemId = input.dataset.item;
+  const item = state.cart.items.find((i) => i.item_id === itemId);
+  const key = `item-${itemId}`;
+  const text = input.value.trim();
+  const quantity = Number(text);
+  if (!item) return;
+  if (!/^\d+$/.test(text) || quantity < 1 || quantity > 99) {
+    input.value = String(item.quantity);
+    say(key, `Quantities go from 1 to 99; kept ${item.quantity}. To take it out, press Remove.`);
+    return;
+  }
+  act(key, async () => {
+    try {
+      await api("PATCH", `/api/v1/teamcarts/${state.cartId}/items/${itemId}`, { quantity });
+    } catch (error) {
+      input.value = String(item.quantity);
+      throw error;
+    }
+  });
+};
+
+ACTIONS["remove-item"] = (button) => act(`item-${button.dataset.item}`, () => api("DELETE", `/api/v1/teamcarts/${cartScreen.cartId}/items/${button.dataset.item}`));
+ACTIONS.ready = () => act("ready", () => api("PUT", `/api/v1/teamcarts/${cartScreen.cartId}/ready`, { ready: !mine(cartScreen).ready }));
+ACTIONS.leave = () => act("ready", async () => {
+  if (!window.confirm("Leave this cart? Your items go with you.")) return;
+  cartScreen.left = true;
+  await api("DELETE", `/api/v1/teamcarts/${cartScreen.cartId}/members/${session.userId}`);
+  removedFromCart();
+});
+
+function group(state, isHost, money) {
+  const cart = state.cart;
+  const parts = cart.status === "open" ? null : breakdowns(cart);
+  const ready = cart.members.filter((m) => m.ready).length;
+  return h("section", { class: "card", id: "group", "data-key": "group", "aria-labelledby": "group-title" },
+    h("h2", { id: "group-title" }, `Who's in (${cart.members.length})`, cart.status === "open" ? h("span", { class: "muted" }, ` · ${ready} ready`) : null),
+    h("ul", { class: "plain", id: "members" }, cart.members.map((member) => {
+      const online = state.online.has(member.user_id);
+      const items = cart.items.filter((i) => i.user_id === member.user_id);
+      const owesNothing = cart.status !== "open" && member.share_minor === 0 && member.payment.status === "none";
+      const [label, tone] = owesNothing ? ["Nothing to pay", "ok"] : PAYMENT_LABEL[member.payment.status] || [member.payment.status, ""];
+      const b = parts && parts.get(member.user_id);
+      return h("li", { "data-key": `m-${member.user_id}`, "data-user-id": member.user_id, "data-name": member.display_name, class: "member" },
+        h("div", { class: "spread" },
+          h("span", { class: "who" },
+            h("span", { class: `dot${online ? " on" : ""}`, "aria-hidden": "true" }),
+            h("strong", {}, member.display_name),
+            h("span", { class: "muted presence" }, online ? " online" : " offline"),
+            member.role === "host" ? h("span", { class: "muted" }, " · host") : null,
+            member.user_id === session.userId ? h("span", { class: "muted" }, " · you") : null),
+          h("span", {}, money(cart.status === "open" ? member.subtotal_minor : member.share_minor))),
+        h("div", { class: "row tags" },
+          cart.status === "open" ? h("span", { class: `badge ${member.ready ? "ok" : ""} ready-badge` }, member.ready ? "Ready" : "Still choosing") : h("span", { class: `badge payment ${tone}` }, label),
+          isHost && cart.status === "open" && member.role !== "host"
+            ? h("button", { class: "link danger-text", "data-action": "remove-member", "data-user": member.user_id, "data-name": member.display_name, "aria-label": `Remove ${member.display_name} from the cart` }, "Remove")
+            : null),
+        items.length ? h("ul", { class: "items" }, items.map((item) => h("li", { "data-key": `i-${item.item_id}`, "data-item-id": item.item_id, class: "spread" },
+          h("span", {}, `${item.quantity} × ${item.name}${item.options.length ? ` (${item.options.join(", ")})` : ""}`),
+          h("span", { class: "muted" }, money(item.line_total_minor))))) : null,
+        b && member.share_minor > 0 ? h("details", { class: "breakdown", "data-key": `bd-${member.user_id}`, "data-own": true },
+          h("summary", {}, `How ${member.user_id === session.userId ? "your" : `${member.display_name}'s`} ${money(member.share_minor)} adds up`),
+          h("table", { class: "totals" }, h("tbody", {}, breakdownRows(b, money, "Items")))) : null,
+        slot(`member-${member.user_id}`));
+    })));
+}
+
+ACTIONS["remove-member"] = (button) => {
+  if (!window.confirm(`Remove ${button.dataset.name} from the cart? Their items go with them, and the invite won't let them back in.`)) return;
+  act(`member-${button.dataset.user}`, () => api("DELETE", `/api/v1/teamcarts/${cartScreen.cartId}/members/${button.dataset.user}`));
+};
+
+function totals(cart, money) {
+  return h("section", { class: "card", "data-key": "totals", "aria-labelledby": "totals-title" },
+    h("h2", { id: "totals-title" }, "Totals"),
+    h("table", { class: "totals", id: "totals" }, h("tbody", {},
+      h("tr", {}, h("th", { scope: "row" }, "Subtotal"), h("td", {}, money(cart.subtotal_minor))),
+      h("tr", {}, h("th", { scope: "row" }, "Delivery"), h("td", {}, money(cart.delivery_fee_minor))),
+      cart.status !== "open" ? h("tr", {}, h("th", { scope: "row" }, "Tax"), h("td", {}, money(cart.tax_minor))) : null,
+      cart.tip_minor ? h("tr", {}, h("th", { scope: "row" }, "Tip"), h("td", {}, money(cart.tip_minor))) : null,
+      cart.discount_minor ? h("tr", {}, h("th", { scope: "row" }, "Discount"), h("td", {}, `−${money(cart.discount_minor)}`)) : null,
+      h("tr", { class: "total" }, h("th", { scope: "row" }, cart.status === "open" ? "So far" : "Total"), h("td", {}, money(cart.total_minor))))),
+    cart.status === "open" ? h("p", { class: "muted small" }, "Tax and each person's share are worked out when the host locks the cart.") : null);
+}
+
+// ---------------------------------------------------------------- the host's tools
+
+const TIP_WARN_BPS = 2500; // above a quarter of the subtotal, say so before sending
+
+function hostTools(state, me, money) {
+  const cart = state.cart;
+  const box = [h("h2", { id: "host-title" }, "Host")];
   if (cart.status === "open") {
-    if (me) box.append(h("div", { class: "row" }, h("button", { class: "secondary", onclick: call("PUT", "/ready", { ready: !me.ready }) },
-      me.ready ? "I'm not ready" : "I'm ready")));
-    if (isHost) box.append(h("p", {}, h("button", { id: "lock", onclick: call("POST", "/lock") }, "Lock the cart and split the bill")));
-    else box.append(h("p", { class: "muted" }, "The host locks the cart when everyone is done."));
+    const notReady = cart.members.filter((m) => !m.ready && m.user_id !== session.userId).map((m) => m.display_name);
+    if (state.lockAnyway && notReady.length) {
+      box.push(h("p", { class: "warn-text", id: "lock-warning" }, `${names(notReady)} ${notReady.length === 1 ? "isn't" : "aren't"} ready yet. Lock anyway? Nobody can change items after this.`),
+        h("div", { class: "row" },
+          h("button", { id: "lock-anyway", "data-action": "lock-now", "aria-disabled": busy("lock") }, "Lock anyway"),
+          h("button", { class: "secondary", "data-action": "lock-wait" }, "Wait")));
+    } else {
+      box.push(h("p", {}, h("button", { id: "lock", "data-action": "lock", "aria-disabled": busy("lock") }, "Lock the cart and split the bill")));
+    }
+    box.push(slot("lock"));
   }
-  if (cart.status === "locked" && isHost && !cart.members.some((m) => m.payment.status !== "none" && m.payment.status !== "failed")) {
-    const tip = keep("tip", () => h("input", { type: "number", min: "0", step: "any", id: "tip", value: (cart.tip_minor / 10 ** minorDigits(cart.currency)).toString(), class: "qty" }));
-    const coupon = keep("coupon", () => h("input", { id: "coupon", placeholder: "Coupon code", size: "10" }));
-    box.append(
-      h("label", { for: "tip" }, `Tip (${cart.currency})`),
-      h("div", { class: "row" }, tip, h("button", { class: "secondary", onclick: (e) => act(e.target, () => api("PUT", `${path}/tip`, { amount_minor: Math.round(Number(tip.value) * 10 ** minorDigits(cart.currency)) })) }, "Set tip")),
-      h("label", { for: "coupon" }, "Coupon"),
-      h("div", { class: "row" }, coupon, h("button", { class: "secondary", onclick: (e) => act(e.target, () => api("PUT", `${path}/coupon`, { code: coupon.value.trim() })) }, "Apply"),
-        cart.discount_minor ? h("button", { class: "secondary", onclick: call("DELETE", "/coupon") }, "Remove coupon") : null),
-      h("p", {}, h("button", { class: "secondary", id: "unlock", onclick: call("POST", "/unlock") }, "Unlock to change items")));
+  const quiet = !cart.members.some((m) => m.payment.status !== "none" && m.payment.status !== "failed");
+  if (cart.status === "locked" && quiet) {
+    const maxBps = state.store && state.store.max_tip_bps !== undefined ? state.store.max_tip_bps : 10000;
+    const draft = state.tipDraft;
+    let hint = null;
+    if (draft !== null && draft !== "") {
+      const amount = parseAmount(draft, cart.currency);
+      if (amount === null) hint = ["Enter an amount like 2.50.", "bad"];
+      else if (amount * 10000 > cart.subtotal_minor * maxBps) hint = [`This store allows at most ${money(Math.floor((cart.subtotal_minor * maxBps) / 10000))} (${maxBps / 100} % of the subtotal).`, "bad"];
+      else if (amount * 10000 > cart.subtotal_minor * TIP_WARN_BPS) hint = [`That's ${Math.round((amount * 100) / cart.subtotal_minor)} % of the subtotal. Sure?`, "warn"];
+    }
+    box.push(
+      h("form", { "data-submit": "tip", novalidate: true, "data-key": "tip-form" },
+        h("label", { for: "tip" }, `Tip (${cart.currency}, shared like the bill)`),
+        h("div", { class: "row nowrap" },
+          h("input", { id: "tip", inputmode: "decimal", value: (cart.tip_minor / 10 ** minorDigits(cart.currency)).toFixed(minorDigits(cart.currency)), class: "qty wide", "data-own": true, "data-input": "tip", "aria-describedby": "tip-hint msg-tip", autocomplete: "off" }),
+          h("button", { class: "secondary", type: "submit", "aria-disabled": busy("tip") }, "Set tip")),
+        h("p", { id: "tip-hint", class: `msg ${hint ? hint[1] : ""}`, "aria-live": "polite" }, hint ? hint[0] : ""),
+        slot("tip")),
+      h("form", { "data-submit": "coupon", novalidate: true, "data-key": "coupon-form" },
+        h("label", { for: "coupon" }, "Coupon"),
+        h("div", { class: "row nowrap" },
+          h("input", { id: "coupon", placeholder: "Code", class: "wide", "data-own": true, autocomplete: "off", "aria-describedby": "msg-coupon" }),
+          h("button", { class: "secondary", type: "submit", "aria-disabled": busy("coupon") }, "Apply")),
+        cart.discount_minor ? h("p", {}, h("button", { class: "link", "data-action": "remove-coupon" }, "Remove the coupon")) : null,
+        slot("coupon")),
+      h("p", {}, h("button", { class: "secondary", id: "unlock", "data-action": "unlock", "aria-disabled": busy("unlock") }, "Unlock to change items")), slot("unlock"));
   }
-  if (cart.status === "locked" && me && me.share_minor > 0 && ["none", "pending", "failed", "refunded"].includes(me.payment.status)) {
-    box.append(h("p", {}, `Your share: ${formatMoney(me.share_minor, cart.currency)}`),
-      h("div", { class: "row" },
-        h("button", { id: "pay-cod", onclick: call("POST", "/payments/cod") }, "Pay cash on delivery"),
-        h("button", { id: "pay-online", class: "secondary", onclick: (e) => act(e.target, () => startOnlinePayment(cart)) }, "Pay online")));
-    if (live.payment) box.append(live.payment.form);
-  } else if (me && ["cod_committed", "paid_online"].includes(me.payment.status) && cart.status !== "converted") {
-    box.append(h("p", { class: "muted" }, "You're all set. Waiting for the others."));
+  if (cart.status === "ready_to_confirm") box.push(addressForm());
+  if (["open", "locked", "ready_to_confirm"].includes(cart.status)) {
+    box.push(h("p", {}, h("button", { class: "danger", id: "cancel", "data-action": "cancel", "aria-disabled": busy("cancel") }, "Cancel the cart")), slot("cancel"));
   }
-  if (cart.status === "ready_to_confirm" && isHost) box.append(keep("address", () => addressForm(cart)));
-  else if (cart.status === "ready_to_confirm") box.append(h("p", { class: "muted" }, "Everyone has paid. The host confirms the order."));
-  if (isHost && ["open", "locked", "ready_to_confirm"].includes(cart.status)) {
-    box.append(h("p", {}, h("button", { class: "danger", id: "cancel", onclick: (e) => {
-      if (window.confirm("Cancel this cart for everyone? Online payments are refunded.")) act(e.target, () => api("POST", `${path}/cancel`));
-    } }, "Cancel the cart")));
-  }
-  if (cart.status === "converted") box.append(h("p", {}, "The order is placed. ", h("a", { href: `/#/orders/${cart.order_id}` }, "See it")));
-  return box;
+  if (box.length === 1) return null;
+  return h("section", { class: "card", id: "host-tools", "data-key": "host", "aria-labelledby": "host-title" }, box);
 }
 
-function addressForm(cart) {
-  const field = (name, label, required = true) => [h("label", { for: `addr-${name}` }, label),
-    h("input", { id: `addr-${name}`, name, required, autocomplete: name === "line1" ? "address-line1" : name === "postal_code" ? "postal-code" : undefined })];
-  const form = h("form", { id: "confirm-form", onsubmit: (event) => {
-    event.preventDefault();
-    const data = Object.fromEntries(new FormData(form).entries());
-    if (!data.line2) delete data.line2;
-    act(form.querySelector("button"), async () => {
-      const result = await api("POST", `/api/v1/teamcarts/${cart.id}/confirm`, { delivery_address: data });
-      showInfo(`Order ${result.number} placed.`);
-    });
-  } },
-  h("h2", {}, "Deliver to"), field("line1", "Address"), field("line2", "Address line 2 (optional)", false),
-  field("city", "City"), field("postal_code", "Postal code"), field("country", "Country (2 letters)"),
-  h("p", {}, h("button", { type: "submit", id: "confirm" }, "Confirm the order")));
-  return form;
+ACTIONS.lock = () => {
+  const cart = cartScreen.cart;
+  if (cart.members.some((m) => !m.ready && m.user_id !== session.userId)) { cartScreen.lockAnyway = true; render(); focusFirst("#lock-anyway"); return; }
+  ACTIONS["lock-now"]();
+};
+ACTIONS["lock-now"] = () => act("lock", async () => {
+  await api("POST", `/api/v1/teamcarts/${cartScreen.cartId}/lock`);
+  if (cartScreen) cartScreen.lockAnyway = false;
+});
+ACTIONS["lock-wait"] = () => { cartScreen.lockAnyway = false; render(); focusFirst("#lock"); };
+INPUTS.tip = (input) => { cartScreen.tipDraft = input.value; render(); };
+SUBMITS.tip = (form) => {
+  const cart = cartScreen.cart;
+  const amount = parseAmount(form.querySelector("#tip").value, cart.currency);
+  if (amount === null) { say("tip", "Enter the tip as an amount, like 2.50."); return; }
+  act("tip", async () => {
+    await api("PUT", `/api/v1/teamcarts/${cartScreen.cartId}/tip`, { amount_minor: amount });
+    cartScreen.tipDraft = null;
+    say("tip", `Tip set to ${formatMoney(amount, cart.currency)}.`, "ok", () => cartScreen && cartScreen.cart.tip_minor === amount);
+  });
+};
+SUBMITS.coupon = (form) => {
+  const code = form.querySelector("#coupon").value.trim();
+  if (!code) { say("coupon", "Type the coupon code first."); return; }
+  act("coupon", async () => {
+    await api("PUT", `/api/v1/teamcarts/${cartScreen.cartId}/coupon`, { code });
+    say("coupon", `Coupon ${code.toUpperCase()} applied.`, "ok", () => cartScreen && cartScreen.cart.discount_minor > 0);
+  });
+};
+ACTIONS["remove-coupon"] = () => act("coupon", () => api("DELETE", `/api/v1/teamcarts/${cartScreen.cartId}/coupon`));
+ACTIONS.unlock = () => act("unlock", () => api("POST", `/api/v1/teamcarts/${cartScreen.cartId}/unlock`));
+ACTIONS.cancel = () => {
+  if (!window.confirm("Cancel this cart for everyone? Online payments are refunded.")) return;
+  act("cancel", () => api("POST", `/api/v1/teamcarts/${cartScreen.cartId}/cancel`));
+};
+
+function addressForm() {
+  const field = (name, label, autocomplete, required = true) => [
+    h("label", { for: `addr-${name}` }, label),
+    h("input", { id: `addr-${name}`, name, required, autocomplete, "data-own": true, class: "wide" })];
+  return h("form", { id: "confirm-form", "data-key": "confirm-form", "data-submit": "confirm", novalidate: true },
+    h("h3", {}, "Deliver to"),
+    field("line1", "Address", "address-line1"), field("line2", "Address line 2 (optional)", "address-line2", false),
+    field("city", "City", "address-level2"), field("postal_code", "Postal code", "postal-code"),
+    field("country", "Country (2 letters)", "country"),
+    h("p", {}, h("button", { type: "submit", id: "confirm", "aria-disabled": busy("confirm") }, "Confirm the order")),
+    slot("confirm"));
 }
 
-// ---------------------------------------------------------------- paying online with Stripe.js
+SUBMITS.confirm = (form) => {
+  const data = Object.fromEntries(new FormData(form).entries());
+  const missing = ["line1", "city", "postal_code", "country"].filter((name) => !String(data[name] || "").trim());
+  if (missing.length) { say("confirm", "Fill in the address, city, postal code and country."); document.getElementById(`addr-${missing[0]}`).focus(); return; }
+  if (!data.line2) delete data.line2;
+  act("confirm", async () => {
+    const result = await api("POST", `/api/v1/teamcarts/${cartScreen.cartId}/confirm`, { delivery_address: data });
+    say("strip", `Order ${result.number} placed.`, "ok", () => true);
+  });
+};
+
+// ---------------------------------------------------------------- paying
+
+ACTIONS["pay-cod"] = () => act("pay", async () => {
+  cartScreen.payment = null;
+  await api("POST", `/api/v1/teamcarts/${cartScreen.cartId}/payments/cod`);
+});
 
 const loadedScripts = new Map();
 function loadScript(src) {
   if (!loadedScripts.has(src)) {
     loadedScripts.set(src, new Promise((resolve, reject) => {
-      document.head.append(h("script", { src, onload: resolve, onerror: () => reject(new Error("Couldn't load Stripe. Check your connection.")) }));
+      const script = document.createElement("script");
+      script.src = src;
+      script.onload = resolve;
+      script.onerror = () => { loadedScripts.delete(src); reject(new ApiError(0, { code: "stripe_unavailable", detail: "Couldn't load the card form. Check your connection and try again." })); };
+      document.head.append(script);
     }));
   }
   return loadedScripts.get(src);
 }
 
-async function startOnlinePayment(cart) {
-  // A new attempt gets a new card form: the one a declined card left is for the old intent.
-  live.payment = null;
-  draw();
-  const payment = await api("POST", `/api/v1/teamcarts/${cart.id}/payments/online`);
+let paymentSerial = 0;
+ACTIONS["pay-online"] = () => act("pay", async () => {
+  const state = cartScreen;
+  state.payment = null; // a new attempt gets a new card form: a declined one belonged to the old intent
+  render();
+  const payment = await api("POST", `/api/v1/teamcarts/${state.cartId}/payments/online`);
   await loadScript(payment.stripe_js_url);
   const stripe = window.Stripe(payment.publishable_key);
-  const mount = h("div", { id: "card-element" });
-  const pay = h("button", { type: "submit", id: "pay-card" }, `Pay ${formatMoney(payment.amount_minor, payment.currency)}`);
-  const form = h("form", { id: "card-form", onsubmit: (event) => {
-    event.preventDefault();
-    act(pay, async () => {
-      let paymentIntent = payment.payment_intent_id;
-      if (payment.confirm_on_server) {
-        // This Stripe.js (the emulator's) tokenises the card; the server confirms.
-        const { token, error } = await stripe.createToken(card);
-        if (error) throw new Error(error.message || "Check your card details.");
-        await api("POST", `/api/v1/teamcarts/${cart.id}/payments/online/confirm`, { payment_intent_id: paymentIntent, payment_method: token.card.id });
-      } else {
-        const { error } = await stripe.confirmCardPayment(payment.client_secret, { payment_method: { card } });
-        if (error) throw new Error(error.message || "Your card was declined.");
-      }
-      showInfo("Payment sent. Waiting for the bank's answer…");
-    }).then(() => {
-      // A declined card leaves the form so the person can try another one.
-      if (alertBox.className === "alert") live.payment = null;
-    });
-  } }, h("label", {}, "Card"), mount, h("p", {}, pay));
   const card = stripe.elements().create("card");
-  live.payment = { form, card };
-  draw();
+  state.payment = { ...payment, id: ++paymentSerial, stripe, card, emulator: payment.confirm_on_server };
+  render();
+  const mount = document.getElementById("card-element");
   card.mount(mount);
+  const first = mount.querySelector("input");
+  if (first) first.focus();
+});
+
+SUBMITS["pay-card"] = () => {
+  const state = cartScreen;
+  const payment = state.payment;
+  if (!payment) return;
+  act("pay", async () => {
+    try {
+      await sendCard(state, payment);
+    } catch (error) {
+      if (error.code === "card_declined" && cartScreen === state) state.payment = null; // that intent is spent
+      throw error;
+    }
+    say("pay", "Payment sent. Waiting for the bank's answer…", "info", () => ["none", "pending"].includes(mine(cartScreen).payment.status));
+  });
+};
+
+async function sendCard(state, payment) {
+  if (payment.confirm_on_server) {
+    // The emulator's Stripe.js tokenises the card and the server confirms (ADR 0006). Its
+    // year field wants two digits; a person types four.
+    const year = document.querySelector("#card-element input[placeholder=exp_year]");
+    if (year && /^20\d\d$/.test(year.value.trim())) {
+      year.value = year.value.trim().slice(2);
+      year.dispatchEvent(new Event("input", { bubbles: true })); // the element reads its inputs on input
+    }
+    const { token, error } = await payment.stripe.createToken(payment.card);
+    if (error || !token) throw new ApiError(400, { code: "card_invalid", detail: "Check the card number, the expiry month and year (MM and YY) and the CVC." });
+    await api("POST", `/api/v1/teamcarts/${state.cartId}/payments/online/confirm`, { payment_intent_id: payment.payment_intent_id, payment_method: token.card.id });
+  } else {
+    const { error } = await payment.stripe.confirmCardPayment(payment.client_secret, { payment_method: { card: payment.card } });
+    if (error) throw new ApiError(402, { code: error.code === "card_declined" ? "card_declined" : "card_invalid", detail: error.message || "Check your card details." });
+  }
 }
 
 // ---------------------------------------------------------------- orders
 
-async function renderOrders() {
-  closeLive();
-  const page = await api("GET", "/api/v1/orders").catch((error) => { showError(error.message); return { items: [] }; });
-  main.replaceChildren(h("section", { class: "card", id: "orders" }, h("h1", {}, "My orders"),
-    page.items.length === 0 ? h("p", { class: "muted" }, "No orders yet.") :
-      h("ul", { class: "plain" }, page.items.map((order) => h("li", {},
-        h("div", { class: "spread" }, h("a", { href: `/#/orders/${order.id}` }, `Order ${order.number}`),
-          h("span", {}, formatMoney(order.total_minor, order.currency))),
-        h("div", { class: "muted" }, `${new Date(order.created_at).toLocaleString()} — ${order.status}`))))));
+async function showOrders() {
+  ui.screen = "orders";
+  ui.orders = null;
+  render();
+  try {
+    // The order list names neither the store nor what I paid: the stores list and each
+    // order's payments do.
+    const [page, stores] = await Promise.all([api("GET", "/api/v1/orders"), api("GET", "/api/v1/stores").catch(() => ({ items: [] }))]);
+    const storeNames = new Map(stores.items.map((store) => [store.id, store.name]));
+    for (const order of page.items) {
+      order.store_name = order.store_name || storeNames.get(order.store_id);
+      if (order.my_amount_minor === undefined) order.my_amount_minor = order.payments.filter((p) => p.user_id === session.userId).reduce((sum, p) => sum + p.amount_minor, 0);
+    }
+    if (ui.screen === "orders") { ui.orders = page.items; render(); }
+  } catch (error) {
+    if (error.code === "unauthorized") { route(); return; }
+    ui.orders = [];
+    say("orders", words(error));
+  }
 }
 
-async function renderOrder(orderId) {
-  closeLive();
-  const order = await act(null, () => api("GET", `/api/v1/orders/${orderId}`));
-  if (!order) return;
+function ordersScreen() {
+  const orders = ui.orders;
+  return h("section", { class: "card", id: "orders", "data-key": "orders" }, h("h1", {}, "My orders"),
+    orders === null ? h("p", { class: "muted" }, "Loading…")
+      : orders.length === 0 ? h("p", { class: "muted" }, "No orders yet.")
+        : h("ul", { class: "plain" }, orders.map((order) => h("li", { "data-key": `o-${order.id}` },
+          h("div", { class: "spread" },
+            h("a", { href: `/#/orders/${order.id}` }, `${order.store_name ? `${order.store_name} · ` : ""}${order.number}`),
+            h("span", {}, `You paid ${formatMoney(order.my_amount_minor || 0, order.currency)}`)),
+          h("div", { class: "muted" }, `${new Date(order.created_at).toLocaleString()} · ${order.status} · group total ${formatMoney(order.total_minor, order.currency)}`,
+            order.my_refunded_minor ? ` · ${formatMoney(order.my_refunded_minor, order.currency)} refunded to you` : "")))),
+    slot("orders"));
+}
+
+async function showOrder(orderId) {
+  ui.screen = "order";
+  ui.order = null;
+  render();
+  try {
+    const order = await api("GET", `/api/v1/orders/${orderId}`);
+    // Who is who, and the store's name: from the cart the order came from, and the store.
+    const [store, cart] = await Promise.all([
+      order.store_name ? null : api("GET", `/api/v1/stores/${order.store_id}`).catch(() => null),
+      order.cart_id ? api("GET", `/api/v1/teamcarts/${order.cart_id}`).catch(() => null) : null,
+    ]);
+    if (store) order.store_name = store.name;
+    order.names = new Map((cart ? cart.members : []).map((m) => [m.user_id, m.display_name]));
+    for (const p of order.payments) if (p.display_name) order.names.set(p.user_id, p.display_name);
+    if (ui.screen === "order") { ui.order = order; render(); }
+  } catch (error) {
+    if (error.code === "unauthorized") { route(); return; }
+    ui.notice = { title: "Can't show this order", text: words(error) };
+    ui.screen = "message";
+    render();
+  }
+}
+
+function orderScreen() {
+  const order = ui.order;
+  if (!order) return loading();
   const money = (minor) => formatMoney(minor, order.currency);
-  const a = order.delivery_address;
-  main.replaceChildren(h("section", { class: "card", id: "order" },
+  const a = order.delivery_address || {};
+  const nameOf = order.names || new Map();
+  const byPerson = new Map();
+  for (const line of order.lines) {
+    if (!byPerson.has(line.user_id)) byPerson.set(line.user_id, []);
+    byPerson.get(line.user_id).push(line);
+  }
+  return h("section", { class: "card", id: "order", "data-key": `order-${order.id}` },
     h("div", { class: "spread" }, h("h1", {}, `Order ${order.number}`), h("span", { class: "badge ok", id: "order-status" }, order.status)),
-    h("ul", { class: "plain" }, order.lines.map((line) => h("li", { class: "spread" },
-      h("span", {}, `${line.quantity} × ${line.name}${line.options.length ? ` (${line.options.join(", ")})` : ""}`), h("span", {}, money(line.line_total_minor))))),
+    h("p", { class: "muted" }, order.store_name || ""),
+    h("h2", {}, "What everyone ordered"),
+    h("ul", { class: "plain" }, [...byPerson.entries()].map(([userId, lines]) => h("li", { "data-key": `ol-${userId}` },
+      h("strong", {}, userId === session.userId ? "You" : nameOf.get(userId) || "A member"),
+      h("ul", { class: "items" }, lines.map((line) => h("li", { class: "spread" },
+        h("span", {}, `${line.quantity} × ${line.name}${line.options.length ? ` (${line.options.join(", ")})` : ""}`),
+        h("span", {}, money(line.line_total_minor)))))))),
     h("table", { class: "totals" }, h("tbody", {},
-      h("tr", {}, h("td", {}, "Subtotal"), h("td", {}, money(order.subtotal_minor))),
-      h("tr", {}, h("td", {}, "Delivery"), h("td", {}, money(order.delivery_fee_minor))),
-      h("tr", {}, h("td", {}, "Tax"), h("td", {}, money(order.tax_minor))),
-      order.tip_minor ? h("tr", {}, h("td", {}, "Tip"), h("td", {}, money(order.tip_minor))) : null,
-      order.discount_minor ? h("tr", {}, h("td", {}, "Discount"), h("td", {}, `−${money(order.discount_minor)}`)) : null,
-      h("tr", { class: "total" }, h("td", {}, "Total"), h("td", {}, money(order.total_minor))))),
-    h("h2", {}, "Payments"),
-    h("ul", { class: "plain" }, order.payments.map((p) => h("li", { class: "spread" },
-      h("span", {}, p.method === "cod" ? "Cash on delivery" : "Online"),
-      h("span", {}, `${money(p.amount_minor)} — ${(PAYMENT_LABEL[p.status] || [p.status])[0].toLowerCase()}`)))),
+      h("tr", {}, h("th", { scope: "row" }, "Subtotal"), h("td", {}, money(order.subtotal_minor))),
+      h("tr", {}, h("th", { scope: "row" }, "Delivery"), h("td", {}, money(order.delivery_fee_minor))),
+      h("tr", {}, h("th", { scope: "row" }, "Tax"), h("td", {}, money(order.tax_minor))),
+      order.tip_minor ? h("tr", {}, h("th", { scope: "row" }, "Tip"), h("td", {}, money(order.tip_minor))) : null,
+      order.discount_minor ? h("tr", {}, h("th", { scope: "row" }, "Discount"), h("td", {}, `−${money(order.discount_minor)}`)) : null,
+      h("tr", { class: "total" }, h("th", { scope: "row" }, "Total"), h("td", {}, money(order.total_minor))))),
+    h("h2", {}, "Who paid what"),
+    h("ul", { class: "plain", id: "payments" }, order.payments.map((p) => h("li", { class: "spread", "data-key": `pay-${p.user_id}-${p.method}` },
+      h("span", {}, h("strong", {}, p.user_id === session.userId ? "You" : nameOf.get(p.user_id) || "A member"), ` · ${p.method === "cod" ? "Cash on delivery" : "Online"}`),
+      h("span", {}, `${money(p.amount_minor)}${p.refunded_minor ? ` (${money(p.refunded_minor)} refunded)` : ""}`)))),
     h("h2", {}, "Delivery"),
-    h("p", {}, [a.line1, a.line2, `${a.postal_code} ${a.city}`, a.country].filter(Boolean).join(", ")),
-    h("p", {}, h("a", { href: "/#/orders" }, "All my orders"))));
+    h("p", {}, [a.line1, a.line2, `${a.postal_code || ""} ${a.city || ""}`.trim(), a.country].filter(Boolean).join(", ")),
+    h("p", {}, h("a", { href: "/#/orders" }, "All my orders")));
 }
 
 route();
