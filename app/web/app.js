@@ -234,8 +234,14 @@ const ui = {
   notice: null, // { title, text } for the message screen
 };
 
+// A message stays while `holds()` says it is still true; a good-news one without such a
+// test goes after a few seconds; an error stays until the person acts there again.
 function say(key, text, tone = "bad", holds = null) {
-  ui.messages.set(key, { text, tone, holds });
+  const message = { text, tone, holds };
+  ui.messages.set(key, message);
+  if (!holds && (tone === "ok" || tone === "info")) {
+    setTimeout(() => { if (ui.messages.get(key) === message) { unsay(key); render(); } }, 6000);
+  }
   render();
   reveal(key);
 }
@@ -719,7 +725,8 @@ function cartScreenView() {
   const bar = h("div", { class: "my-bar", id: "my-bar", "data-key": "bar" },
     h("span", {}, cart.status === "open"
       ? `Your items: ${cart.items.filter((i) => i.user_id === session.userId).reduce((n, i) => n + i.quantity, 0)} · ${money(me.subtotal_minor)}`
-      : `Your share: ${money(me.share_minor)} · ${(PAYMENT_LABEL[me.payment.status] || [me.payment.status])[0]}`),
+      : me.share_minor === 0 && me.payment.status === "none" ? "You have nothing to pay"
+        : `Your share: ${money(me.share_minor)} · ${(PAYMENT_LABEL[me.payment.status] || [me.payment.status])[0]}`),
     h("button", { class: "secondary small", "data-action": "to-you" }, cart.status === "locked" && me.share_minor > 0 && !SETTLED.has(me.payment.status) ? "Pay" : "Your items"));
   return [h("div", { class: "layout", "data-key": "layout" }, sideCol, restCol), bar];
 }
@@ -733,7 +740,6 @@ ACTIONS["copy-invite"] = async () => {
   const field = document.getElementById("invite-link");
   try { await navigator.clipboard.writeText(field.value); say("invite", "Invite link copied. Paste it to the group.", "ok"); }
   catch { field.select(); say("invite", "Select the link and copy it.", "info"); }
-  setTimeout(() => { if (ui.messages.has("invite")) { unsay("invite"); render(); } }, 6000);
 };
 
 function youSection(state, me, isHost, money) {
@@ -879,8 +885,7 @@ ACTIONS.add = (button) => {
   act(key, async () => {
     await api("POST", `/api/v1/teamcarts/${state.cartId}/items`, { product_id: productId, quantity, options });
     resetProduct(block);
-    say(key, `Added ${quantity} × ${product.name}.`, "ok", () => true);
-    setTimeout(() => { const m = ui.messages.get(key); if (m && m.tone === "ok") { unsay(key); render(); } }, 4000);
+    say(key, `Added ${quantity} × ${product.name}.`, "ok");
   });
 };
 
@@ -1043,7 +1048,7 @@ SUBMITS.tip = (form) => {
   act("tip", async () => {
     await api("PUT", `/api/v1/teamcarts/${cartScreen.cartId}/tip`, { amount_minor: amount });
     cartScreen.tipDraft = null;
-    say("tip", `Tip set to ${formatMoney(amount, cart.currency)}.`, "ok", () => cartScreen && cartScreen.cart.tip_minor === amount);
+    say("tip", `Tip set to ${formatMoney(amount, cart.currency)}.`, "ok");
   });
 };
 SUBMITS.coupon = (form) => {
@@ -1051,7 +1056,7 @@ SUBMITS.coupon = (form) => {
   if (!code) { say("coupon", "Type the coupon code first."); return; }
   act("coupon", async () => {
     await api("PUT", `/api/v1/teamcarts/${cartScreen.cartId}/coupon`, { code });
-    say("coupon", `Coupon ${code.toUpperCase()} applied.`, "ok", () => cartScreen && cartScreen.cart.discount_minor > 0);
+    say("coupon", `Coupon ${code.toUpperCase()} applied.`, "ok");
   });
 };
 ACTIONS["remove-coupon"] = () => act("coupon", () => api("DELETE", `/api/v1/teamcarts/${cartScreen.cartId}/coupon`));
@@ -1081,7 +1086,7 @@ SUBMITS.confirm = (form) => {
   if (!data.line2) delete data.line2;
   act("confirm", async () => {
     const result = await api("POST", `/api/v1/teamcarts/${cartScreen.cartId}/confirm`, { delivery_address: data });
-    say("strip", `Order ${result.number} placed.`, "ok", () => true);
+    say("strip", `Order ${result.number} placed.`, "ok");
   });
 };
 

@@ -182,6 +182,7 @@ class Person:
         self.page = page
         self.shots = shots
         self.page_errors: list[str] = []
+        self.store_id = ""  # the store a host opens carts for
         page.on("pageerror", lambda error: self.page_errors.append(str(error)))
         page.on("dialog", lambda dialog: dialog.accept())
 
