@@ -10,6 +10,7 @@
 // - Every message sits in a slot beside the control that caused it, is announced (aria-live),
 //   scrolled into view, and goes away when it no longer holds.
 
+performance.mark("teamcart:module-start");
 const main = document.getElementById("main");
 const liveRegion = document.getElementById("status");
 
@@ -90,11 +91,15 @@ function minorDigits(currency) {
   return digitsCache.get(currency);
 }
 
+const formatters = new Map(); // building one costs more than a whole redraw's arithmetic
 export function formatMoney(minor, currency) {
   const digits = minorDigits(currency);
-  return new Intl.NumberFormat(undefined, {
-    style: "currency", currency, minimumFractionDigits: digits, maximumFractionDigits: digits,
-  }).format(minor / 10 ** digits);
+  if (!formatters.has(currency)) {
+    formatters.set(currency, new Intl.NumberFormat(undefined, {
+      style: "currency", currency, minimumFractionDigits: digits, maximumFractionDigits: digits,
+    }));
+  }
+  return formatters.get(currency).format(minor / 10 ** digits);
 }
 
 // "12.5" in USD → 1250; null for anything that is not a plain amount. No floats.
@@ -146,9 +151,13 @@ async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   if (session.token) headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
+  return answerOf(fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }));
+}
+
+async function answerOf(request) {
   let response;
   try {
-    response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    response = await request;
   } catch {
     throw new ApiError(0, { code: "offline", detail: OFFLINE });
   }
@@ -476,8 +485,10 @@ async function openCart(cartId) {
   cartScreen = state;
   ui.screen = "loading";
   render();
+  const early = window.teamcartEarly; // asked for by index.html while this module loaded
+  window.teamcartEarly = undefined;
   try {
-    state.cart = await api("GET", `/api/v1/teamcarts/${cartId}`);
+    state.cart = early && early.id === cartId ? await answerOf(early.answer) : await api("GET", `/api/v1/teamcarts/${cartId}`);
   } catch (error) {
     if (cartScreen !== state) return;
     if (error.code === "not_a_member") { removedFromCart(); return; }
@@ -492,6 +503,7 @@ async function openCart(cartId) {
   state.online = new Set(state.cart.members.filter((m) => m.online).map((m) => m.user_id));
   ui.screen = "cart";
   render();
+  performance.mark("teamcart:cart-drawn"); // in the DOM
   requestAnimationFrame(() => performance.mark("teamcart:cart-rendered")); // the frame it paints in
   connect(state);
   loadCatalog(state);

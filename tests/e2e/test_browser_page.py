@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gzip
 import os
+import random
 import re
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ import pytest
 
 from app.config import Settings, settings_to_env
 from app.embedded import free_port
+from domain.pricing import split_proportionally
 from tests.e2e.browser_kit import (
     ARTIFACTS,
     DESKTOP,
@@ -530,7 +532,8 @@ async def test_the_page_is_light_and_the_cart_renders_fast_on_loopback(
             await guest.join(await invite_code(hana))
             await guest.add(cart_id, ids["Gyoza"], 2)
             await guest.add(cart_id, ids["Ramen"], 1, "Large", "Hot")
-    timings = []
+    timings: list[float] = []
+    phases: list[dict[str, float | None]] = []
     for _ in range(7):
         page = await opened[0].new_page()
         await page.goto(f"{live_server}/#/carts/{cart_id}")
@@ -545,6 +548,22 @@ async def test_the_page_is_light_and_the_cart_renders_fast_on_loopback(
                })"""
         )
         timings.append(float(rendered))
+        phases.append(
+            await page.evaluate(
+                """() => {
+                     const nav = performance.getEntriesByType('navigation')[0];
+                     const got = performance.getEntriesByType('resource');
+                     const js = got.find((r) => r.name.endsWith('/static/app.js'));
+                     const cart = got.find((r) => /teamcarts\\/[0-9a-f-]{36}$/.test(r.name));
+                     const [drawn] = performance.getEntriesByName('teamcart:cart-drawn');
+                     const [started] = performance.getEntriesByName('teamcart:module-start');
+                     return { html: nav.responseEnd, js: js ? js.responseEnd : null,
+                              module_started: started.startTime, drawn: drawn.startTime,
+                              cart_request: cart ? cart.startTime : null,
+                              cart_answered: cart ? cart.responseEnd : null };
+                   }"""
+            )
+        )
         await page.close()
     figures = {
         "gzipped_bytes": {**sizes, "total": sizes["app.js"] + sizes["style.css"]},
@@ -554,6 +573,59 @@ async def test_the_page_is_light_and_the_cart_renders_fast_on_loopback(
             "max": round(max(timings), 1),
             "runs": [round(t, 1) for t in timings],
             "target": 300,
+            "median_phases_ms": {
+                phase: round(statistics.median(p[phase] or 0 for p in phases), 1)
+                for phase in (
+                    "html",
+                    "js",
+                    "module_started",
+                    "cart_request",
+                    "cart_answered",
+                    "drawn",
+                )
+            },
         },
     }
     report("budget", figures)
+
+
+# --- the page's arithmetic agrees with the server's --------------------------------------------
+
+
+async def test_the_pages_split_and_amounts_agree_with_the_servers(
+    browser: Browser, live_server: str, contexts: list[BrowserContext]
+) -> None:
+    """Each member's part of the fee, tax, tip and discount is split on the page by the rule
+    the server splits shares by (largest remainder, ties to the earlier member), and a tip
+    typed in major units becomes minor units without floating point."""
+    rng = random.Random(14)
+    cases = [
+        (rng.randrange(0, 100_000), [rng.randrange(0, 5_000) for _ in range(rng.randrange(1, 7))])
+        for _ in range(300)
+    ]
+    cases += [(7, [1, 1, 1]), (10, [0, 3, 3]), (1, [5, 5]), (0, [0, 0]), (99_999, [1])]
+    context = await browser.new_context()
+    contexts.append(context)
+    page = await context.new_page()
+    await page.goto(live_server + "/")
+    got = await page.evaluate(
+        """async (cases) => {
+             const page = await import('/static/app.js');
+             return {
+               splits: cases.map(([total, weights]) => page.split(total, weights)),
+               amounts: ['12.5', '12.50', '0.01', '3', '1,25', '12.345', '-1', 'ten', '']
+                 .map((text) => page.parseAmount(text, 'USD')),
+               yen: page.parseAmount('1200', 'JPY'),
+               dinar: page.parseAmount('1.005', 'KWD'),
+             };
+           }""",
+        cases,
+    )
+    for (total, weights), split in zip(cases, got["splits"], strict=True):
+        if sum(weights) == 0:
+            assert split == [0] * len(weights)
+            continue
+        expected = split_proportionally(total, dict(enumerate(weights)))
+        assert split == [expected[i] for i in range(len(weights))], (total, weights)
+    assert got["amounts"] == [1250, 1250, 1, 300, 125, None, None, None, None]
+    assert (got["yen"], got["dinar"]) == (1200, 1005)
