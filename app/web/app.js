@@ -18,6 +18,7 @@ const liveRegion = document.getElementById("status");
 
 function h(tag, attrs = {}, ...children) {
   const el = document.createElement(tag);
+  if (/^h[1-3]$/.test(tag)) el.setAttribute("tabindex", "-1"); // focus can be put on headings
   for (const [key, value] of Object.entries(attrs)) {
     if (value === undefined || value === null || value === false) continue;
     if (key === "dataset") Object.assign(el.dataset, value);
@@ -266,7 +267,7 @@ function reveal(key) {
 
 function slot(key) {
   const message = ui.messages.get(key);
-  return h("p", { id: `msg-${key}`, class: `msg ${message ? message.tone : ""}`, "aria-live": "polite", "data-slot": key },
+  return h("p", { id: `msg-${key}`, class: `msg ${message ? message.tone : ""}`, "aria-live": "polite", "data-slot": key, tabindex: "-1" },
     message ? message.text : "");
 }
 
@@ -277,6 +278,7 @@ async function act(key, action, context = {}) {
   ui.busy.add(key);
   unsay(key);
   render();
+  keepFocusNear(key);
   try {
     return await action();
   } catch (error) {
@@ -291,6 +293,27 @@ async function act(key, action, context = {}) {
 }
 
 function busy(key) { return ui.busy.has(key) ? "true" : null; }
+
+// When what an action changed takes away the control it was started from (a Pay button once
+// paid, Lock once locked), the keyboard carries on from its message or its section's heading,
+// not from the top of the page.
+function keepFocusNear(key) {
+  const start = document.activeElement;
+  const section = start && start.closest ? start.closest("section[id], details[id]") : null;
+  if (!section) return;
+  const sectionId = section.id;
+  const watch = new MutationObserver(() => {
+    if (start.isConnected && document.activeElement === start) return;
+    watch.disconnect();
+    if (document.activeElement && document.activeElement !== document.body) return;
+    const place = document.getElementById(sectionId);
+    const message = document.getElementById(`msg-${key}`);
+    const target = message && message.textContent ? message : place && place.querySelector("h1, h2, h3");
+    if (target) target.focus({ preventScroll: true });
+  });
+  watch.observe(main, { childList: true, subtree: true });
+  setTimeout(() => watch.disconnect(), 15000);
+}
 
 function announce(text) { liveRegion.textContent = text; }
 
@@ -758,7 +781,7 @@ function youSection(state, me, isHost, money) {
   const cart = state.cart;
   const myItems = cart.items.filter((i) => i.user_id === session.userId);
   const open = cart.status === "open";
-  const children = [h("h2", { id: "you-title", tabindex: "-1" }, "You")];
+  const children = [h("h2", { id: "you-title" }, "You")];
   children.push(myItems.length === 0 ? h("p", { class: "muted" }, open ? "You haven't added anything yet." : "You have no items in this cart.")
     : h("ul", { class: "plain", id: "my-items" }, myItems.map((item) => h("li", { "data-key": `mine-${item.item_id}`, "data-item-id": item.item_id },
       h("div", { class: "spread" },

@@ -101,6 +101,10 @@ async def test_three_people_order_together_in_real_browsers(
 
     await ana.page.locator("#pay-cod").click()
     await expect(host.payment_badge(ana)).to_have_text("Cash on delivery", timeout=LIVE)
+    await expect(ana.page.locator("#pay-cod")).to_have_count(0)
+    # The button went with the payment; the keyboard carries on from its section, not the top.
+    await expect(ana.page.locator("#you")).to_contain_text("You'll pay")
+    assert await ana.page.evaluate("() => !!document.activeElement.closest('#you')")
     await expect(host.page.locator("#owing")).not_to_contain_text("Ana", timeout=LIVE)
     await expect(host.page.locator("#owing")).to_contain_text("Ben")
 
