@@ -873,7 +873,7 @@ function menu(state, money) {
           h("div", { class: "row" },
             h("label", { for: `add-qty-${product.id}`, class: "inline" }, "Quantity", h("span", { class: "visually-hidden" }, ` of ${product.name}`)),
             h("input", { type: "number", inputmode: "numeric", min: "1", max: "99", value: "1", class: "qty", id: `add-qty-${product.id}`, "data-own": true, "aria-describedby": `msg-${key}` }),
-            h("button", { "data-action": "add", "data-product": product.id, "aria-disabled": soldOut || ui.busy.has(key) ? "true" : null }, `Add ${product.name}`)),
+            h("button", { "data-action": "add", "data-product": product.id, "aria-disabled": busy(key), "data-left": left === null ? null : String(left) }, `Add ${product.name}`)),
           slot(key));
       }));
 }
@@ -911,6 +911,11 @@ ACTIONS.add = (button) => {
   const qtyText = block.querySelector("input.qty").value.trim();
   const quantity = Number(qtyText);
   if (!/^\d+$/.test(qtyText) || quantity < 1 || quantity > 99) { say(key, "Choose a quantity from 1 to 99."); return; }
+  const left = button.dataset.left === undefined ? null : Number(button.dataset.left);
+  if (left !== null && quantity > left) {
+    say(key, left <= 0 ? `No ${product.name} left for this cart.` : `Only ${left} ${product.name} left for this cart.`);
+    return;
+  }
   const options = [...block.querySelectorAll("input:checked")].map((i) => i.value).filter(Boolean);
   for (const [g, group] of product.option_groups.entries()) {
     const picked = [...block.querySelectorAll(`input[name="o-${productId}-${g}"]:checked`)].filter((i) => i.value).length;

@@ -170,7 +170,11 @@ async def test_every_message_appears_on_screen_beside_the_control_that_caused_it
         await expect(mine.locator(".msg")).to_contain_text("kept 2")
         await expect(quantity).to_have_value("2")  # a refused edit puts the quantity back
 
-        await ben.add(cart_id, ids["Gyoza"])
+        await ben.add(cart_id, ids["Gyoza"], 18)  # the last 18 of 20: the menu says so, live
+        await expect(gyoza.locator(".stock")).to_have_text("None left (20 in this cart)")
+        await gyoza.get_by_role("button", name="Add Gyoza").click()
+        await ana.sees_beside(gyoza.locator(".msg"), gyoza.get_by_role("button"))
+        await expect(gyoza.locator(".msg")).to_have_text("No Gyoza left for this cart.")
         await hana.page.locator("#lock").click()  # nobody is ready: the host is asked first
         warning = hana.page.locator("#lock-warning")
         await hana.sees_beside(warning, hana.page.locator("#lock-anyway"))
@@ -179,10 +183,10 @@ async def test_every_message_appears_on_screen_beside_the_control_that_caused_it
         await expect(hana.page.locator("#cart-status")).to_have_attribute("data-status", "locked")
 
         tip = hana.page.get_by_label("Tip (USD, shared like the bill)")
-        await tip.fill("10")  # 2,100 cents of items, the store caps tips at 20 %: $4.20
+        await tip.fill("30")  # $140.00 of items, the store caps tips at 20 %: $28.00
         hint = hana.page.locator("#tip-hint")
         await hana.sees_beside(hint, tip)
-        await expect(hint).to_contain_text("at most $4.20")
+        await expect(hint).to_contain_text("at most $28.00")
         await tip.fill("4")
         await expect(hint).to_have_text("")  # within the cap, and not a surprising share
         await hana.page.get_by_role("button", name="Set tip").click()
