@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+import asyncpg
 import structlog
-from sqlalchemy import RowMapping
+from sqlalchemy import RowMapping, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -75,6 +76,19 @@ def _is_deadlock(exc: DBAPIError) -> bool:
 
 class _DeadConnection(Exception):
     """The transaction's pooled connection was dead before anything was committed."""
+
+
+_CONNECTION_LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # the server shutting down, or restarted
+    # An idle connection whose server process was terminated may be left in a state where
+    # its next statement fails this way instead (seen after pg_terminate_backend).
+    asyncpg.exceptions.InternalClientError,
+)
+"""What the driver raises when a connection is gone (SQLAlchemy wraps the same errors in
+a ``DBAPIError`` with ``connection_invalidated``)."""
 
 
 class VersionConflict(Exception):
@@ -373,6 +387,9 @@ class SqlCarts:
         self._conn = conn
         self._lock = lock
         self.tracked: dict[str, _Tracked] = {}
+        self.saving_alone = False
+        """The save is this unit's one write, sent without a transaction (it commits as it
+        runs): a connection lost meanwhile leaves nobody knowing whether it did."""
 
     async def get(self, cart_id: str) -> TeamCart | None:
         known = self.tracked.get(cart_id)
@@ -415,23 +432,44 @@ class SqlCarts:
         await cart_rows.commit_stock(self._conn, cart_id)
 
     async def flush(self, payloads: OutboxPayloads, *, reserve: bool) -> list[OutboxRecord]:
-        """Save every changed cart (version-checked) and append its events."""
+        """Save every changed cart (version-checked) with its events: new carts first, then
+        one statement per loaded cart (``cart_rows.save_cart``)."""
         records: list[OutboxRecord] = []
+        changed: list[tuple[_Tracked, cart_rows.Snapshot, Sequence[DomainEvent]]] = []
         for tracked in self.tracked.values():
-            cart = tracked.cart
-            events = cart.pull_events()
+            events = tracked.cart.pull_events()
             if tracked.rows is None:
-                tracked.rows = await cart_rows.insert_cart(self._conn, cart)
-            else:
-                saved = await cart_rows.save_cart(self._conn, cart, tracked.version, tracked.rows)
-                if saved is None:
-                    raise VersionConflict(cart.id)
-                tracked.rows, tracked.version = saved, cart.version
-            if events:
-                records += await append_events(
-                    self._conn, events, payloads(events, cart), reserve=reserve
-                )
+                tracked.rows = await cart_rows.insert_cart(self._conn, tracked.cart)
+                if events:
+                    records += await append_events(
+                        self._conn, events, payloads(events, tracked.cart), reserve=reserve
+                    )
+            elif events or tracked.cart.version != tracked.version:
+                changed.append((tracked, tracked.rows, events))
+        if len(changed) > 1 and not self._conn.in_transaction():
+            await self._conn.execute(_OPEN_TRANSACTION)  # the saves commit together
+        self.saving_alone = bool(changed) and not self._conn.in_transaction()
+        for tracked, rows, saving in changed:
+            cart = tracked.cart
+            saved = await cart_rows.save_cart(
+                self._conn,
+                cart,
+                tracked.version,
+                rows,
+                saving,
+                payloads(saving, cart),
+                reserve=reserve,
+            )
+            if saved is None:
+                raise VersionConflict(cart.id)
+            tracked.rows, tracked.version = saved.rows, cart.version
+            records += saved.records
         return records
+
+
+_OPEN_TRANSACTION = text("SELECT 1")
+"""Sent through SQLAlchemy only to open its transaction before statements sent to the
+driver, which must share it."""
 
 
 class SqlCatalog:
@@ -559,8 +597,9 @@ class SqlUnitOfWork:
 
     async def flush(self) -> list[OutboxRecord]:
         """Save and append everything; the records to relay once committed."""
-        records = await self._carts.flush(self._payloads, reserve=self._relaying)
-        records += await self._orders.flush(self._payloads, reserve=self._relaying)
+        # New orders first: their inserts open the transaction the carts' saves then join.
+        records = await self._orders.flush(self._payloads, reserve=self._relaying)
+        records += await self._carts.flush(self._payloads, reserve=self._relaying)
         return records if self._relaying else []
 
 
@@ -574,8 +613,25 @@ class SqlTransactions:
 
     @contextlib.asynccontextmanager
     async def begin(self, *, lock: bool, relaying: bool) -> AsyncIterator[OpenUnitOfWork]:
-        async with self.engine.begin() as conn:
-            yield SqlUnitOfWork(conn, self._stripe, self._payloads, lock=lock, relaying=relaying)
+        """The transaction opens with its first statement sent through SQLAlchemy; a unit
+        that sends none (a command that loads a cart and saves it, the usual case) sends its
+        save alone, one atomic statement, with no BEGIN or COMMIT."""
+        async with self.engine.connect() as conn:
+            uow = SqlUnitOfWork(conn, self._stripe, self._payloads, lock=lock, relaying=relaying)
+            try:
+                yield uow
+            except asyncpg.DeadlockDetectedError as exc:  # one of two writers rolled back
+                raise VersionConflict("deadlock") from exc
+            except _CONNECTION_LOST as exc:  # sent to the driver (cart_rows), not SQLAlchemy
+                # What SQLAlchemy does on a lost connection it sees itself: this connection is
+                # dropped, and so is every other one pooled (PostgreSQL restarted, most
+                # likely: they are dead too), so the run again gets a fresh one.
+                await conn.invalidate()
+                await self.engine.dispose()
+                if uow.carts.saving_alone:
+                    raise  # the save may have committed: not to be run again
+                raise _DeadConnection() from exc
+            await conn.commit()
 
 
 # --- the runner ----------------------------------------------------------------------------
@@ -665,7 +721,9 @@ class UnitOfWorkRunner:
                 log.info("version_conflict", teamcart_id=str(conflict), attempt=attempt)
                 attempt += 1
                 continue
-            except _DeadConnection:
+            except _DeadConnection as dead:
+                if fresh_connection_tried and dead.__cause__ is not None:
+                    raise dead.__cause__ from None
                 log.warning("dead_pooled_connection_retried")
                 fresh_connection_tried = True
                 continue

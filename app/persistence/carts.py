@@ -1,11 +1,16 @@
 """TeamCart repository: rows ↔ ``domain.teamcart.TeamCart``, by hand, with version checks.
 
-A save is ``UPDATE teamcarts … WHERE id = :id AND version = :expected``; no row updated means
+A save is ``UPDATE teamcarts … WHERE id = $1 AND version = $expected``; no row updated means
 another writer got there first, and the unit of work (``app.unit_of_work``) retries from a
 fresh load. A load hands back, beside the cart, the member and item rows it had
 (:class:`Snapshot`), so a save writes only the rows that changed; the unit of work keeps that
 snapshot with the cart it tracks. Stock reservations live here too because they move with the
 cart's state.
+
+Every command loads and saves a cart, so those two are hand-written SQL sent through the
+connection's asyncpg driver (prepared once per connection by asyncpg; no SQL built per
+call): one round trip each, the save carrying the cart's changed rows and its outbox events
+(ADR 0012). The rest is SQLAlchemy Core.
 
 Why one module of this length: the cart's rows by hand, both ways (load in one round trip,
 save only what changed), and the stock that moves with the cart's state.
@@ -19,28 +24,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import (
-    Column,
-    RowMapping,
-    Table,
-    bindparam,
-    case,
-    delete,
-    func,
-    insert,
-    or_,
-    select,
-    text,
-    type_coerce,
-    update,
-)
-from sqlalchemy.dialects.postgresql import JSONB, aggregate_order_by
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+import msgspec
+from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.persistence import outbox
 from app.persistence.catalog import coupon_terms
+from app.persistence.database import driver
 from app.persistence.tables import (
-    coupons,
     products,
     stock_reservations,
     teamcart_items,
@@ -49,6 +40,7 @@ from app.persistence.tables import (
 )
 from domain.catalog import CouponTerms, StoreTerms
 from domain.errors import OutOfStock
+from domain.events import DomainEvent
 from domain.payments import PaymentMethod, PaymentStatus
 from domain.pricing import TOTALS_FIELDS, Quote, Totals
 from domain.teamcart import (
@@ -140,74 +132,6 @@ def _item_rows(cart: TeamCart) -> Rows:
     }
 
 
-def _upsert(table: Table) -> Any:
-    """``INSERT … ON CONFLICT (pk) DO UPDATE`` every other column, built once per table."""
-    statement = pg_insert(table)
-    key = [column.name for column in table.primary_key.columns]
-    return statement.on_conflict_do_update(
-        index_elements=key,
-        set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in key},
-    )
-
-
-_UPSERT_MEMBERS = _upsert(teamcart_members)
-_UPSERT_ITEMS = _upsert(teamcart_items)
-# Statements are built once with bind parameters: SQLAlchemy then skips re-coercing a values
-# dict on every save (measured ~20% of a webhook's CPU before).
-_SAVE = (
-    update(teamcarts)
-    .where(teamcarts.c.id == bindparam("_id"), teamcarts.c.version == bindparam("_expected"))
-    .values(
-        updated_at=func.now(),
-        # A reminder to confirm is for one stretch of being ready: the mark is kept while a
-        # ready cart stays ready and cleared otherwise (SET sees the row as it was), so a
-        # cart that reopens and is ready again reminds its host again.
-        confirm_reminded_at=case(
-            (
-                teamcarts.c.status == CartStatus.READY_TO_CONFIRM.value,
-                teamcarts.c.confirm_reminded_at,
-            ),
-            else_=None,
-        ),
-    )
-)
-
-
-async def _write_changes(
-    conn: AsyncConnection,
-    upsert: Any,
-    table: Table,
-    key: Column[Any],
-    before: Rows,
-    after: Rows,
-    cart_id: str,
-) -> None:
-    """Upsert rows that are new or changed; delete rows that are gone."""
-    gone = [row_key for row_key in before if row_key not in after]
-    if gone:
-        await conn.execute(delete(table).where(table.c.cart_id == cart_id, key.in_(gone)))
-    changed = [row for row_key, row in after.items() if before.get(row_key) != row]
-    if changed:
-        await conn.execute(upsert, changed)
-
-
-async def _write_parts(conn: AsyncConnection, cart: TeamCart, before: Snapshot) -> Snapshot:
-    after = Snapshot.of(cart)
-    await _write_changes(
-        conn,
-        _UPSERT_MEMBERS,
-        teamcart_members,
-        teamcart_members.c.user_id,
-        before.members,
-        after.members,
-        cart.id,
-    )
-    await _write_changes(
-        conn, _UPSERT_ITEMS, teamcart_items, teamcart_items.c.id, before.items, after.items, cart.id
-    )
-    return after
-
-
 async def insert_cart(conn: AsyncConnection, cart: TeamCart) -> Snapshot:
     await conn.execute(
         insert(teamcarts).values(
@@ -222,22 +146,140 @@ async def insert_cart(conn: AsyncConnection, cart: TeamCart) -> Snapshot:
             **_cart_values(cart),
         )
     )
-    return await _write_parts(conn, cart, Snapshot({}, {}))
+    rows = Snapshot.of(cart)
+    if rows.members:
+        await conn.execute(insert(teamcart_members), list(rows.members.values()))
+    if rows.items:
+        await conn.execute(insert(teamcart_items), list(rows.items.values()))
+    return rows
+
+
+# One round trip for a whole save: the version-checked UPDATE of the cart, its member and item
+# rows that changed or went, and its events' outbox rows; everything after the UPDATE happens
+# only if it found the expected version (``saved``). A single statement is atomic, so with
+# nothing else to write the unit of work sends it alone, without BEGIN and COMMIT
+# (``app.unit_of_work``). Row values travel as JSON text, read by ``jsonb_populate_recordset``
+# into the tables' own row types. Written as SQL, not built per call (ADR 0012).
+_SAVE = f"""
+WITH saved AS (
+    UPDATE teamcarts
+       SET status = $3, version = $4, quote_version = $5, deadline = $6, locked_at = $7,
+           tip_minor = $8, coupon_code = $9, subtotal_minor = $10,
+           quote_delivery_fee_minor = $11, tax_minor = $12, quote_tip_minor = $13,
+           discount_minor = $14, total_minor = $15, order_id = $16,
+           removed_user_ids = CAST($17 AS uuid[]), updated_at = now(),
+           -- A reminder to confirm is for one stretch of being ready: the mark is kept while
+           -- a ready cart stays ready and cleared otherwise (SET sees the row as it was),
+           -- so a cart that reopens and is ready again reminds its host again.
+           confirm_reminded_at = CASE WHEN status = '{CartStatus.READY_TO_CONFIRM.value}'
+                                      THEN confirm_reminded_at END
+     WHERE id = $1 AND version = $2
+ RETURNING id
+), members_gone AS (
+    DELETE FROM teamcart_members
+     WHERE cart_id = $1 AND user_id = ANY(CAST($18 AS uuid[])) AND EXISTS (SELECT FROM saved)
+), members_put AS (
+    INSERT INTO teamcart_members
+    SELECT * FROM jsonb_populate_recordset(NULL::teamcart_members, CAST($19 AS text)::jsonb)
+     WHERE EXISTS (SELECT FROM saved)
+        ON CONFLICT (cart_id, user_id) DO UPDATE SET
+           position = EXCLUDED.position, display_name = EXCLUDED.display_name,
+           role = EXCLUDED.role, ready = EXCLUDED.ready, joined_at = EXCLUDED.joined_at,
+           share_minor = EXCLUDED.share_minor, payment_status = EXCLUDED.payment_status,
+           payment_method = EXCLUDED.payment_method,
+           payment_amount_minor = EXCLUDED.payment_amount_minor,
+           payment_reference = EXCLUDED.payment_reference
+), items_gone AS (
+    DELETE FROM teamcart_items
+     WHERE cart_id = $1 AND id = ANY(CAST($20 AS uuid[])) AND EXISTS (SELECT FROM saved)
+), items_put AS (
+    INSERT INTO teamcart_items
+    SELECT * FROM jsonb_populate_recordset(NULL::teamcart_items, CAST($21 AS text)::jsonb)
+     WHERE EXISTS (SELECT FROM saved)
+        ON CONFLICT (id) DO UPDATE SET
+           position = EXCLUDED.position, quantity = EXCLUDED.quantity,
+           name = EXCLUDED.name, unit_price_minor = EXCLUDED.unit_price_minor,
+           options = EXCLUDED.options
+), appended AS (
+    {outbox.append_sql(22, gate="WHERE EXISTS (SELECT FROM saved)")}
+)
+SELECT (SELECT count(*) FROM saved) AS saved, appended.*
+  FROM (SELECT 1) AS one LEFT JOIN appended ON true
+"""  # noqa: S608 (made of constants: a status, the outbox insert)
+
+_rows_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """A save that went through: the cart's rows now, and its events' outbox records (when
+    they are to be relayed)."""
+
+    rows: Snapshot
+    records: list[outbox.OutboxRecord]
 
 
 async def save_cart(
-    conn: AsyncConnection, cart: TeamCart, expected_version: int, before: Snapshot
-) -> Snapshot | None:
-    """Write the cart if nobody else has since ``expected_version`` (the rows it had then
-    are ``before``); ``None`` when another writer got there first. Returns the new rows."""
+    conn: AsyncConnection,
+    cart: TeamCart,
+    expected_version: int,
+    before: Snapshot,
+    events: Sequence[DomainEvent],
+    payloads: Sequence[str],
+    *,
+    reserve: bool,
+) -> Saved | None:
+    """Write the cart and append its events if nobody else has saved it since
+    ``expected_version`` (the rows it had then are ``before``): one statement, in whatever
+    transaction ``conn`` has open, or alone. ``None`` when another writer got there first.
+    ``reserve``: the records come back, reserved for the caller's relay
+    (``app.persistence.outbox``)."""
     if cart.version == expected_version:
-        return before  # the command changed nothing
-    result = await conn.execute(
-        _SAVE, {"_id": cart.id, "_expected": expected_version, **_cart_values(cart)}
+        return Saved(before, [])  # the command changed nothing
+    after = Snapshot.of(cart)
+    values = _cart_values(cart)
+    rows = await (await driver(conn)).fetch(
+        _SAVE,
+        cart.id,
+        expected_version,
+        *(values[name] for name in _SAVED_COLUMNS),
+        [key for key in before.members if key not in after.members],
+        _changed(before.members, after.members),
+        [key for key in before.items if key not in after.items],
+        _changed(before.items, after.items),
+        *outbox.append_arguments(events, payloads, reserve=reserve),
     )
-    if result.rowcount != 1:
+    if rows[0]["saved"] != 1:
         return None
-    return await _write_parts(conn, cart, before)
+    return Saved(after, outbox.records_of(rows, events, payloads) if reserve else [])
+
+
+_SAVED_COLUMNS = (
+    "status",
+    "version",
+    "quote_version",
+    "deadline",
+    "locked_at",
+    "tip_minor",
+    "coupon_code",
+    "subtotal_minor",
+    "quote_delivery_fee_minor",
+    "tax_minor",
+    "quote_tip_minor",
+    "discount_minor",
+    "total_minor",
+    "order_id",
+    "removed_user_ids",
+)
+"""The ``_cart_values`` the save sets, in the order of its parameters $3 to $17."""
+
+
+def _changed(before: Rows, after: Rows) -> str:
+    """The rows that are new or changed, as the JSON array ``jsonb_populate_recordset``
+    reads."""
+    return _rows_encoder.encode(
+        [row for key, row in after.items() if before.get(key) != row]
+    ).decode()
 
 
 async def version_of(conn: AsyncConnection, cart_id: str) -> int | None:
@@ -268,46 +310,19 @@ async def find_cart_id_by_invite(conn: AsyncConnection, invite_code: str) -> str
     return None if cart_id is None else str(cart_id)
 
 
-_MEMBERS = (
-    select(
-        func.coalesce(
-            func.jsonb_agg(
-                aggregate_order_by(
-                    func.to_jsonb(teamcart_members.table_valued()), teamcart_members.c.position
-                )
-            ),
-            text("'[]'::jsonb"),
-        )
-    )
-    .where(teamcart_members.c.cart_id == teamcarts.c.id)
-    .scalar_subquery()
-)
-_ITEMS = (
-    select(
-        func.coalesce(
-            func.jsonb_agg(
-                aggregate_order_by(
-                    func.to_jsonb(teamcart_items.table_valued()), teamcart_items.c.position
-                )
-            ),
-            text("'[]'::jsonb"),
-        )
-    )
-    .where(teamcart_items.c.cart_id == teamcarts.c.id)
-    .scalar_subquery()
-)
-_COUPON = (
-    select(func.to_jsonb(coupons.table_valued()))
-    .where(coupons.c.store_id == teamcarts.c.store_id, coupons.c.code == teamcarts.c.coupon_code)
-    .scalar_subquery()
-)
-_LOAD = select(
-    teamcarts,
-    type_coerce(_MEMBERS, JSONB).label("members_json"),
-    type_coerce(_ITEMS, JSONB).label("items_json"),
-    type_coerce(_COUPON, JSONB).label("coupon_json"),
-)
-_LOAD_ONE = _LOAD.where(teamcarts.c.id == bindparam("cart_id"))  # built once: every command
+# The cart with its members, items and coupon in one round trip; the nested rows as JSON
+# text, decoded here.
+_LOAD = """
+SELECT c.*,
+       (SELECT coalesce(jsonb_agg(to_jsonb(m) ORDER BY m.position), '[]')
+          FROM teamcart_members m WHERE m.cart_id = c.id)::text AS members_json,
+       (SELECT coalesce(jsonb_agg(to_jsonb(i) ORDER BY i.position), '[]')
+          FROM teamcart_items i WHERE i.cart_id = c.id)::text AS items_json,
+       (SELECT to_jsonb(k) FROM coupons k
+         WHERE k.store_id = c.store_id AND k.code = c.coupon_code)::text AS coupon_json
+  FROM teamcarts c
+ WHERE c.id = $1
+"""
 
 
 # FOR NO KEY UPDATE: the lock the save's UPDATE takes anyway (it does not block inserts of
@@ -337,14 +352,15 @@ async def load_cart(
     its own statement: the load that follows takes a fresh snapshot (READ COMMITTED) and so
     sees every change committed before the lock was granted.
     """
-    if lock:
+    if lock:  # through SQLAlchemy, which opens the transaction the lock lasts for
         await conn.execute(_LOCK_ONE, {"cart_id": cart_id})
-    row = (await conn.execute(_LOAD_ONE, {"cart_id": cart_id})).mappings().one_or_none()
+    row = await (await driver(conn)).fetchrow(_LOAD, cart_id)
     if row is None:
         return None
-    member_rows = [_parse_times(m, "joined_at") for m in row["members_json"]]
-    item_rows = row["items_json"]
-    coupon = coupon_terms(row["coupon_json"]) if row["coupon_json"] is not None else None
+    member_rows = [_parse_times(m, "joined_at") for m in _json.decode(row["members_json"])]
+    item_rows = _json.decode(row["items_json"])
+    coupon_json = row["coupon_json"]
+    coupon = coupon_terms(_json.decode(coupon_json)) if coupon_json is not None else None
     cart = _to_cart(row, member_rows, item_rows, coupon)
     return cart, Snapshot.of(cart)
 
@@ -354,8 +370,11 @@ def _parse_times(row: dict[str, Any], *names: str) -> dict[str, Any]:
     return {**row, **{name: datetime.fromisoformat(row[name]) for name in names}}
 
 
+_json = msgspec.json.Decoder()
+
+
 def _to_cart(
-    row: RowMapping,
+    row: Mapping[str, Any],
     member_rows: Sequence[Mapping[str, Any]],
     item_rows: Sequence[Mapping[str, Any]],
     coupon: CouponTerms | None,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 
 def async_url(url: str) -> str:
@@ -29,3 +30,15 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         # fresh snapshot (app.persistence.carts.load_cart), which READ COMMITTED gives.
         isolation_level="READ COMMITTED",
     )
+
+
+async def driver(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under a SQLAlchemy one, for the statements every command sends
+    (``app.persistence.carts``): asyncpg prepares each once per connection, and nothing is
+    built or adapted per call. A statement sent here runs in the transaction SQLAlchemy has
+    open on ``conn``, or alone (autocommit) when it has none."""
+    pooled = await conn.get_raw_connection()
+    connection = pooled.driver_connection
+    if not isinstance(connection, asyncpg.Connection):
+        raise TypeError(f"not an asyncpg connection: {connection!r}")
+    return connection

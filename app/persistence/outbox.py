@@ -31,16 +31,17 @@ the unit of work ``realtime.projection.outbox_payloads``): persistence knows no 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import asyncpg
 import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from app.persistence.database import driver
 from domain.events import DomainEvent
 
 log = structlog.get_logger("teamcart.outbox")
@@ -78,49 +79,48 @@ class Relay(Protocol):
         whatever happens here."""
 
 
-# One round trip for any number of events: the payloads arrive as JSON text (encoded once;
-# the relayed records carry the same text), and each row comes back with its id.
-_APPEND = text(
-    """
+def append_sql(first: int, *, gate: str = "") -> str:
+    """The ``INSERT`` of any number of events, its parameters numbered from ``first``: the
+    aggregate types, ids, versions, event names and payloads (arrays of text, one element an
+    event; the payloads JSON text, encoded once, which the relayed records carry too) and
+    the reservation in ms (NULL: none). ``gate``: a ``WHERE`` on the rows (the cart's save
+    appends only if the save went through). Each row comes back with its id."""
+    n = [f"${first + k}" for k in range(6)]
+    return f"""
     INSERT INTO outbox (aggregate_type, aggregate_id, version, event_type, payload,
                         created_at, reserved_until)
     SELECT t, CAST(a AS uuid), v, e, CAST(p AS jsonb), clock_timestamp(),
-           clock_timestamp() + CAST(:reserve_ms AS integer) * interval '1 millisecond'
-      FROM unnest(CAST(:types AS text[]), CAST(:ids AS text[]), CAST(:versions AS integer[]),
-                  CAST(:events AS text[]), CAST(:payloads AS text[])) AS u(t, a, v, e, p)
+           clock_timestamp() + CAST({n[5]} AS integer) * interval '1 millisecond'
+      FROM unnest(CAST({n[0]} AS text[]), CAST({n[1]} AS text[]), CAST({n[2]} AS integer[]),
+                  CAST({n[3]} AS text[]), CAST({n[4]} AS text[])) AS u(t, a, v, e, p)
+     {gate}
     RETURNING id, aggregate_id::text AS aggregate_id, version, created_at
-    """
-)
+    """  # noqa: S608 (parameter numbers and the caller's fixed WHERE: no input)
 
 
-async def append_events(
-    conn: AsyncConnection,
-    events: Sequence[DomainEvent],
-    payloads: Sequence[str],
-    *,
-    reserve: bool = False,
-) -> list[OutboxRecord]:
-    """Append events with their payloads (JSON text, one per event).
-
-    ``reserve``: the caller hands the returned records to its :class:`Relay` once the
-    transaction has committed, so the rows are reserved for it (and wake no other
-    dispatcher); otherwise the dispatchers claim them as usual and nothing is returned."""
-    if not events:
-        return []
-    rows = await conn.execute(
-        _APPEND,
-        {
-            "reserve_ms": RESERVATION_MS if reserve else None,
-            "types": [event.aggregate_type for event in events],
-            "ids": [event.aggregate_id for event in events],
-            "versions": [event.aggregate_version for event in events],
-            "events": [event.name for event in events],
-            "payloads": list(payloads),
-        },
+def append_arguments(
+    events: Sequence[DomainEvent], payloads: Sequence[str], *, reserve: bool
+) -> tuple[object, ...]:
+    """The parameters of :func:`append_sql`, in its order."""
+    return (
+        [event.aggregate_type for event in events],
+        [event.aggregate_id for event in events],
+        [event.aggregate_version for event in events],
+        [event.name for event in events],
+        list(payloads),
+        RESERVATION_MS if reserve else None,
     )
-    if not reserve:
-        return []
-    inserted = {(row.aggregate_id, row.version): (row.id, row.created_at) for row in rows}
+
+
+def records_of(
+    rows: Sequence[Mapping[str, Any]], events: Sequence[DomainEvent], payloads: Sequence[str]
+) -> list[OutboxRecord]:
+    """The records of appended events, from the rows :func:`append_sql` returned."""
+    inserted = {
+        (row["aggregate_id"], row["version"]): (row["id"], row["created_at"])
+        for row in rows
+        if row["id"] is not None
+    }
     records = []
     for event, payload in zip(events, payloads, strict=True):
         row_id, created_at = inserted[(event.aggregate_id, event.aggregate_version)]
@@ -136,6 +136,29 @@ async def append_events(
             )
         )
     return records
+
+
+_APPEND = append_sql(1)
+
+
+async def append_events(
+    conn: AsyncConnection,
+    events: Sequence[DomainEvent],
+    payloads: Sequence[str],
+    *,
+    reserve: bool = False,
+) -> list[OutboxRecord]:
+    """Append events with their payloads (JSON text, one per event), in one round trip.
+
+    ``reserve``: the caller hands the returned records to its :class:`Relay` once the
+    transaction has committed, so the rows are reserved for it (and wake no other
+    dispatcher); otherwise the dispatchers claim them as usual and nothing is returned."""
+    if not events:
+        return []
+    rows = await (await driver(conn)).fetch(
+        _APPEND, *append_arguments(events, payloads, reserve=reserve)
+    )
+    return records_of(rows, events, payloads) if reserve else []
 
 
 @dataclass(frozen=True, slots=True)

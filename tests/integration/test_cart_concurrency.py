@@ -436,30 +436,46 @@ def own_database(postgres_server_url: str) -> Iterator[str]:
         yield url
 
 
+async def _terminate_app_connections(database_url: str) -> None:
+    """As if PostgreSQL had restarted: every other server connection to the database ends."""
+    cutter = create_engine(database_url, pool_size=1)
+    try:
+        async with cutter.connect() as conn:
+            await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend'"
+                )
+            )
+    finally:
+        await cutter.dispose()
+
+
+@pytest.mark.parametrize(
+    "first_statement", ["through SQLAlchemy (a product read)", "to the driver (the cart's load)"]
+)
 async def test_a_command_on_a_pooled_connection_that_died_is_run_again_on_a_fresh_one(
-    settings: Settings, own_database: str, admin_headers: dict[str, str]
+    settings: Settings, own_database: str, admin_headers: dict[str, str], first_statement: str
 ) -> None:
     """PostgreSQL restarted (here: every server connection of the app terminated) since the
-    pool last used its connections: the next command still succeeds, not 503."""
+    pool last used its connections: the next command still succeeds, not 503, whether its
+    first statement goes through SQLAlchemy (adding an item reads the product) or straight
+    to asyncpg (a quantity change starts with the cart's load)."""
     async with AsyncTestClient(app=create_app(settings.replace(database_url=own_database))) as app:
         host, _, product, url = await cart_with_items(app, admin_headers, stock=None, quantity=1)
         assert (await app.get(url, headers=host)).status_code == 200  # the pool is in use
-        cutter = create_engine(own_database, pool_size=1)
-        try:
-            async with cutter.connect() as conn:
-                await conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                        "AND backend_type = 'client backend'"
-                    )
-                )
-        finally:
-            await cutter.dispose()
-        added = await app.post(
-            url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=host
-        )
-        assert added.status_code == 201, added.text
+        item_id = (await app.get(url, headers=host)).json()["items"][0]["item_id"]
+        await _terminate_app_connections(own_database)
+        if first_statement.startswith("through SQLAlchemy"):
+            done = await app.post(
+                url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=host
+            )
+            assert done.status_code == 201, done.text
+        else:
+            done = await app.patch(f"{url}/items/{item_id}", json={"quantity": 3}, headers=host)
+            assert done.status_code == 200, done.text
+            assert (await app.get(url, headers=host)).json()["items"][0]["quantity"] == 3
 
 
 async def _locked_cart_of_one(
