@@ -49,7 +49,9 @@ DEFAULT_SWEEP_SECONDS: Final = 1.0
 DEFAULT_BATCH: Final = 200
 LISTEN_RETRY_SECONDS: Final = 2.0
 DEFER_SECONDS: Final = 0.02
-MARK_DELAY_SECONDS: Final = 0.005
+MARK_DELAY_SECONDS: Final = 0.05
+"""Relayed rows are marked dispatched in batches gathered this long: one round trip per
+batch, not per command (their reservation lasts ``RESERVATION_MS``, 40 times longer)."""
 RELAY_TIMEOUT_SECONDS: Final = 1.0
 """How long a command waits for its relay before answering anyway (``relay_committed``)."""
 RELAY_PAUSE_SECONDS: Final = 2.0

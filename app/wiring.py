@@ -283,7 +283,11 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
                 }
             ),
         ),
-        cors_config=CORSConfig(allow_origins=[settings.public_url] if settings.public_url else []),
+        # Cross-origin calls only from the public URL, when one is set; without one, no CORS
+        # layer at all (it would refuse every other origin anyway, at a cost per request).
+        cors_config=CORSConfig(allow_origins=[settings.public_url])
+        if settings.public_url
+        else None,
         request_max_body_size=MAX_REQUEST_BODY_BYTES,
         state=State({"resources": resources}),
         debug=debug,
