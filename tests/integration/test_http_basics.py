@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
+from app.auth import issue_token
+from app.config import Settings
 from tests.builders import Client, create_store, store_payload
 
 PROBLEM = "application/problem+json"
@@ -46,6 +50,20 @@ async def test_bad_or_forged_token_is_401(client: Client) -> None:
     for token in ("garbage", forged):
         response = await client.get("/api/v1/stores", headers={"Authorization": f"Bearer {token}"})
         assert_problem(response, 401, "unauthorized")
+
+
+async def test_a_token_that_worked_is_refused_once_it_expires(
+    client: Client, settings: Settings
+) -> None:
+    """Each process remembers the tokens it verified (so it verifies each once), but only
+    until they expire."""
+    assert settings.jwt_secret is not None
+    token = issue_token(settings.jwt_secret, display_name="Brief", lifetime=timedelta(seconds=2))
+    headers = {"Authorization": f"Bearer {token.token}"}
+    assert (await client.get("/api/v1/stores", headers=headers)).status_code == 200
+    assert (await client.get("/api/v1/stores", headers=headers)).status_code == 200
+    await asyncio.sleep(3.1)  # expires_at is whole seconds
+    assert_problem(await client.get("/api/v1/stores", headers=headers), 401, "unauthorized")
 
 
 async def test_guest_on_admin_route_is_403(client: Client, guest_headers: dict[str, str]) -> None:
