@@ -74,45 +74,65 @@ async def _retrieve_principal(token: Token, _: ASGIConnection[Any, Any, Any, Any
 
 
 REMEMBERED_TOKENS = 10_000
-"""Verified tokens each middleware keeps (the oldest is forgotten first)."""
+"""Verified tokens an app keeps (the oldest is forgotten first)."""
+
+
+class VerifiedTokens:
+    """Tokens verified so far by one app, by their exact text, each until it expires."""
+
+    def __init__(self, capacity: int = REMEMBERED_TOKENS) -> None:
+        self.capacity = capacity
+        self._results: dict[str, tuple[AuthenticationResult, float]] = {}
+
+    def get(self, encoded_token: str) -> AuthenticationResult | None:
+        remembered = self._results.get(encoded_token)
+        if remembered is None or time.time() >= remembered[1]:
+            return None
+        return remembered[0]
+
+    def remember(self, encoded_token: str, result: AuthenticationResult) -> None:
+        if len(self._results) >= self.capacity:
+            del self._results[next(iter(self._results))]
+        self._results[encoded_token] = (result, result.auth.exp.timestamp())
 
 
 class RememberingJWTMiddleware(JWTAuthenticationMiddleware):
-    """Litestar's JWT middleware, verifying each distinct token once.
+    """Litestar's JWT middleware, verifying each distinct token once per app.
 
     A member's browser sends the same token with every request; verifying it (base64,
     JSON, HMAC, claims) cost about half a millisecond of CPU each time, an eighth of a whole
     cart command (ADR 0012). A token verified once is remembered by its exact text until it
     expires: the text is signed, so the same text can only be the same verified token, and
-    an expired one is verified again (and refused). Nothing here revokes tokens; if a
-    revocation check is added, it must run on every request, remembered or not.
+    an expired one is verified again (and refused). Litestar builds one middleware per
+    route, so the tokens live on the class :func:`build_jwt_auth` makes for its app. Nothing
+    here revokes tokens; a revocation check, if one is added, must run on every request.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._verified: dict[str, tuple[AuthenticationResult, float]] = {}
+    verified: VerifiedTokens
 
     async def authenticate_token(
         self, encoded_token: str, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        remembered = self._verified.get(encoded_token)
-        if remembered is not None and time.time() < remembered[1]:
-            return remembered[0]
+        remembered = self.verified.get(encoded_token)
+        if remembered is not None:
+            return remembered
         result = await super().authenticate_token(encoded_token, connection)
-        if len(self._verified) >= REMEMBERED_TOKENS:
-            del self._verified[next(iter(self._verified))]
-        self._verified[encoded_token] = (result, result.auth.exp.timestamp())
+        self.verified.remember(encoded_token, result)
         return result
 
 
 def build_jwt_auth(secret: str) -> JWTAuth[Principal, Token]:
     """The Litestar JWT config that turns ``Authorization: Bearer`` into ``request.user``."""
+
+    class AppJWTMiddleware(RememberingJWTMiddleware):
+        verified = VerifiedTokens()  # this app's, shared by its routes
+
     return JWTAuth[Principal, Token](
         token_secret=secret,
         retrieve_user_handler=_retrieve_principal,
         exclude=list(PUBLIC_PATHS),
         default_token_expiration=TOKEN_LIFETIME,
-        authentication_middleware_class=RememberingJWTMiddleware,
+        authentication_middleware_class=AppJWTMiddleware,
     )
 
 
