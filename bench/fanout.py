@@ -90,7 +90,7 @@ from bench.common import (
 
 JWT_SECRET = "bench-" + uuid.uuid4().hex * 2
 P99_TARGET_MS = 50.0
-CURVE_RATES = (100, 200, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000)
+CURVE_RATES = "100,200,300,400,500,600,800,1000,1200,1500,2000"
 
 
 class Head(msgspec.Struct):
@@ -380,7 +380,7 @@ async def capacity(
             carts = sockets // args.members
             async with live_carts(args, database_url, redis_url, carts, workers) as live:
                 await open_loop(100, args.warmup, functools.partial(live.write, sent=Sent()))
-                for rate in CURVE_RATES:
+                for rate in (float(n) for n in args.curve_rates.split(",")):
                     figures, _ = await live.measure(rate, args.curve_seconds)
                     steps.append(
                         {
@@ -564,6 +564,7 @@ def main() -> None:
     parser.add_argument("--curve-workers", default="1,2")
     parser.add_argument("--curve-sockets", default="2000,10000")
     parser.add_argument("--curve-seconds", type=float, default=5)
+    parser.add_argument("--curve-rates", default=CURVE_RATES, help="rising write rates to try")
     parser.add_argument("--bare-server", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:

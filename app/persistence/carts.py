@@ -284,22 +284,19 @@ def _changed(before: Rows, after: Rows) -> str:
 
 async def version_of(conn: AsyncConnection, cart_id: str) -> int | None:
     """The cart's stored version (one primary-key read); ``None`` for no such cart."""
-    found = await conn.execute(_VERSION_OF, {"cart_id": cart_id})
-    version = found.scalar_one_or_none()
+    version = await (await driver(conn)).fetchval(_VERSION_OF, cart_id)
     return None if version is None else int(version)
 
 
-_VERSION_OF = select(teamcarts.c.version).where(teamcarts.c.id == bindparam("cart_id"))
+_VERSION_OF = "SELECT version FROM teamcarts WHERE id = $1"
 
 
 async def is_member(conn: AsyncConnection, cart_id: str, user_id: str) -> bool:
     """Whether the user is a member of the cart right now (one primary-key lookup)."""
-    found = await conn.execute(
-        select(teamcart_members.c.user_id).where(
-            teamcart_members.c.cart_id == cart_id, teamcart_members.c.user_id == user_id
-        )
-    )
-    return found.first() is not None
+    return bool(await (await driver(conn)).fetchval(_IS_MEMBER, cart_id, user_id))
+
+
+_IS_MEMBER = "SELECT EXISTS (SELECT FROM teamcart_members WHERE cart_id = $1 AND user_id = $2)"
 
 
 async def find_cart_id_by_invite(conn: AsyncConnection, invite_code: str) -> str | None:

@@ -75,3 +75,19 @@ async def _is_member(query: Membership, uow: UnitOfWork) -> bool:
 async def is_member(runner: UnitOfWorkRunner, cart_id: str, user_id: str) -> bool:
     """Whether the user is a member of the cart right now, by PostgreSQL."""
     return await runner.run(_is_member, Membership(cart_id, user_id))
+
+
+async def _member_version(query: Membership, uow: UnitOfWork) -> int:
+    version = await uow.carts.version_of(query.cart_id)
+    if version is None:
+        raise cart_not_found(query.cart_id)
+    if not await uow.carts.is_member(query.cart_id, query.user_id):
+        raise NotAMember()
+    return version
+
+
+async def member_version(runner: UnitOfWorkRunner, cart_id: str, user_id: str) -> int:
+    """The cart's version by PostgreSQL, for a member (404 no such cart, 403 not a member):
+    all a conditional read (``If-None-Match``) needs to answer 304, two primary-key reads
+    and no view."""
+    return await runner.run(_member_version, Membership(cart_id, user_id))

@@ -188,6 +188,14 @@ async def test_etag_and_not_modified(client: Client, admin_headers: dict[str, st
     changed = await client.get(url, headers={**host, "If-None-Match": '"1"'})
     assert changed.status_code == 200
     assert changed.headers["etag"] == '"2"'
+    assert changed.json()["version"] == 2
+    # Knowing the version tells an outsider nothing: 403, and 404 for no such cart.
+    outsider = await session(client, "Outsider")
+    assert_problem(
+        await client.get(url, headers={**outsider, "If-None-Match": '"2"'}), 403, "not_a_member"
+    )
+    nowhere = f"/api/v1/teamcarts/{uuid.uuid4()}"
+    assert (await client.get(nowhere, headers={**host, "If-None-Match": '"2"'})).status_code == 404
 
 
 async def test_orders_are_listed_newest_first_a_page_at_a_time(
