@@ -19,6 +19,7 @@ from datetime import timedelta
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.failures import causes, is_unavailable
 from app.idempotency import purge_expired_keys
 from app.persistence.outbox import purge_dispatched
 from app.unit_of_work import UnitOfWorkRunner
@@ -49,8 +50,11 @@ async def _sweep_forever(
     while True:
         try:
             await sweep_once(engine, runner, payment_window, remind)
-        except Exception:  # a database blip must not end the loop
-            log.exception("sweep_failed")
+        except Exception as exc:  # a database blip must not end the loop
+            if any(is_unavailable(cause) for cause in causes(exc)):
+                log.warning("sweep_failed", error=repr(exc))  # an outage: retried next time
+            else:
+                log.exception("sweep_failed")
         await asyncio.sleep(interval)
 
 
