@@ -633,3 +633,30 @@ async def test_the_pages_split_and_amounts_agree_with_the_servers(
         assert split == [expected[i] for i in range(len(weights))], (total, weights)
     assert got["amounts"] == [1250, 1250, 1, 300, 125, None, None, None, None]
     assert (got["yen"], got["dinar"]) == (1200, 1005)
+
+
+async def test_a_guest_too_late_is_told_who_can_let_them_in(
+    browser: Browser,
+    live_server: str,
+    admin_headers: dict[str, str],
+    contexts: list[BrowserContext],
+    request: pytest.FixtureRequest,
+) -> None:
+    store = await a_store(live_server, admin_headers, name="Late Diner")
+    opened, (cai,) = await people_at(browser, PHONE, ARTIFACTS / request.node.name, ("Cai",))
+    contexts += opened
+    async with httpx.AsyncClient(base_url=live_server, timeout=10) as http:
+        hana = await Guest.sign_in(http, "Hana")
+        ana = await Guest.sign_in(http, "Ana")
+        cart = await hana.call("POST", "/api/v1/teamcarts", {"store_id": store["id"]}, expect=201)
+        await ana.join(cart["invite_code"])
+        ids = await products_of(http, ana, store["id"])
+        await ana.add(cart["id"], ids["Gyoza"])
+        await hana.call("POST", f"/api/v1/teamcarts/{cart['id']}/lock")
+        await cai.sign_in(f"{live_server}/join/{cart['invite_code']}")
+        await expect(cai.page.locator("#notice h1")).to_have_text("You can't join this cart")
+        notice = cai.page.locator("#notice")
+        await expect(notice).to_contain_text("locked its cart and is paying now")
+        await expect(notice).to_contain_text("Ask the host to unlock it")
+        await cai.no_horizontal_scroll()
+        assert cai.page_errors == []
