@@ -45,6 +45,7 @@ from app.payments.gateway import PaymentGateway
 from app.persistence import carts as cart_rows
 from app.persistence import catalog as catalog_rows
 from app.persistence import orders as order_rows
+from app.persistence.database import ConnectionLost
 from app.persistence.outbox import OutboxRecord, Relay, append_events
 from app.persistence.payments import (
     IntentFacts,
@@ -76,19 +77,6 @@ def _is_deadlock(exc: DBAPIError) -> bool:
 
 class _DeadConnection(Exception):
     """The transaction's pooled connection was dead before anything was committed."""
-
-
-_CONNECTION_LOST = (
-    OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError,  # the server shutting down, or restarted
-    # An idle connection whose server process was terminated may be left in a state where
-    # its next statement fails this way instead (seen after pg_terminate_backend).
-    asyncpg.exceptions.InternalClientError,
-)
-"""What the driver raises when a connection is gone (SQLAlchemy wraps the same errors in
-a ``DBAPIError`` with ``connection_invalidated``)."""
 
 
 class VersionConflict(Exception):
@@ -622,7 +610,7 @@ class SqlTransactions:
                 yield uow
             except asyncpg.DeadlockDetectedError as exc:  # one of two writers rolled back
                 raise VersionConflict("deadlock") from exc
-            except _CONNECTION_LOST as exc:  # sent to the driver (cart_rows), not SQLAlchemy
+            except ConnectionLost as exc:  # sent to the driver (cart_rows), not SQLAlchemy
                 # What SQLAlchemy does on a lost connection it sees itself: this connection is
                 # dropped, and so is every other one pooled (PostgreSQL restarted, most
                 # likely: they are dead too), so the run again gets a fresh one.

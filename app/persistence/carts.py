@@ -28,9 +28,8 @@ import msgspec
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.persistence import outbox
+from app.persistence import database, outbox
 from app.persistence.catalog import coupon_terms
-from app.persistence.database import driver
 from app.persistence.tables import (
     products,
     stock_reservations,
@@ -238,7 +237,8 @@ async def save_cart(
         return Saved(before, [])  # the command changed nothing
     after = Snapshot.of(cart)
     values = _cart_values(cart)
-    rows = await (await driver(conn)).fetch(
+    rows = await database.fetch(
+        conn,
         _SAVE,
         cart.id,
         expected_version,
@@ -284,7 +284,7 @@ def _changed(before: Rows, after: Rows) -> str:
 
 async def version_of(conn: AsyncConnection, cart_id: str) -> int | None:
     """The cart's stored version (one primary-key read); ``None`` for no such cart."""
-    version = await (await driver(conn)).fetchval(_VERSION_OF, cart_id)
+    version = await database.fetchval(conn, _VERSION_OF, cart_id)
     return None if version is None else int(version)
 
 
@@ -293,7 +293,7 @@ _VERSION_OF = "SELECT version FROM teamcarts WHERE id = $1"
 
 async def is_member(conn: AsyncConnection, cart_id: str, user_id: str) -> bool:
     """Whether the user is a member of the cart right now (one primary-key lookup)."""
-    return bool(await (await driver(conn)).fetchval(_IS_MEMBER, cart_id, user_id))
+    return bool(await database.fetchval(conn, _IS_MEMBER, cart_id, user_id))
 
 
 _IS_MEMBER = "SELECT EXISTS (SELECT FROM teamcart_members WHERE cart_id = $1 AND user_id = $2)"
@@ -351,7 +351,7 @@ async def load_cart(
     """
     if lock:  # through SQLAlchemy, which opens the transaction the lock lasts for
         await conn.execute(_LOCK_ONE, {"cart_id": cart_id})
-    row = await (await driver(conn)).fetchrow(_LOAD, cart_id)
+    row = await database.fetchrow(conn, _LOAD, cart_id)
     if row is None:
         return None
     member_rows = [_parse_times(m, "joined_at") for m in _json.decode(row["members_json"])]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -37,13 +38,55 @@ def create_engine(url: str, *, pool_size: int = 20) -> AsyncEngine:
     )
 
 
-async def driver(conn: AsyncConnection) -> asyncpg.Connection:
-    """The asyncpg connection under a SQLAlchemy one, for the statements every command sends
-    (``app.persistence.carts``): asyncpg prepares each once per connection, and nothing is
-    built or adapted per call. A statement sent here runs in the transaction SQLAlchemy has
-    open on ``conn``, or alone (autocommit) when it has none."""
+class ConnectionLost(Exception):
+    """A statement sent to the driver found its connection gone (PostgreSQL restarted, or
+    the server process was terminated); the driver's error is its ``__cause__``. SQLAlchemy
+    reports the same as a ``DBAPIError`` with ``connection_invalidated``."""
+
+
+_CONNECTION_LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,  # the server shutting down, or restarted
+    # An idle connection whose server process was terminated may be left in a state where
+    # its next statement fails this way instead (seen after pg_terminate_backend).
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+async def _driver(conn: AsyncConnection) -> asyncpg.Connection:
     pooled = await conn.get_raw_connection()
     connection = pooled.driver_connection
     if not isinstance(connection, asyncpg.Connection):
         raise TypeError(f"not an asyncpg connection: {connection!r}")
     return connection
+
+
+# The statements every command sends (``app.persistence.carts``, ``.outbox``) go to the
+# asyncpg connection under the SQLAlchemy one: asyncpg prepares each once per connection,
+# and nothing is built or adapted per call. A statement sent here runs in the transaction
+# SQLAlchemy has open on ``conn``, or alone (autocommit) when it has none.
+
+
+async def fetch(conn: AsyncConnection, query: str, *args: object) -> list[asyncpg.Record]:
+    try:
+        rows: list[asyncpg.Record] = await (await _driver(conn)).fetch(query, *args)
+        return rows
+    except _CONNECTION_LOST as exc:
+        raise ConnectionLost(repr(exc)) from exc
+
+
+async def fetchrow(conn: AsyncConnection, query: str, *args: object) -> asyncpg.Record | None:
+    try:
+        row: asyncpg.Record | None = await (await _driver(conn)).fetchrow(query, *args)
+        return row
+    except _CONNECTION_LOST as exc:
+        raise ConnectionLost(repr(exc)) from exc
+
+
+async def fetchval(conn: AsyncConnection, query: str, *args: object) -> Any:
+    try:
+        return await (await _driver(conn)).fetchval(query, *args)
+    except _CONNECTION_LOST as exc:
+        raise ConnectionLost(repr(exc)) from exc

@@ -41,7 +41,7 @@ import structlog
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.persistence.database import driver
+from app.persistence import database
 from domain.events import DomainEvent
 
 log = structlog.get_logger("teamcart.outbox")
@@ -155,9 +155,7 @@ async def append_events(
     dispatcher); otherwise the dispatchers claim them as usual and nothing is returned."""
     if not events:
         return []
-    rows = await (await driver(conn)).fetch(
-        _APPEND, *append_arguments(events, payloads, reserve=reserve)
-    )
+    rows = await database.fetch(conn, _APPEND, *append_arguments(events, payloads, reserve=reserve))
     return records_of(rows, events, payloads) if reserve else []
 
 
