@@ -148,6 +148,7 @@ async def test_every_message_appears_on_screen_beside_the_control_that_caused_it
         ben = await Guest.sign_in(http, "Ben")
         cart_id = await host_opens(hana, live_server, store)
         await ana.sign_in(f"{live_server}/join/{await invite_code(hana)}")
+        await expect(ana.page.locator("#members > li")).to_have_count(2)  # Ana joined first
         await ben.join(await invite_code(hana))
         ids = await products_of(http, ben, store["id"])
 
@@ -281,6 +282,7 @@ async def test_focus_scroll_and_a_half_typed_quantity_survive_others_updates(
         ben = await Guest.sign_in(http, "Ben")
         cart_id = await host_opens(hana, live_server, store)
         await ana.sign_in(f"{live_server}/join/{await invite_code(hana)}")
+        await expect(ana.page.locator("#members > li")).to_have_count(2)  # Ana joined first
         await ben.join(await invite_code(hana))
         ids = await products_of(http, ben, store["id"])
         await ana.add("Ramen", option="Regular")
