@@ -665,3 +665,29 @@ async def test_a_guest_too_late_is_told_who_can_let_them_in(
         await expect(notice).to_contain_text("Ask the host to unlock it")
         await cai.no_horizontal_scroll()
         assert cai.page_errors == []
+
+
+async def test_a_guest_who_leaves_is_told_so_and_may_come_back(
+    browser: Browser,
+    live_server: str,
+    admin_headers: dict[str, str],
+    contexts: list[BrowserContext],
+    request: pytest.FixtureRequest,
+) -> None:
+    store = await a_store(live_server, admin_headers, name="Leaving Diner")
+    opened, (ana,) = await people_at(browser, PHONE, ARTIFACTS / request.node.name, ("Ana",))
+    contexts += opened
+    async with httpx.AsyncClient(base_url=live_server, timeout=10) as http:
+        hana = await Guest.sign_in(http, "Hana")
+        cart = await hana.call("POST", "/api/v1/teamcarts", {"store_id": store["id"]}, expect=201)
+        invite = f"{live_server}/join/{cart['invite_code']}"
+        await ana.sign_in(invite)
+        await ana.add("Gyoza")
+        await ana.page.get_by_role("button", name="Leave the cart").click()  # confirmed
+        await expect(ana.page.locator("#notice h1")).to_have_text("You left the cart")
+        view = await hana.call("GET", f"/api/v1/teamcarts/{cart['id']}")
+        assert ([m["display_name"] for m in view["members"]], view["items"]) == (["Hana"], [])
+        await ana.page.goto(invite)
+        await expect(ana.page.locator("#members > li")).to_have_count(2)
+        await expect(ana.page.locator("#conn")).to_have_attribute("data-conn", "live")
+        assert ana.page_errors == []
