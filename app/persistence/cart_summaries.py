@@ -7,21 +7,21 @@ takes part in a command, a version check or a lock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.persistence.tables import stores, teamcart_items, teamcart_members, teamcarts
 
 
-@dataclass(frozen=True, slots=True)
-class CartSummary:
-    """One line of a member's list of carts: enough to find the cart again and see whether it
-    needs them (their items and share), without loading the whole aggregate."""
+class CartSummary(msgspec.Struct, frozen=True):
+    """One line of a member's list of carts ("My carts", served as it is): enough to find
+    the cart again and see whether it needs them (their items and share), without loading
+    the whole aggregate."""
 
-    cart_id: str
+    id: str
     store_id: str
     store_name: str
     status: str
@@ -33,7 +33,6 @@ class CartSummary:
     my_share_minor: int | None
     my_payment_status: str
     total_minor: int | None
-    created_at: datetime
     updated_at: datetime
 
 
@@ -77,7 +76,6 @@ async def list_carts_of(
             me.c.share_minor,
             me.c.payment_status,
             teamcarts.c.total_minor,
-            teamcarts.c.created_at,
             teamcarts.c.updated_at,
         )
         .select_from(
@@ -94,7 +92,7 @@ async def list_carts_of(
     rows = (await conn.execute(query)).mappings().all()
     return [
         CartSummary(
-            cart_id=str(row["id"]),
+            id=str(row["id"]),
             store_id=str(row["store_id"]),
             store_name=row["store_name"],
             status=row["status"],
@@ -106,7 +104,6 @@ async def list_carts_of(
             my_share_minor=row["share_minor"],
             my_payment_status=row["payment_status"],
             total_minor=row["total_minor"],
-            created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
         for row in rows

@@ -19,7 +19,7 @@ from litestar.security.jwt import Token
 from litestar.status_codes import HTTP_200_OK, HTTP_304_NOT_MODIFIED
 
 from app.auth import Principal
-from app.persistence.cart_summaries import list_carts_of
+from app.persistence.cart_summaries import CartSummary, list_carts_of
 from app.resources import AppResources
 from app.routes.fields import (
     MAX_MINOR,
@@ -93,26 +93,8 @@ class ConfirmRequest(msgspec.Struct, forbid_unknown_fields=True):
     delivery_address: AddressIn
 
 
-class CartSummaryView(msgspec.Struct):
-    """A cart in the caller's list ("My carts"): where it stands and what it asks of them."""
-
-    id: str
-    store_id: str
-    store_name: str
-    status: str
-    currency: str
-    role: str
-    member_count: int
-    my_item_count: int
-    my_subtotal_minor: int
-    my_share_minor: int | None
-    my_payment_status: str
-    total_minor: int | None
-    updated_at: datetime
-
-
 class CartList(msgspec.Struct):
-    items: list[CartSummaryView]
+    items: list[CartSummary]
 
 
 MY_CARTS_LIMIT = 50
@@ -152,26 +134,7 @@ class TeamCartController(Controller):
             summaries = await list_carts_of(
                 conn, request.user.user_id, limit=MY_CARTS_LIMIT, include_closed=include_closed
             )
-        return CartList(
-            items=[
-                CartSummaryView(
-                    id=summary.cart_id,
-                    store_id=summary.store_id,
-                    store_name=summary.store_name,
-                    status=summary.status,
-                    currency=summary.currency,
-                    role=summary.role,
-                    member_count=summary.member_count,
-                    my_item_count=summary.my_item_count,
-                    my_subtotal_minor=summary.my_subtotal_minor,
-                    my_share_minor=summary.my_share_minor,
-                    my_payment_status=summary.my_payment_status,
-                    total_minor=summary.total_minor,
-                    updated_at=summary.updated_at,
-                )
-                for summary in summaries
-            ]
-        )
+        return CartList(items=summaries)
 
     @post("/join", status_code=HTTP_200_OK)
     async def join(
