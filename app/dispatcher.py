@@ -111,6 +111,18 @@ def project_outbox_record(projection: Projection) -> Handler:
     return handle
 
 
+def each_of(handlers: Sequence[Handler]) -> Handler:
+    """One handler that runs ``handlers`` in turn on each record (the projection, the order
+    feed, the mail planner): a failure stops there and the row is dispatched again later,
+    so each must be idempotent on the record's ``(aggregate, version)`` or ``id``."""
+
+    async def handle(record: OutboxRecord) -> None:
+        for handler in handlers:
+            await handler(record)
+
+    return handle
+
+
 def _by_aggregate(records: Sequence[OutboxRecord]) -> list[list[OutboxRecord]]:
     """Records grouped by aggregate, each group in the order given (version order)."""
     groups: dict[tuple[str, str], list[OutboxRecord]] = {}

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import build_jwt_auth
 from app.config import Settings
-from app.dispatcher import OutboxDispatcher, project_outbox_record
+from app.dispatcher import Handler, OutboxDispatcher, each_of, project_outbox_record
 from app.embedded import EMULATOR_SECRET_KEY
 from app.errors import problem_details_config, unexpected_exception_handler
 from app.idempotency import IdempotencyMiddleware
@@ -113,10 +113,17 @@ def build_resources(settings: Settings) -> Resources:
     )
 
 
-def build_live(redis: Redis, database_url: str, load_view: ViewLoader, engine: AsyncEngine) -> Live:
+def build_live(
+    redis: Redis,
+    database_url: str,
+    load_view: ViewLoader,
+    engine: AsyncEngine,
+    consumers: Sequence[Handler] = (),
+) -> Live:
     """The real-time parts on the process's Redis client: the pub/sub link (which tells the
     hub to resync every socket after a dropped connection), the view store, presence, the
-    projection (rebuilding views with ``load_view``), the hub and the outbox dispatcher."""
+    projection (rebuilding views with ``load_view``), the hub and the outbox dispatcher,
+    which hands each event to the projection and then to the other ``consumers``."""
 
     def resync_all() -> None:
         PUBSUB_RECONNECTS.inc()
@@ -131,7 +138,9 @@ def build_live(redis: Redis, database_url: str, load_view: ViewLoader, engine: A
 
     projection = Projection(views, broadcast, load_view)
     hub = Hub(projection, presence, link, observer=PrometheusHubObserver())
-    dispatcher = OutboxDispatcher(database_url, project_outbox_record(projection))
+    dispatcher = OutboxDispatcher(
+        database_url, each_of([project_outbox_record(projection), *consumers])
+    )
     return Live(link, views, presence, projection, hub, dispatcher, engine)
 
 

@@ -956,9 +956,11 @@ ACTIONS["remove-item"] = (button) => act(`item-${button.dataset.item}`, () => ap
 ACTIONS.ready = () => act("ready", () => api("PUT", `/api/v1/teamcarts/${cartScreen.cartId}/ready`, { ready: !mine(cartScreen).ready }));
 ACTIONS.leave = () => act("ready", async () => {
   if (!window.confirm("Leave this cart? Your items go with you.")) return;
-  cartScreen.left = true;
-  await api("DELETE", `/api/v1/teamcarts/${cartScreen.cartId}/members/${session.userId}`);
-  removedFromCart();
+  const state = cartScreen;
+  state.left = true;
+  await api("DELETE", `/api/v1/teamcarts/${state.cartId}/members/${session.userId}`);
+  // The cart's own update may have beaten the answer here and already said so.
+  if (cartScreen === state) removedFromCart();
 });
 
 function group(state, isHost, money) {
