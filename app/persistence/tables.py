@@ -414,3 +414,48 @@ Index(
     refund_requests.c.next_attempt_at,
     postgresql_where=refund_requests.c.status == "pending",
 )
+
+# --- Users and mail (migration 0013) ---------------------------------------------------------
+
+# Who a person said they are: the name and, if they gave one, the address their mail goes to.
+# Guest tokens stay the identity; this row is what mail reads (a token's name is not updated).
+users = Table(
+    "users",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("display_name", Text, nullable=False),
+    Column("email", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# One mail planned from an order's outbox event for one recipient (app.mail, ADR 0013): the
+# unique key makes a replayed event plan nothing new; the mailer claims pending rows with
+# SKIP LOCKED and marks each sent or failed in the claim's transaction.
+emails = Table(
+    "emails",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),  # also the Message-ID's left part
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("user_id", UUID(as_uuid=False), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("order_id", UUID(as_uuid=False), nullable=False, index=True),
+    Column("to_address", Text, nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("text_body", Text, nullable=False),
+    Column("html_body", Text, nullable=False),
+    # pending → sent | failed; never back.
+    Column("status", String(16), nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("sent_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("outbox_id", "user_id", "kind", name="uq_emails_outbox_id_user_id_kind"),
+    CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status_known"),
+)
+Index(
+    "ix_emails_pending",
+    emails.c.next_attempt_at,
+    postgresql_where=emails.c.status == "pending",
+)
