@@ -13,10 +13,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
 PREFIX = "TEAMCART_"
+DEFAULT_MAIL_FROM = "TeamCart <orders@teamcart.localhost>"
 
 
 class SettingsError(ValueError):
@@ -50,6 +52,12 @@ class Settings:
     log_json: bool = True
     rate_limit_per_minute: int = 30
     """New sessions, and joins, each client address may make a minute (0: no limit)."""
+    smtp_url: str | None = None
+    """Where mail is sent (``smtp://`` or ``smtps://``); ``None``: the embedded catcher's."""
+    mail_from: str = DEFAULT_MAIL_FROM
+    mail_catcher_dir: Path | None = None
+    """Set (by ``teamcart serve``, for its workers) while the embedded SMTP catcher runs: the
+    folder it keeps caught mail in, which ``GET /dev/mail`` lists. Never set otherwise."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +99,9 @@ class Settings:
             rate_limit_per_minute=_whole_number(
                 "RATE_LIMIT_PER_MINUTE", get("RATE_LIMIT_PER_MINUTE"), 30
             ),
+            smtp_url=_smtp_url("SMTP_URL", get("SMTP_URL")),
+            mail_from=_mail_from("MAIL_FROM", get("MAIL_FROM")),
+            mail_catcher_dir=_path(get("MAIL_CATCHER_DIR")),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -101,6 +112,11 @@ class Settings:
     def uses_stripe_emulator(self) -> bool:
         """True when the server must start its own Stripe emulator."""
         return self.stripe_secret_key is None and self.stripe_api_base is None
+
+    @property
+    def uses_mail_catcher(self) -> bool:
+        """True when the server must start its own SMTP catcher (no SMTP server named)."""
+        return self.smtp_url is None
 
 
 def _checked_port(variable: str, value: str) -> None:
@@ -171,6 +187,53 @@ def _webhook_secrets(variable: str, value: str | None) -> tuple[str, ...]:
     return secrets
 
 
+def _smtp_url(variable: str, value: str | None) -> str | None:
+    """``smtp://[user[:password]@]host[:port]`` (STARTTLS when the server offers it) or
+    ``smtps://…`` (TLS from the first byte); ``app.mail.smtp`` reads the parts."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"smtp", "smtps"}:
+        raise SettingsError(
+            PREFIX + variable, f"expected an smtp:// or smtps:// URL, got scheme {parts.scheme!r}"
+        )
+    _checked_port(variable, value)
+    if not parts.hostname:
+        raise SettingsError(PREFIX + variable, "the URL names no host (smtp://HOST:PORT)")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise SettingsError(PREFIX + variable, "expected nothing after the host and port")
+    return value
+
+
+MAX_MAIL_FROM = 320
+
+
+def _mail_from(variable: str, value: str | None) -> str:
+    """A From header: ``Name <address>`` or a bare address, on one line."""
+    if value is None:
+        return DEFAULT_MAIL_FROM
+    _, address = parseaddr(value)
+    if (
+        len(value) > MAX_MAIL_FROM
+        or any(ord(char) < 32 or ord(char) == 127 for char in value)
+        or not _plausible_address(address)
+    ):
+        raise SettingsError(
+            PREFIX + variable,
+            f"expected an address like 'TeamCart <orders@example.com>', got {value!r}",
+        )
+    return value
+
+
+def _plausible_address(address: str) -> bool:
+    local, at, domain = address.rpartition("@")
+    return bool(at and local and domain) and " " not in address
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
 def _positive_number(variable: str, value: str | None, default: float) -> float:
     if value is None:
         return default
@@ -230,5 +293,10 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         "LOG_LEVEL": settings.log_level,
         "LOG_JSON": "true" if settings.log_json else "false",
         "RATE_LIMIT_PER_MINUTE": str(settings.rate_limit_per_minute),
+        "SMTP_URL": settings.smtp_url,
+        "MAIL_FROM": settings.mail_from,
+        "MAIL_CATCHER_DIR": None
+        if settings.mail_catcher_dir is None
+        else str(settings.mail_catcher_dir),
     }
     return {PREFIX + name: value for name, value in values.items() if value is not None}
