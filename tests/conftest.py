@@ -1,5 +1,5 @@
-"""Shared fixtures: one migrated PostgreSQL database and one Redis per test session, the
-app built on them, and HTTP clients with guest and admin tokens."""
+"""Shared fixtures: one migrated PostgreSQL database, one Redis and one SMTP server per test
+session, the app built on them, and HTTP clients with guest and admin tokens."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from app.embedded import (
     register_emulator_webhook,
     stripe_emulator,
 )
+from app.mail.catcher import MailCatcher, running_catcher
 from app.payments.gateway import StripeGateway
 from app.persistence import schema
 from app.persistence.database import create_engine
@@ -63,8 +64,20 @@ def stripe_api_base(services_dir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def mail_catcher(services_dir: Path) -> Iterator[MailCatcher]:
+    """A real SMTP server (the embedded catcher, aiosmtpd, in a thread) that the app's mailer
+    sends to, keeping every mail it receives in a folder the tests can read."""
+    with running_catcher(services_dir / "mail") as catcher:
+        yield catcher
+
+
+@pytest.fixture(scope="session")
 def settings(
-    database_url: str, redis_url: str, services_dir: Path, stripe_api_base: str
+    database_url: str,
+    redis_url: str,
+    services_dir: Path,
+    stripe_api_base: str,
+    mail_catcher: MailCatcher,
 ) -> Settings:
     return Settings(
         database_url=database_url,
@@ -78,6 +91,7 @@ def settings(
         log_json=True,
         log_level="WARNING",
         rate_limit_per_minute=0,  # the suite signs in far more often; test_rate_limits sets one
+        smtp_url=mail_catcher.url,
     )
 
 
