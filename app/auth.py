@@ -23,6 +23,7 @@ from litestar.security.jwt import JWTAuth, JWTAuthenticationMiddleware, Token
 from app.errors import ApiError
 
 ADMIN_ROLE = "admin"
+STAFF_ROLE = "staff"
 TOKEN_LIFETIME = timedelta(days=7)
 MAX_DISPLAY_NAME = 60
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -49,6 +50,9 @@ class Principal:
     user_id: str
     display_name: str
     roles: frozenset[str] = frozenset()
+    staff_of: frozenset[str] = frozenset()
+    """Stores whose staff the token says the caller is (``teamcart token --staff``); staff
+    added through the API are found in ``store_staff`` instead."""
 
     @property
     def is_admin(self) -> bool:
@@ -66,6 +70,7 @@ def principal_from_token(token: Token) -> Principal:
         user_id=token.sub,
         display_name=name or "Guest",
         roles=frozenset(str(role) for role in roles),
+        staff_of=frozenset(str(store) for store in extras.get("staff_of") or []),
     )
 
 
@@ -149,14 +154,19 @@ def issue_token(
     display_name: str,
     user_id: str | None = None,
     admin: bool = False,
+    staff_of: str | None = None,
     lifetime: timedelta = TOKEN_LIFETIME,
 ) -> IssuedToken:
-    """Mint a signed token; used by the sessions route and ``teamcart token``."""
+    """Mint a signed token; used by the sessions route and ``teamcart token`` (``staff_of``:
+    the store whose orders it reads and moves)."""
     subject = user_id or str(uuid.uuid4())
     expires_at = (datetime.now(UTC) + lifetime).replace(microsecond=0)
     extras: dict[str, Any] = {"name": display_name}
     if admin:
         extras["roles"] = [ADMIN_ROLE]
+    if staff_of is not None:
+        extras["roles"] = [*extras.get("roles", []), STAFF_ROLE]
+        extras["staff_of"] = [str(uuid.UUID(staff_of))]
     token = Token(sub=subject, exp=expires_at, extras=extras)
     return IssuedToken(user_id=subject, token=token.encode(secret, "HS256"), expires_at=expires_at)
 

@@ -40,9 +40,11 @@ from domain.errors import (
     Conflict,
     DomainError,
     Forbidden,
+    IllegalTransition,
     Invalid,
     NotFound,
     OutOfStock,
+    RefundExceedsPaid,
     TipTooHigh,
 )
 
@@ -130,6 +132,10 @@ def domain_error_to_problem(exc: DomainError) -> ProblemDetailsException:
         extra["product_ids"] = list(exc.product_ids)
     if isinstance(exc, TipTooHigh):
         extra["max_tip_minor"] = exc.max_tip_minor
+    if isinstance(exc, IllegalTransition):
+        extra["allowed"] = list(exc.allowed)
+    if isinstance(exc, RefundExceedsPaid):
+        extra["refundable_minor"] = exc.refundable_minor
     return problem(status, exc.code, exc.detail, extra=extra)
 
 

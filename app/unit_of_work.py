@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
@@ -51,12 +51,13 @@ from app.persistence.payments import (
     IntentFacts,
     IntentOwner,
     IntentStatus,
+    RefundedSoFar,
     RefundOwed,
     SqlPayments,
 )
 from domain.catalog import CouponTerms, ProductSnapshot, StoreTerms
 from domain.events import DomainEvent
-from domain.order import Order
+from domain.order import Order, OrderLine, OrderStatus
 from domain.teamcart import TeamCart
 
 log = structlog.get_logger("teamcart.uow")
@@ -153,17 +154,40 @@ class CatalogRepository(Protocol):
     async def count_coupon_use(self, store_id: str, code: str, cart_id: str) -> bool:
         """The cart confirms: the use it held is made; ``False`` if none is left."""
 
+    async def add_staff(self, store_id: str, user_id: str) -> None:
+        """The user is staff of the store (adding them twice changes nothing)."""
+
+    async def is_staff(self, store_id: str, user_id: str) -> bool: ...
+
+    async def return_stock(self, lines: Sequence[OrderLine]) -> None:
+        """A cancelled order's units back on sale (products with limited stock)."""
+
 
 class OrderRepository(Protocol):
-    async def next_number(self) -> str: ...
+    async def next_number(self, today: date) -> str:
+        """``TC-YYYYMMDD-XXXXX``, unique and never reused."""
 
-    async def get(self, order_id: str) -> Order | None: ...
+    async def get(self, order_id: str) -> Order | None:
+        """The order, remembered with its version so the commit can check it."""
+
+    async def id_paid_by(self, payment_intent_id: str) -> str | None:
+        """The order the PaymentIntent paid into, if any."""
 
     async def ids_for(
         self, user_id: str, *, limit: int, before: tuple[datetime, str] | None
     ) -> list[str]:
         """Ids of the orders the user may read (host or payer), newest first, after the
         ``(created_at, id)`` cursor ``before``."""
+
+    async def ids_of_store(
+        self,
+        store_id: str,
+        *,
+        statuses: Sequence[OrderStatus],
+        limit: int,
+        before: tuple[datetime, str] | None,
+    ) -> list[str]:
+        """Ids of the store's orders in ``statuses`` (any, when empty), newest first."""
 
     def add(self, order: Order) -> None:
         """A new order, inserted with its events at commit."""
@@ -217,18 +241,20 @@ class PaymentRepository(Protocol):
         currency: str,
         reason: str,
         cart_id: str | None,
+        request_id: str | None = None,
     ) -> None:
-        """Owe a refund (once per intent, however often it is decided)."""
+        """Owe a refund: in full (once per intent, however often it is decided), or, with a
+        ``request_id``, ``amount`` of it."""
 
     async def pending_refunds(
         self, *, payment_intent_ids: Sequence[str] | None, cart_id: str | None, limit: int
     ) -> list[str]:
-        """Intent ids of refunds still owed, among those named or of the cart if given."""
+        """Request ids of refunds still owed, on the intents named or of the cart if given."""
 
-    async def claim_refund(self, payment_intent_id: str) -> RefundOwed | None:
+    async def claim_refund(self, request_id: str) -> RefundOwed | None:
         """The pending refund, locked until the end; ``None`` when done or taken."""
 
-    async def note_refund_failed(self, payment_intent_id: str, attempts: int, error: str) -> None:
+    async def note_refund_failed(self, request_id: str, attempts: int, error: str) -> None:
         """Stripe refused or did not answer: the request stays pending, tried again later
         (each time later)."""
 
@@ -236,8 +262,13 @@ class PaymentRepository(Protocol):
         """Stripe reports the refund we asked for failed: owe it again in a new round;
         ``False`` when we never asked for one."""
 
-    async def mark_refund_done(self, payment_intent_id: str, attempts: int) -> None:
+    async def mark_refund_done(
+        self, request_id: str, attempts: int, refund_id: str | None = None
+    ) -> None:
         """The refund was made (or had been): nothing more is owed."""
+
+    async def refund_request_state(self, request_id: str) -> tuple[str, str | None] | None:
+        """The request's status (``pending`` or ``done``) and Stripe's refund id, if made."""
 
     async def record_refund(
         self,
@@ -254,6 +285,10 @@ class PaymentRepository(Protocol):
     async def refunded_total(self, payment_intent_id: str) -> int:
         """Stripe's units refunded so far (succeeded refunds)."""
 
+    async def refunded_so_far(self, payment_intent_id: str) -> RefundedSoFar:
+        """Given back or on its way back: refunds that did not fail and requests Stripe
+        hasn't taken yet."""
+
     async def record_dispute(
         self,
         dispute_id: str,
@@ -265,9 +300,6 @@ class PaymentRepository(Protocol):
         status: str,
     ) -> None:
         """A dispute by Stripe's id, whatever it concerns; a later notice updates its status."""
-
-    async def set_order_payment_status(self, payment_intent_id: str, status: str) -> None:
-        """Keep the order's copy of a payment in step with the cart's."""
 
     async def claim_event(self, event_id: str, event_type: str) -> bool:
         """Enter a Stripe event in the inbox; ``False`` when it is there already."""
@@ -315,9 +347,10 @@ class Handler(Protocol[C, R]):
     def __call__(self, command: C, uow: UnitOfWork, /) -> Awaitable[R]: ...
 
 
-OutboxPayloads = Callable[[Sequence[DomainEvent], TeamCart | None], list[str]]
-"""Encodes an aggregate's events as outbox payloads (for carts, with the cart's view as of
-each event's version: the projection's format, given by the wiring)."""
+OutboxPayloads = Callable[[Sequence[DomainEvent], TeamCart | Order | None], list[str]]
+"""Encodes an aggregate's events as outbox payloads, with the aggregate's view as of each
+event's version (for carts, the projection's format; for orders, the order feed's: given by
+the wiring)."""
 
 RefundRunner = Callable[[str | None, Sequence[str]], Awaitable[object]]
 """Carries out owed refunds (by cart, or by intent id) against Stripe after commit."""
@@ -503,35 +536,81 @@ class SqlCatalog:
     async def count_coupon_use(self, store_id: str, code: str, cart_id: str) -> bool:
         return await catalog_rows.count_coupon_use(self._conn, store_id, code, cart_id)
 
+    async def add_staff(self, store_id: str, user_id: str) -> None:
+        await catalog_rows.add_staff(self._conn, store_id, user_id)
+
+    async def is_staff(self, store_id: str, user_id: str) -> bool:
+        return await catalog_rows.is_staff(self._conn, store_id, user_id)
+
+    async def return_stock(self, lines: Sequence[OrderLine]) -> None:
+        await catalog_rows.return_stock(self._conn, lines)
+
 
 class SqlOrders:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, *, lock: bool) -> None:
         self._conn = conn
+        self._lock = lock
         self.added: list[Order] = []
+        self.loaded: dict[str, tuple[Order, int]] = {}  # each with its version as loaded
 
-    async def next_number(self) -> str:
-        return await order_rows.next_order_number(self._conn)
+    async def next_number(self, today: date) -> str:
+        return await order_rows.next_order_number(self._conn, today)
 
     async def get(self, order_id: str) -> Order | None:
-        return await order_rows.load_order(self._conn, order_id)
+        known = self.loaded.get(order_id)
+        if known is not None:
+            return known[0]
+        order = await order_rows.load_order(self._conn, order_id, lock=self._lock)
+        if order is not None:
+            self.loaded[order_id] = (order, order.version)
+        return order
+
+    async def id_paid_by(self, payment_intent_id: str) -> str | None:
+        return await order_rows.order_id_paid_by(self._conn, payment_intent_id)
 
     async def ids_for(
         self, user_id: str, *, limit: int, before: tuple[datetime, str] | None
     ) -> list[str]:
         return await order_rows.list_order_ids_for(self._conn, user_id, limit=limit, before=before)
 
+    async def ids_of_store(
+        self,
+        store_id: str,
+        *,
+        statuses: Sequence[OrderStatus],
+        limit: int,
+        before: tuple[datetime, str] | None,
+    ) -> list[str]:
+        return await order_rows.list_store_order_ids(
+            self._conn, store_id, statuses=statuses, limit=limit, before=before
+        )
+
     def add(self, order: Order) -> None:
         self.added.append(order)
 
     async def flush(self, payloads: OutboxPayloads, *, reserve: bool) -> list[OutboxRecord]:
+        """Insert new orders, save changed ones (``VersionConflict`` when another
+        transaction saved one first), and append their events."""
         records: list[OutboxRecord] = []
         for order in self.added:
             await order_rows.insert_order(self._conn, order)
-            events = order.pull_events()
-            records += await append_events(
-                self._conn, events, payloads(events, None), reserve=reserve
-            )
+            records += await self._append(order, payloads, reserve=reserve)
+        for order, version in self.loaded.values():
+            if order.version == version:
+                continue
+            if not await order_rows.save_order(self._conn, order, version):
+                raise VersionConflict(order.id)
+            self.loaded[order.id] = (order, order.version)
+            records += await self._append(order, payloads, reserve=reserve)
         return records
+
+    async def _append(
+        self, order: Order, payloads: OutboxPayloads, *, reserve: bool
+    ) -> list[OutboxRecord]:
+        events = order.pull_events()
+        if not events:
+            return []
+        return await append_events(self._conn, events, payloads(events, order), reserve=reserve)
 
 
 class SqlUnitOfWork:
@@ -551,7 +630,7 @@ class SqlUnitOfWork:
         self._relaying = relaying
         self._carts = SqlCarts(conn, lock=lock)
         self._catalog = SqlCatalog(conn)
-        self._orders = SqlOrders(conn)
+        self._orders = SqlOrders(conn, lock=lock)
         self._payments = SqlPayments(conn)
         self._stripe = stripe
         self.owed = OwedRefunds()

@@ -17,6 +17,7 @@ The tree::
     |   +-- NotAMember                  not_a_member
     |   +-- HostOnly                    host_only
     |   +-- NotItemOwner                not_item_owner
+    |   +-- MayNotCancel                may_not_cancel
     +-- Conflict (409)
     |   +-- CartNotOpen                 cart_not_open
     |   +-- CartLocked                  cart_locked
@@ -31,6 +32,8 @@ The tree::
     |   +-- QuoteChanged                quote_changed
     |   +-- AmountMismatch              amount_mismatch
     |   +-- OutOfStock                  out_of_stock
+    |   +-- IllegalTransition           illegal_transition
+    |   +-- OrderNotCancellable         order_not_cancellable
     +-- Invalid (422)
         +-- InvalidQuantity             invalid_quantity
         +-- InvalidOptions              invalid_options
@@ -47,6 +50,10 @@ The tree::
         |   +-- CouponExhausted         coupon_exhausted
         +-- CurrencyMismatch            currency_mismatch
         +-- UnknownCurrency             unknown_currency
+        +-- TrackingRequired            tracking_required
+        +-- InvalidRefund               invalid_refund
+        +-- PaymentNotRefundable        payment_not_refundable
+        +-- RefundExceedsPaid           refund_exceeds_paid
 
 Note that ``CartLocked`` is also the name of an event in ``domain.events``; import the modules
 (``from domain import errors, events``) rather than both names.
@@ -130,6 +137,11 @@ class ProductNotFound(NotFound):
 class NotAMember(Forbidden):
     code = "not_a_member"
     default_detail = "Only members of this cart may do this."
+
+
+class MayNotCancel(Forbidden):
+    code = "may_not_cancel"
+    default_detail = "Only the host (or buyer) and the store's staff may cancel this order."
 
 
 class HostOnly(Forbidden):
@@ -221,6 +233,23 @@ class OutOfStock(Conflict):
         if detail is None:
             detail = "Out of stock: " + ", ".join(self.product_ids) + "."
         super().__init__(detail)
+
+
+class IllegalTransition(Conflict):
+    """An order asked to move where its state machine does not go from here."""
+
+    code = "illegal_transition"
+    default_detail = "The order can't move there from where it is."
+
+    def __init__(self, current: str, to: str, allowed: Iterable[str]) -> None:
+        self.allowed: tuple[str, ...] = tuple(allowed)
+        named = ", ".join(self.allowed) if self.allowed else "nowhere (it is final)"
+        super().__init__(f"The order is {current}; it can't become {to}. It can become: {named}.")
+
+
+class OrderNotCancellable(Conflict):
+    code = "order_not_cancellable"
+    default_detail = "The order can no longer be cancelled by you."
 
 
 # --- invalid ----------------------------------------------------------------------------------
@@ -317,3 +346,31 @@ class UnknownCurrency(Invalid):
     code = "unknown_currency"
     default_detail = "Unknown ISO 4217 currency code."
     default_field = "currency"
+
+
+class TrackingRequired(Invalid):
+    code = "tracking_required"
+    default_detail = "A shipped order needs a carrier and a tracking number."
+    default_field = "tracking_number"
+
+
+class InvalidRefund(Invalid):
+    code = "invalid_refund"
+    default_detail = "A refund must be a positive whole amount."
+    default_field = "amount_minor"
+
+
+class PaymentNotRefundable(Invalid):
+    code = "payment_not_refundable"
+    default_detail = "This payment was not made online, or is not held as paid."
+    default_field = "user_id"
+
+
+class RefundExceedsPaid(Invalid):
+    code = "refund_exceeds_paid"
+    default_detail = "The refund is more than was paid, less what was refunded before."
+    default_field = "amount_minor"
+
+    def __init__(self, refundable_minor: int, detail: str | None = None) -> None:
+        self.refundable_minor = refundable_minor
+        super().__init__(detail)

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from domain.pricing import Quote, Totals
 
@@ -328,37 +328,148 @@ class OrderPlaced(OrderEvent):
     placed_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class OrderMoved(OrderEvent):
+    """The order moved along its state machine; each status has its own wire name
+    (``order_<status>``), the subclasses below."""
+
+    status: str
+    by_role: str
+    reason: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderAccepted(OrderMoved):
+    name: ClassVar[str] = "order_accepted"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRejected(OrderMoved):
+    name: ClassVar[str] = "order_rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPreparing(OrderMoved):
+    name: ClassVar[str] = "order_preparing"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderOutForDelivery(OrderMoved):
+    name: ClassVar[str] = "order_out_for_delivery"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderShipped(OrderMoved):
+    name: ClassVar[str] = "order_shipped"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderDelivered(OrderMoved):
+    name: ClassVar[str] = "order_delivered"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCancelled(OrderMoved):
+    name: ClassVar[str] = "order_cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderAwaitingPayment(OrderMoved):
+    name: ClassVar[str] = "order_awaiting_payment"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPaymentFailed(OrderMoved):
+    name: ClassVar[str] = "order_payment_failed"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPaid(OrderMoved):
+    """A single-payer order's payment arrived: it is ``placed`` now."""
+
+    name: ClassVar[str] = "order_paid"
+
+
+ORDER_MOVES: Mapping[str, type[OrderMoved]] = types.MappingProxyType(
+    {
+        "accepted": OrderAccepted,
+        "rejected": OrderRejected,
+        "preparing": OrderPreparing,
+        "out_for_delivery": OrderOutForDelivery,
+        "shipped": OrderShipped,
+        "delivered": OrderDelivered,
+        "cancelled": OrderCancelled,
+        "awaiting_payment": OrderAwaitingPayment,
+        "payment_failed": OrderPaymentFailed,
+        "placed": OrderPaid,
+    }
+)
+"""The event of a move, by the status the order moved to."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRefunded(OrderEvent):
+    """Money went back on one payment: ``amount_minor`` more (less, when Stripe reports a
+    refund failed), ``refunded_minor`` in all."""
+
+    name: ClassVar[str] = "order_refunded"
+
+    user_id: str
+    amount_minor: int
+    refunded_minor: int
+    by_role: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPaymentUpdated(OrderEvent):
+    """A payment's status changed on its own (a dispute opened or closed)."""
+
+    name: ClassVar[str] = "order_payment_updated"
+
+    user_id: str
+    status: str
+    at: datetime
+
+
 # --- wire format ------------------------------------------------------------------------------
 
 EVENT_TYPES: Mapping[str, type[DomainEvent]] = types.MappingProxyType(
     {
         event_type.name: event_type
-        for event_type in (
-            CartOpened,
-            MemberJoined,
-            MemberLeft,
-            ItemAdded,
-            ItemQuantityChanged,
-            ItemRemoved,
-            MemberReadyChanged,
-            CartLocked,
-            CartUnlocked,
-            TipSet,
-            CouponApplied,
-            CouponRemoved,
-            CodCommitted,
-            OnlinePaymentRecorded,
-            PaymentStarted,
-            PaymentCanceled,
-            PaymentFailed,
-            PaymentRefunded,
-            PaymentUnderReview,
-            CartPaymentsReopened,
-            CartReadyToConfirm,
-            CartConverted,
-            CartCancelled,
-            CartExpired,
-            OrderPlaced,
+        for event_type in cast(
+            "tuple[type[DomainEvent], ...]",
+            (
+                CartOpened,
+                MemberJoined,
+                MemberLeft,
+                ItemAdded,
+                ItemQuantityChanged,
+                ItemRemoved,
+                MemberReadyChanged,
+                CartLocked,
+                CartUnlocked,
+                TipSet,
+                CouponApplied,
+                CouponRemoved,
+                CodCommitted,
+                OnlinePaymentRecorded,
+                PaymentStarted,
+                PaymentCanceled,
+                PaymentFailed,
+                PaymentRefunded,
+                PaymentUnderReview,
+                CartPaymentsReopened,
+                CartReadyToConfirm,
+                CartConverted,
+                CartCancelled,
+                CartExpired,
+                OrderPlaced,
+                *ORDER_MOVES.values(),
+                OrderRefunded,
+                OrderPaymentUpdated,
+            ),
         )
     }
 )

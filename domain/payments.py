@@ -20,6 +20,10 @@ class PaymentStatus(StrEnum):
     FAILED = "failed"  # the last online attempt failed; the member may try again
     REFUNDED = "refunded"  # captured, then given back
     REVIEW = "review"  # captured but disputed or partly refunded: for an operator
+    # An order's payment only: a dispute opened on it, and how it closed.
+    DISPUTED = "disputed"  # the customer's bank is reclaiming it: not counted as paid
+    WON = "won"  # the dispute closed in the store's favour: paid again
+    LOST = "lost"  # the bank took the money back: never counted as paid again
 
 
 SETTLED_STATUSES: frozenset[PaymentStatus] = frozenset(

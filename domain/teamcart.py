@@ -870,6 +870,7 @@ class TeamCart:
         order_number: str,
         delivery_address: DeliveryAddress,
         now: datetime,
+        store_name: str = "",
     ) -> Order:
         """Turn a ready cart into a placed Order (host only); the cart becomes ``converted``."""
         self._host(actor)
@@ -903,6 +904,7 @@ class TeamCart:
                     amount_minor=member.payment.amount_minor,
                     status=member.payment.status,
                     reference=member.payment.reference,
+                    display_name=member.display_name,
                 )
                 for member in self._members.values()
                 if quote.share_of(member.user_id) > 0 and member.payment.method is not None
@@ -910,6 +912,7 @@ class TeamCart:
             delivery_address=delivery_address,
             coupon_code=self.coupon.code if self.coupon is not None else None,
             now=now,
+            store_name=store_name,
         )
         self.status = CartStatus.CONVERTED
         self.order_id = order_id

@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import RowMapping
@@ -51,12 +51,14 @@ from app.persistence import catalog as catalog_rows
 from app.persistence.carts import ConfirmReminder
 from app.persistence.outbox import OutboxRecord, Relay
 from app.persistence.payments import (
+    DISPUTE_CLOSED_STATUSES,
     INTENT_STATUS_RANK,
     PROCESSING,
     RETRY_BACKOFF_SECONDS,
     IntentFacts,
     IntentOwner,
     IntentStatus,
+    RefundedSoFar,
     RefundOwed,
     RefundRequestStatus,
 )
@@ -69,14 +71,14 @@ from app.unit_of_work import (
     UnitOfWorkRunner,
     VersionConflict,
 )
+from app.use_cases.order_views import event_payloads
 from app.use_cases.payments.refunds import carry_out_refunds
 from domain.catalog import CouponTerms, ProductSnapshot, StoreTerms
 from domain.errors import OutOfStock
 from domain.events import DomainEvent
-from domain.order import Order, OrderPayment
+from domain.order import Order, OrderLine, OrderPayment, OrderStatus, order_number
 from domain.payments import PaymentStatus
 from domain.teamcart import CONFIRM_WINDOWS, CartStatus, TeamCart
-from realtime.projection import outbox_payloads
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -237,6 +239,10 @@ def copy_order(order: Order) -> Order:
         created_at=order.created_at,
         version=order.version,
         coupon_code=order.coupon_code,
+        kind=order.kind,
+        store_name=order.store_name,
+        history=order.history,
+        tracking=order.tracking,
     )
 
 
@@ -285,6 +291,8 @@ class RefundRequestRow:
     last_error: str | None = None
     round: int = 1
     next_attempt_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    partial: bool = False
+    refund_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +356,7 @@ class FakeDatabase:
         self.reservations: FakeTable[tuple[str, str], int] = FakeTable()  # (cart, product)
         self.orders: FakeTable[str, Order] = FakeTable()
         self.order_payments: FakeTable[tuple[str, str], OrderPayment] = FakeTable()
+        self.store_staff: FakeTable[tuple[str, str], bool] = FakeTable()
         self.intents: FakeTable[str, IntentRow] = FakeTable()
         # the unique (cart, user, quote version, attempt) index of payment_intents
         self.intent_attempts: FakeTable[tuple[str, str, int, int], str] = FakeTable()
@@ -372,8 +381,8 @@ class FakeDatabase:
 
     # --- sequences (not transactional, as in PostgreSQL) ----------------------------------
 
-    def next_order_number(self) -> str:
-        return f"TC-{next(self._order_numbers):06d}"
+    def next_order_number(self, today: date) -> str:
+        return order_number(today, next(self._order_numbers))
 
     def next_outbox_id(self) -> int:
         return next(self._outbox_ids)
@@ -697,24 +706,80 @@ class FakeCatalog:
         )
         return True
 
+    async def add_staff(self, store_id: str, user_id: str) -> None:
+        await self._db.store_staff.put(self._tx, (store_id, user_id), True)
+
+    async def is_staff(self, store_id: str, user_id: str) -> bool:
+        return self._db.store_staff.get(self._tx, (store_id, user_id)) is not None
+
+    async def return_stock(self, lines: Sequence[OrderLine]) -> None:
+        returned = Counter[str]()
+        for line in lines:
+            returned[line.product_id] += line.quantity
+        for product_id in sorted(returned):
+            await self._db.products.lock(self._tx, product_id)
+            row = self._db.products.get(self._tx, product_id)
+            if row is not None and row.stock is not None:
+                stocked = StockedProduct(row.product, row.stock + returned[product_id])
+                await self._db.products.put(self._tx, product_id, stocked)
+
 
 class FakeOrders:
     """``OrderRepository`` in memory."""
 
-    def __init__(self, db: FakeDatabase, tx: FakeTransaction) -> None:
+    def __init__(self, db: FakeDatabase, tx: FakeTransaction, *, lock: bool) -> None:
         self._db = db
         self._tx = tx
+        self._lock = lock
         self.added: list[Order] = []
+        self.loaded: dict[str, tuple[Order, int]] = {}
 
-    async def next_number(self) -> str:
-        return self._db.next_order_number()
+    async def next_number(self, today: date) -> str:
+        return self._db.next_order_number(today)
 
     def add(self, order: Order) -> None:
         self.added.append(order)
 
     async def get(self, order_id: str) -> Order | None:
-        order = self._db.orders.get(self._tx, order_id)
-        return None if order is None else copy_order(order)
+        known = self.loaded.get(order_id)
+        if known is not None:
+            return known[0]
+        if self._lock:
+            await self._db.orders.lock(self._tx, order_id)
+        stored = self._db.orders.get(self._tx, order_id)
+        if stored is None:
+            return None
+        order = copy_order(stored)
+        self.loaded[order_id] = (order, order.version)
+        return order
+
+    async def id_paid_by(self, payment_intent_id: str) -> str | None:
+        return next(
+            (
+                order_id
+                for (order_id, _), payment in self._db.order_payments.items(self._tx)
+                if payment.reference == payment_intent_id
+            ),
+            None,
+        )
+
+    async def ids_of_store(
+        self,
+        store_id: str,
+        *,
+        statuses: Sequence[OrderStatus],
+        limit: int,
+        before: tuple[datetime, str] | None,
+    ) -> list[str]:
+        keys = sorted(
+            (
+                (order.created_at, order.id)
+                for _, order in self._db.orders.items(self._tx)
+                if order.store_id == store_id and (not statuses or order.status in statuses)
+            ),
+            reverse=True,
+        )
+        return [key[1] for key in keys if before is None or key < before][:limit]
 
     async def ids_for(
         self, user_id: str, *, limit: int, before: tuple[datetime, str] | None
@@ -737,11 +802,24 @@ class FakeOrders:
                 for key, o in taken
             ):
                 raise DuplicateKeyError(f"orders {order.id}")
-            await self._db.orders.put(self._tx, order.id, copy_order(order))
-            for payment in order.payments:
-                await self._db.order_payments.put(self._tx, (order.id, payment.user_id), payment)
-            appended.append(order.pull_events(), None)
+            await self._save(order)
+            appended.append(order.pull_events(), order)
         self.added.clear()
+        for order, version in list(self.loaded.values()):
+            if order.version == version:
+                continue
+            await self._db.orders.lock(self._tx, order.id)  # as the UPDATE locks the row
+            stored = self._db.orders.get(self._tx, order.id)
+            if stored is None or stored.version != version:
+                raise VersionConflict(order.id)
+            await self._save(order)
+            self.loaded[order.id] = (order, order.version)
+            appended.append(order.pull_events(), order)
+
+    async def _save(self, order: Order) -> None:
+        await self._db.orders.put(self._tx, order.id, copy_order(order))
+        for payment in order.payments:
+            await self._db.order_payments.put(self._tx, (order.id, payment.user_id), payment)
 
 
 def _rank(status: str) -> int:
@@ -849,21 +927,29 @@ class FakePayments:
         currency: str,
         reason: str,
         cart_id: str | None,
+        request_id: str | None = None,
     ) -> None:
-        await self._db.refund_requests.lock(self._tx, payment_intent_id)
-        if self._db.refund_requests.get(self._tx, payment_intent_id) is None:
+        key = request_id or payment_intent_id
+        await self._db.refund_requests.lock(self._tx, key)
+        if self._db.refund_requests.get(self._tx, key) is None:
             owed = RefundRequestRow(
-                payment_intent_id, cart_id, amount, currency, reason, next_attempt_at=self._db.now()
+                payment_intent_id,
+                cart_id,
+                amount,
+                currency,
+                reason,
+                next_attempt_at=self._db.now(),
+                partial=request_id is not None,
             )
-            await self._db.refund_requests.put(self._tx, payment_intent_id, owed)
+            await self._db.refund_requests.put(self._tx, key, owed)
 
     async def pending_refunds(
         self, *, payment_intent_ids: Sequence[str] | None, cart_id: str | None, limit: int
     ) -> list[str]:
         now = self._db.now()
         return [
-            row.payment_intent_id
-            for _, row in sorted(
+            key
+            for key, row in sorted(
                 self._db.refund_requests.items(self._tx), key=lambda item: item[1].next_attempt_at
             )
             if row.status == RefundRequestStatus.PENDING
@@ -872,17 +958,19 @@ class FakePayments:
             and (cart_id is None or row.cart_id == cart_id)
         ][:limit]
 
-    async def claim_refund(self, payment_intent_id: str) -> RefundOwed | None:
-        row = self._db.refund_requests.get(self._tx, payment_intent_id)
+    async def claim_refund(self, request_id: str) -> RefundOwed | None:
+        row = self._db.refund_requests.get(self._tx, request_id)
         if row is None or row.status != RefundRequestStatus.PENDING:
             return None
-        if not await self._db.refund_requests.try_lock(self._tx, payment_intent_id):
+        if not await self._db.refund_requests.try_lock(self._tx, request_id):
             return None  # another transaction has it (FOR UPDATE SKIP LOCKED)
-        row = self._db.refund_requests.get(self._tx, payment_intent_id)
+        row = self._db.refund_requests.get(self._tx, request_id)
         if row is None or row.status != RefundRequestStatus.PENDING:
             return None
         return RefundOwed(
-            payment_intent_id=payment_intent_id,
+            request_id=request_id,
+            payment_intent_id=row.payment_intent_id,
+            partial=row.partial,
             cart_id=row.cart_id,
             amount=row.amount,
             currency=row.currency,
@@ -898,12 +986,12 @@ class FakePayments:
             changed = dataclasses.replace(row, **changes)
             await self._db.refund_requests.put(self._tx, payment_intent_id, changed)
 
-    async def note_refund_failed(self, payment_intent_id: str, attempts: int, error: str) -> None:
+    async def note_refund_failed(self, request_id: str, attempts: int, error: str) -> None:
         """Not due again for ``RETRY_BACKOFF_SECONDS`` (doubling), on the database's clock."""
         first, cap = RETRY_BACKOFF_SECONDS
         delay = timedelta(seconds=min(cap, first * 2 ** min(attempts - 1, 20)))
         await self._update_request(
-            payment_intent_id,
+            request_id,
             attempts=attempts,
             last_error=error[:500],
             next_attempt_at=self._db.now() + delay,
@@ -922,10 +1010,19 @@ class FakePayments:
         )
         return True
 
-    async def mark_refund_done(self, payment_intent_id: str, attempts: int) -> None:
+    async def mark_refund_done(
+        self, request_id: str, attempts: int, refund_id: str | None = None
+    ) -> None:
         await self._update_request(
-            payment_intent_id, status=RefundRequestStatus.DONE.value, attempts=attempts
+            request_id,
+            status=RefundRequestStatus.DONE.value,
+            attempts=attempts,
+            refund_id=refund_id,
         )
+
+    async def refund_request_state(self, request_id: str) -> tuple[str, str | None] | None:
+        row = self._db.refund_requests.get(self._tx, request_id)
+        return None if row is None else (row.status, row.refund_id)
 
     async def record_refund(
         self,
@@ -944,6 +1041,21 @@ class FakePayments:
         else:
             row = RefundRow(refund_id, payment_intent_id, amount, currency, status, reason)
         await self._db.refunds.put(self._tx, refund_id, row)
+
+    async def refunded_so_far(self, payment_intent_id: str) -> RefundedSoFar:
+        amount = sum(
+            row.amount_minor
+            for _, row in self._db.refunds.items(self._tx)
+            if row.payment_intent_id == payment_intent_id and row.status in ("succeeded", "pending")
+        )
+        requests = [
+            row
+            for _, row in self._db.refund_requests.items(self._tx)
+            if row.payment_intent_id == payment_intent_id
+            and row.status == RefundRequestStatus.PENDING
+        ]
+        amount += sum(row.amount for row in requests if row.partial)
+        return RefundedSoFar(amount, any(not row.partial for row in requests))
 
     async def refunded_total(self, payment_intent_id: str) -> int:
         return sum(
@@ -964,17 +1076,13 @@ class FakePayments:
     ) -> None:
         await self._db.disputes.lock(self._tx, dispute_id)
         existing = self._db.disputes.get(self._tx, dispute_id)
+        if existing is not None and existing.status in DISPUTE_CLOSED_STATUSES:
+            return  # a late notice never reopens a closed dispute
         if existing is not None:
             row = dataclasses.replace(existing, status=status)
         else:
             row = DisputeRow(dispute_id, payment_intent_id, amount, currency, reason, status)
         await self._db.disputes.put(self._tx, dispute_id, row)
-
-    async def set_order_payment_status(self, payment_intent_id: str, status: str) -> None:
-        for key, payment in self._db.order_payments.items(self._tx):
-            if payment.reference == payment_intent_id:
-                changed = dataclasses.replace(payment, status=PaymentStatus(status))
-                await self._db.order_payments.put(self._tx, key, changed)
 
     async def claim_event(self, event_id: str, event_type: str) -> bool:
         await self._db.inbox.lock(self._tx, event_id)  # a concurrent duplicate waits here
@@ -1032,12 +1140,12 @@ class _Outbox:
         self._payloads = payloads
         self.records: list[OutboxRecord] = []
 
-    def append(self, events: Sequence[DomainEvent], cart: TeamCart | None) -> None:
+    def append(self, events: Sequence[DomainEvent], aggregate: TeamCart | Order | None) -> None:
         if not events:
             return
         taken = {(e.aggregate_type, e.aggregate_id, e.version) for e in self._db.outbox}
         taken |= {(e.aggregate_type, e.aggregate_id, e.version) for e in self._tx.outbox}
-        for event, payload in zip(events, self._payloads(events, cart), strict=True):
+        for event, payload in zip(events, self._payloads(events, aggregate), strict=True):
             key = (event.aggregate_type, event.aggregate_id, event.aggregate_version)
             if key in taken:
                 raise DuplicateKeyError(f"outbox {key}")
@@ -1075,7 +1183,7 @@ class FakeUnitOfWork:
         self._relaying = relaying
         self.carts = FakeCarts(db, self._tx, lock=lock)
         self.catalog = FakeCatalog(db, self._tx)
-        self.orders = FakeOrders(db, self._tx)
+        self.orders = FakeOrders(db, self._tx, lock=lock)
         self.payments = FakePayments(db, self._tx)
         self.stripe = stripe
         self.owed = OwedRefunds()
@@ -1106,7 +1214,7 @@ class FakeTransactions:
     rolls back (keeping nothing) when it raises."""
 
     def __init__(
-        self, db: FakeDatabase, stripe: FakeGateway, payloads: OutboxPayloads = outbox_payloads
+        self, db: FakeDatabase, stripe: FakeGateway, payloads: OutboxPayloads = event_payloads
     ) -> None:
         self.db = db
         self._stripe = stripe
@@ -1231,21 +1339,28 @@ class FakeGateway:
         return self.capture(intent_id).status
 
     async def refund_payment_intent(
-        self, intent_id: str, *, idempotency_key: str, reason: str
+        self, intent_id: str, *, idempotency_key: str, reason: str, amount: int | None = None
     ) -> RefundInfo:
+        """As Stripe's: ``amount`` of what is left, or all of it; more than is left, or
+        nothing left, is refused."""
         self._answer()
         known = self._by_key.get(idempotency_key)
         if isinstance(known, RefundInfo):
             return known
         intent = self._intent(intent_id)
-        if intent_id in self.refunded_intent_ids():
+        left = intent.amount - sum(
+            r.amount for r in self.refunds if r.payment_intent_id == intent_id
+        )
+        if left <= 0:
             raise AlreadyRefunded(intent_id)
         if intent.status != "succeeded":
             raise GatewayError(f"PaymentIntent {intent_id} has no successful charge to refund")
+        if amount is not None and amount > left:
+            raise GatewayError(f"Refund amount ({amount}) is greater than unrefunded amount")
         refund = RefundInfo(
             id=f"re_fake_{next(self._refund_numbers)}",
             payment_intent_id=intent_id,
-            amount=intent.amount,
+            amount=left if amount is None else amount,
             currency=intent.currency,
             status="succeeded",
         )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import stripe
-from stripe.params import PaymentIntentListParams
+from stripe.params import PaymentIntentListParams, RefundCreateParams
 
 
 class GatewayError(Exception):
@@ -64,8 +64,9 @@ class PaymentGateway(Protocol):
     async def confirm_payment_intent(self, intent_id: str, payment_method: str) -> str: ...
 
     async def refund_payment_intent(
-        self, intent_id: str, *, idempotency_key: str, reason: str
-    ) -> RefundInfo: ...
+        self, intent_id: str, *, idempotency_key: str, reason: str, amount: int | None = None
+    ) -> RefundInfo:
+        """Refund ``amount`` (Stripe's units) of the capture, or all that is left of it."""
 
     def list_payment_intents(self, *, created_since: int) -> AsyncIterator[IntentInfo]: ...
 
@@ -165,12 +166,17 @@ class StripeGateway:
         return str(_plain(confirmed)["status"])
 
     async def refund_payment_intent(
-        self, intent_id: str, *, idempotency_key: str, reason: str
+        self, intent_id: str, *, idempotency_key: str, reason: str, amount: int | None = None
     ) -> RefundInfo:
+        params: RefundCreateParams = {
+            "payment_intent": intent_id,
+            "metadata": {"teamcart_reason": reason},
+        }
+        if amount is not None:
+            params["amount"] = amount
         try:
             created = await self._client.v1.refunds.create_async(
-                params={"payment_intent": intent_id, "metadata": {"teamcart_reason": reason}},
-                options={"idempotency_key": idempotency_key},
+                params=params, options={"idempotency_key": idempotency_key}
             )
         except stripe.InvalidRequestError as exc:
             if exc.code == "charge_already_refunded":

@@ -1,4 +1,5 @@
-"""Catalog repository: stores, products and coupons in PostgreSQL.
+"""Catalog repository: stores (and their staff), products (and their stock) and coupons in
+PostgreSQL.
 
 Rows come back as plain mappings for the routes to convert, or as ``domain.catalog`` value
 objects when a cart needs a product's or store's terms.
@@ -13,8 +14,9 @@ from sqlalchemy import RowMapping, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.persistence.tables import coupon_reservations, coupons, products, stores
+from app.persistence.tables import coupon_reservations, coupons, products, store_staff, stores
 from domain.catalog import CouponKind, CouponTerms, Option, OptionGroup, ProductSnapshot, StoreTerms
+from domain.order import OrderLine
 
 
 async def insert_store(conn: AsyncConnection, **values: Any) -> RowMapping:
@@ -163,3 +165,32 @@ async def count_coupon_use(conn: AsyncConnection, store_id: str, code: str, cart
     )
     await release_coupon(conn, cart_id)
     return counted.rowcount == 1
+
+
+async def add_staff(conn: AsyncConnection, store_id: str, user_id: str) -> None:
+    """``user_id`` is staff of the store (again: nothing changes)."""
+    await conn.execute(
+        pg_insert(store_staff).values(store_id=store_id, user_id=user_id).on_conflict_do_nothing()
+    )
+
+
+async def is_staff(conn: AsyncConnection, store_id: str, user_id: str) -> bool:
+    found = await conn.execute(
+        select(store_staff.c.user_id).where(
+            store_staff.c.store_id == store_id, store_staff.c.user_id == user_id
+        )
+    )
+    return found.first() is not None
+
+
+async def return_stock(conn: AsyncConnection, lines: Sequence[OrderLine]) -> None:
+    """A cancelled order's units go back on sale (products with limited stock only)."""
+    quantities: dict[str, int] = {}
+    for line in lines:
+        quantities[line.product_id] = quantities.get(line.product_id, 0) + line.quantity
+    for product_id, quantity in sorted(quantities.items()):  # one lock order for everyone
+        await conn.execute(
+            update(products)
+            .where(products.c.id == product_id, products.c.stock.is_not(None))
+            .values(stock=products.c.stock + quantity)
+        )

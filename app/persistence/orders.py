@@ -1,23 +1,80 @@
-"""Order repository: rows ↔ ``domain.order.Order``, order numbers, and a member's order list."""
+"""Order repository: rows ↔ ``domain.order.Order``, order numbers, the lists of orders (a
+member's, a store's), store staff, and the version-checked save."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
-from sqlalchemy import RowMapping, exists, insert, literal, or_, select, tuple_
+from sqlalchemy import RowMapping, bindparam, exists, insert, literal, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.persistence.tables import order_lines, order_number_seq, order_payments, orders
-from domain.order import DeliveryAddress, Order, OrderLine, OrderPayment, OrderStatus
+from app.persistence.tables import (
+    order_lines,
+    order_number_seq,
+    order_payments,
+    orders,
+)
+from domain.order import (
+    Actor,
+    DeliveryAddress,
+    HistoryEntry,
+    Order,
+    OrderKind,
+    OrderLine,
+    OrderPayment,
+    OrderStatus,
+    Tracking,
+    order_number,
+)
 from domain.payments import PaymentMethod, PaymentStatus
 from domain.pricing import TOTALS_FIELDS, Totals
 
+Cursor = tuple[datetime, str]
+"""``(created_at, id)`` of the last order of a page: the next page starts after it."""
 
-async def next_order_number(conn: AsyncConnection) -> str:
-    """A unique, human-readable order number: ``TC-000123``."""
-    number = (await conn.execute(order_number_seq.next_value().select())).scalar_one()
-    return f"TC-{number:06d}"
+
+async def next_order_number(conn: AsyncConnection, today: date) -> str:
+    """A unique, never reused order number: ``TC-YYYYMMDD-XXXXX`` (``domain.order``)."""
+    serial = (await conn.execute(order_number_seq.next_value().select())).scalar_one()
+    return order_number(today, serial)
+
+
+def _history(order: Order) -> list[dict[str, Any]]:
+    return [
+        {
+            "status": entry.status.value,
+            "at": entry.at.isoformat(),
+            "by_role": entry.by_role.value,
+            "reason": entry.reason,
+        }
+        for entry in order.history
+    ]
+
+
+def _tracking(order: Order) -> dict[str, Any] | None:
+    tracking = order.tracking
+    if tracking is None:
+        return None
+    return {
+        "carrier": tracking.carrier,
+        "tracking_number": tracking.tracking_number,
+        "url": tracking.url,
+    }
+
+
+def _payment_row(order: Order, payment: OrderPayment) -> dict[str, Any]:
+    return {
+        "order_id": order.id,
+        "user_id": payment.user_id,
+        "display_name": payment.display_name,
+        "method": payment.method.value,
+        "amount_minor": payment.amount_minor,
+        "refunded_minor": payment.refunded_minor,
+        "status": payment.status.value,
+        "reference": payment.reference,
+    }
 
 
 async def insert_order(conn: AsyncConnection, order: Order) -> None:
@@ -26,8 +83,10 @@ async def insert_order(conn: AsyncConnection, order: Order) -> None:
         insert(orders).values(
             id=order.id,
             number=order.number,
+            kind=order.kind.value,
             cart_id=order.cart_id,
             store_id=order.store_id,
+            store_name=order.store_name,
             host_user_id=order.host_user_id,
             currency=order.currency,
             status=order.status.value,
@@ -41,6 +100,8 @@ async def insert_order(conn: AsyncConnection, order: Order) -> None:
                 "postal_code": address.postal_code,
                 "country": address.country,
             },
+            history=_history(order),
+            tracking=_tracking(order),
             created_at=order.created_at,
         )
     )
@@ -63,19 +124,49 @@ async def insert_order(conn: AsyncConnection, order: Order) -> None:
     )
     if order.payments:
         await conn.execute(
-            insert(order_payments),
-            [
-                {
-                    "order_id": order.id,
-                    "user_id": payment.user_id,
-                    "method": payment.method.value,
-                    "amount_minor": payment.amount_minor,
-                    "status": payment.status.value,
-                    "reference": payment.reference,
-                }
-                for payment in order.payments
-            ],
+            insert(order_payments), [_payment_row(order, payment) for payment in order.payments]
         )
+
+
+_SAVE_PAYMENT = (
+    update(order_payments)
+    .where(
+        order_payments.c.order_id == bindparam("_order_id"),
+        order_payments.c.user_id == bindparam("_user_id"),
+    )
+    .values(status=bindparam("status"), refunded_minor=bindparam("refunded_minor"))
+)
+
+
+async def save_order(conn: AsyncConnection, order: Order, expected_version: int) -> bool:
+    """Write the order's status, history, tracking and payments if it is still at
+    ``expected_version``; ``False`` when someone saved it first (nothing written)."""
+    saved = await conn.execute(
+        update(orders)
+        .where(orders.c.id == order.id, orders.c.version == expected_version)
+        .values(
+            status=order.status.value,
+            version=order.version,
+            history=_history(order),
+            tracking=_tracking(order),
+        )
+        .returning(orders.c.id)
+    )
+    if saved.first() is None:
+        return False
+    await conn.execute(
+        _SAVE_PAYMENT,
+        [
+            {
+                "_order_id": order.id,
+                "_user_id": payment.user_id,
+                "status": payment.status.value,
+                "refunded_minor": payment.refunded_minor,
+            }
+            for payment in order.payments
+        ],
+    )
+    return True
 
 
 def _visible_to(user_id: str):  # type: ignore[no-untyped-def]
@@ -88,10 +179,12 @@ def _visible_to(user_id: str):  # type: ignore[no-untyped-def]
     )
 
 
-async def load_order(conn: AsyncConnection, order_id: str) -> Order | None:
-    row = (
-        (await conn.execute(select(orders).where(orders.c.id == order_id))).mappings().one_or_none()
-    )
+async def load_order(conn: AsyncConnection, order_id: str, *, lock: bool = False) -> Order | None:
+    """The order; ``lock``: its row locked until the transaction ends (the retry)."""
+    query = select(orders).where(orders.c.id == order_id)
+    if lock:
+        query = query.with_for_update()
+    row = (await conn.execute(query)).mappings().one_or_none()
     if row is None:
         return None
     lines = (
@@ -119,32 +212,67 @@ async def load_order(conn: AsyncConnection, order_id: str) -> Order | None:
     return _to_order(row, lines, payments)
 
 
+async def order_id_paid_by(conn: AsyncConnection, payment_intent_id: str) -> str | None:
+    """The order a PaymentIntent paid into, if it is on one."""
+    found = await conn.execute(
+        select(order_payments.c.order_id).where(order_payments.c.reference == payment_intent_id)
+    )
+    order_id = found.scalars().first()
+    return None if order_id is None else str(order_id)
+
+
+def _after(query: Any, before: Cursor | None) -> Any:
+    if before is None:
+        return query
+    created_at, order_id = before
+    return query.where(
+        tuple_(orders.c.created_at, orders.c.id)
+        < tuple_(literal(created_at, orders.c.created_at.type), literal(order_id, orders.c.id.type))
+    )
+
+
 async def list_order_ids_for(
-    conn: AsyncConnection, user_id: str, *, limit: int, before: tuple[datetime, str] | None
+    conn: AsyncConnection, user_id: str, *, limit: int, before: Cursor | None
 ) -> list[str]:
     """Ids of the orders the user may read, newest first, after the cursor ``before``."""
-    query = select(orders.c.id).where(_visible_to(user_id))
-    if before is not None:
-        created_at, order_id = before
-        query = query.where(
-            tuple_(orders.c.created_at, orders.c.id)
-            < tuple_(
-                literal(created_at, orders.c.created_at.type), literal(order_id, orders.c.id.type)
-            )
-        )
+    query = _after(select(orders.c.id).where(_visible_to(user_id)), before)
     query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
     return [str(order_id) for order_id in (await conn.execute(query)).scalars()]
+
+
+async def list_store_order_ids(
+    conn: AsyncConnection,
+    store_id: str,
+    *,
+    statuses: Sequence[OrderStatus],
+    limit: int,
+    before: Cursor | None,
+) -> list[str]:
+    """Ids of the store's orders (in ``statuses``, if any named), newest first."""
+    query = select(orders.c.id).where(orders.c.store_id == store_id)
+    if statuses:
+        query = query.where(orders.c.status.in_([status.value for status in statuses]))
+    query = _after(query, before).order_by(orders.c.created_at.desc(), orders.c.id.desc())
+    return [str(order_id) for order_id in (await conn.execute(query.limit(limit))).scalars()]
+
+
+def _moment(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _to_order(
     row: RowMapping, lines: Sequence[RowMapping], payments: Sequence[RowMapping]
 ) -> Order:
     address = row["delivery_address"]
+    tracking = row["tracking"]
     return Order(
         id=str(row["id"]),
         number=row["number"],
-        cart_id=str(row["cart_id"]),
+        kind=OrderKind(row["kind"]),
+        cart_id=None if row["cart_id"] is None else str(row["cart_id"]),
         store_id=str(row["store_id"]),
+        store_name=row["store_name"],
         currency=row["currency"],
         host_user_id=str(row["host_user_id"]),
         lines=[
@@ -167,6 +295,8 @@ def _to_order(
                 amount_minor=payment["amount_minor"],
                 status=PaymentStatus(payment["status"]),
                 reference=payment["reference"],
+                display_name=payment["display_name"],
+                refunded_minor=payment["refunded_minor"],
             )
             for payment in payments
         ],
@@ -181,4 +311,16 @@ def _to_order(
         created_at=row["created_at"],
         version=row["version"],
         coupon_code=row["coupon_code"],
+        history=[
+            HistoryEntry(
+                OrderStatus(entry["status"]),
+                _moment(entry["at"]),
+                Actor(entry["by_role"]),
+                entry.get("reason"),
+            )
+            for entry in row["history"]
+        ],
+        tracking=None
+        if tracking is None
+        else Tracking(tracking["carrier"], tracking["tracking_number"], tracking.get("url")),
     )

@@ -63,6 +63,9 @@ class RefundRequestStatus(StrEnum):
     DONE = "done"
 
 
+DISPUTE_CLOSED_STATUSES: Final = ("won", "lost", "warning_closed")
+"""A dispute in one of these is over."""
+
 PROCESSING: Final = "processing"
 """An inbox row's outcome until its transaction records the real one."""
 
@@ -87,19 +90,34 @@ class IntentFacts:
 
 @dataclass(frozen=True, slots=True)
 class RefundOwed:
+    request_id: str  # the intent's id for its full refund, ``partial-<uuid>`` for a part
     payment_intent_id: str
     cart_id: str | None
-    amount: int
+    amount: int  # Stripe's units: the capture (full), or the part to give back
     currency: str
     reason: str
     attempts: int
     round: int
+    partial: bool = False
 
     @property
     def idempotency_key(self) -> str:
-        """One Stripe refund per round: a retry of the same round can't refund twice."""
-        base = f"refund-{self.payment_intent_id}"
+        """One Stripe refund per request and round: a retry can't refund twice."""
+        base = f"refund-{self.request_id}"
         return base if self.round == 1 else f"{base}-r{self.round}"
+
+
+@dataclass(frozen=True, slots=True)
+class RefundedSoFar:
+    """What is given back on an intent, or on its way back: Stripe's refunds that did not
+    fail, by whoever started them, and our requests Stripe hasn't taken yet."""
+
+    amount: int  # Stripe's units
+    in_full: bool  # a full refund is owed: the whole capture is on its way back
+
+
+def partial_request_id(unique: str) -> str:
+    return f"partial-{unique}"
 
 
 RETRY_BACKOFF_SECONDS: Final = (2, 3600)
@@ -267,12 +285,16 @@ class SqlPayments:
         currency: str,
         reason: str,
         cart_id: str | None,
+        request_id: str | None = None,
     ) -> None:
-        """Owe a refund (once per intent, however often it is decided)."""
+        """Owe a refund: in full (once per intent, however often it is decided), or, with a
+        ``request_id`` (``partial_request_id``), ``amount`` of it."""
         await self._conn.execute(
             insert(refund_requests)
             .values(
+                id=request_id or payment_intent_id,
                 payment_intent_id=payment_intent_id,
+                partial=request_id is not None,
                 cart_id=cart_id,
                 amount=amount,
                 currency=currency,
@@ -285,7 +307,7 @@ class SqlPayments:
         self, *, payment_intent_ids: Sequence[str] | None, cart_id: str | None, limit: int
     ) -> list[str]:
         query = (
-            select(refund_requests.c.payment_intent_id)
+            select(refund_requests.c.id)
             .where(
                 refund_requests.c.status == RefundRequestStatus.PENDING,
                 refund_requests.c.next_attempt_at <= func.now(),
@@ -298,7 +320,7 @@ class SqlPayments:
             query = query.where(refund_requests.c.cart_id == cart_id)
         return [str(i) for i in (await self._conn.execute(query.limit(limit))).scalars()]
 
-    async def claim_refund(self, payment_intent_id: str) -> RefundOwed | None:
+    async def claim_refund(self, request_id: str) -> RefundOwed | None:
         """The pending refund, locked until this transaction ends; ``None`` when it is done
         or another process has it."""
         row = (
@@ -306,7 +328,7 @@ class SqlPayments:
                 await self._conn.execute(
                     select(refund_requests)
                     .where(
-                        refund_requests.c.payment_intent_id == payment_intent_id,
+                        refund_requests.c.id == request_id,
                         refund_requests.c.status == RefundRequestStatus.PENDING,
                     )
                     .with_for_update(skip_locked=True)
@@ -318,7 +340,9 @@ class SqlPayments:
         if row is None:
             return None
         return RefundOwed(
-            payment_intent_id=payment_intent_id,
+            request_id=request_id,
+            payment_intent_id=row["payment_intent_id"],
+            partial=row["partial"],
             cart_id=None if row["cart_id"] is None else str(row["cart_id"]),
             amount=row["amount"],
             currency=row["currency"],
@@ -327,14 +351,14 @@ class SqlPayments:
             round=row["round"],
         )
 
-    async def note_refund_failed(self, payment_intent_id: str, attempts: int, error: str) -> None:
+    async def note_refund_failed(self, request_id: str, attempts: int, error: str) -> None:
         """Stripe did not take it: try again later, each time later (``RETRY_BACKOFF_SECONDS``),
         so a refund that keeps failing doesn't go ahead of the others on every sweep."""
         first, cap = RETRY_BACKOFF_SECONDS
         delay = min(cap, first * 2 ** min(attempts - 1, 20))
         await self._conn.execute(
             update(refund_requests)
-            .where(refund_requests.c.payment_intent_id == payment_intent_id)
+            .where(refund_requests.c.id == request_id)
             .values(
                 attempts=attempts,
                 last_error=error[:500],
@@ -345,11 +369,12 @@ class SqlPayments:
 
     async def reopen_refund(self, payment_intent_id: str, error: str) -> bool:
         """Stripe reports the refund we asked for failed: owe it again, in a new round.
-        ``False`` when we never asked for one (a refund made in the dashboard)."""
+        ``False`` when we never asked for one (a refund made in the dashboard, or a partial
+        one: the order then shows that part as not given back, and the store may ask again)."""
         reopened = await self._conn.execute(
             update(refund_requests)
             .where(
-                refund_requests.c.payment_intent_id == payment_intent_id,
+                refund_requests.c.id == payment_intent_id,
                 refund_requests.c.status == RefundRequestStatus.DONE,
             )
             .values(
@@ -362,12 +387,30 @@ class SqlPayments:
         )
         return bool(reopened.rowcount)
 
-    async def mark_refund_done(self, payment_intent_id: str, attempts: int) -> None:
+    async def mark_refund_done(
+        self, request_id: str, attempts: int, refund_id: str | None = None
+    ) -> None:
         await self._conn.execute(
             update(refund_requests)
-            .where(refund_requests.c.payment_intent_id == payment_intent_id)
-            .values(status=RefundRequestStatus.DONE.value, attempts=attempts, updated_at=func.now())
+            .where(refund_requests.c.id == request_id)
+            .values(
+                status=RefundRequestStatus.DONE.value,
+                attempts=attempts,
+                refund_id=refund_id,
+                updated_at=func.now(),
+            )
         )
+
+    async def refund_request_state(self, request_id: str) -> tuple[str, str | None] | None:
+        """The request's status (``pending`` or ``done``) and Stripe's refund id, if made."""
+        row = (
+            await self._conn.execute(
+                select(refund_requests.c.status, refund_requests.c.refund_id).where(
+                    refund_requests.c.id == request_id
+                )
+            )
+        ).one_or_none()
+        return None if row is None else (row.status, row.refund_id)
 
     async def record_refund(
         self,
@@ -404,7 +447,35 @@ class SqlPayments:
         )
         return int(total.scalar_one())
 
-    # --- disputes and the order's copy ---------------------------------------------------
+    async def refunded_so_far(self, payment_intent_id: str) -> RefundedSoFar:
+        """Refunds that did not fail (succeeded or pending at Stripe), plus the partial
+        requests Stripe hasn't taken yet; ``in_full`` when a full refund is owed."""
+        not_failed = (
+            select(func.coalesce(func.sum(refunds.c.amount_minor), 0))
+            .where(
+                refunds.c.payment_intent_id == payment_intent_id,
+                refunds.c.status.in_(["succeeded", "pending"]),
+            )
+            .scalar_subquery()
+        )
+        waiting = (
+            select(func.coalesce(func.sum(refund_requests.c.amount), 0))
+            .where(
+                refund_requests.c.payment_intent_id == payment_intent_id,
+                refund_requests.c.partial,
+                refund_requests.c.status == RefundRequestStatus.PENDING,
+            )
+            .scalar_subquery()
+        )
+        in_full = exists().where(
+            refund_requests.c.payment_intent_id == payment_intent_id,
+            refund_requests.c.partial.is_(False),
+            refund_requests.c.status == RefundRequestStatus.PENDING,
+        )
+        amount, full = (await self._conn.execute(select(not_failed + waiting, in_full))).one()
+        return RefundedSoFar(int(amount), bool(full))
+
+    # --- disputes ----------------------------------------------------------------------
 
     async def record_dispute(
         self,
@@ -428,16 +499,11 @@ class SqlPayments:
                 status=status,
             )
             .on_conflict_do_update(
-                index_elements=[disputes.c.id], set_={"status": status, "updated_at": func.now()}
+                index_elements=[disputes.c.id],
+                set_={"status": status, "updated_at": func.now()},
+                # Stripe doesn't order its events: a late ``created`` never reopens it.
+                where=disputes.c.status.not_in(DISPUTE_CLOSED_STATUSES),
             )
-        )
-
-    async def set_order_payment_status(self, payment_intent_id: str, status: str) -> None:
-        """A converted cart's payments live on its order too: keep the order's in step."""
-        await self._conn.execute(
-            update(order_payments)
-            .where(order_payments.c.reference == payment_intent_id)
-            .values(status=status)
         )
 
     # --- the Stripe event inbox ----------------------------------------------------------

@@ -223,8 +223,14 @@ orders = Table(
     Column("coupon_code", Text, nullable=True),
     Column("delivery_address", JSONB, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(8), nullable=False, server_default=text("'group'")),
+    Column("store_name", Text, nullable=False, server_default=text("''")),
+    # [{status, at, by_role, reason}], oldest first; {carrier, tracking_number, url} or null.
+    Column("history", JSONB, nullable=False, server_default=text("'[]'")),
+    Column("tracking", JSONB, nullable=True),
 )
 Index("ix_orders_created_at_id", orders.c.created_at, orders.c.id)
+Index("ix_orders_store_created_at_id", orders.c.store_id, orders.c.created_at, orders.c.id)
 
 order_lines = Table(
     "order_lines",
@@ -259,8 +265,20 @@ order_payments = Table(
     Column("amount_minor", BigInteger, nullable=False),
     Column("status", String(16), nullable=False),
     Column("reference", Text, nullable=True),
+    Column("display_name", Text, nullable=False, server_default=text("''")),
+    Column("refunded_minor", BigInteger, nullable=False, server_default=text("0")),
 )
 Index("ix_order_payments_user_id", order_payments.c.user_id)
+Index("ix_order_payments_reference", order_payments.c.reference)
+
+store_staff = Table(
+    "store_staff",
+    metadata,
+    Column("store_id", UUID(as_uuid=False), ForeignKey("stores.id"), primary_key=True),
+    Column("user_id", UUID(as_uuid=False), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+Index("ix_store_staff_user_id", store_staff.c.user_id)
 
 # --- Outbox and idempotency ------------------------------------------------------------------
 
@@ -393,9 +411,13 @@ disputes = Table(
 refund_requests = Table(
     "refund_requests",
     metadata,
-    Column("payment_intent_id", Text, primary_key=True),
+    # The intent's id for its full refund; ``partial-<uuid>`` for each partial one.
+    Column("id", Text, primary_key=True),
+    Column("payment_intent_id", Text, nullable=False),
+    Column("partial", Boolean, nullable=False, server_default=text("false")),
+    Column("refund_id", Text, nullable=True),  # Stripe's, once it made the refund
     Column("cart_id", UUID(as_uuid=False), nullable=True),
-    Column("amount", BigInteger, nullable=False),  # Stripe's units, as captured
+    Column("amount", BigInteger, nullable=False),  # Stripe's units: captured, or the part
     Column("currency", String(3), nullable=False),
     Column("reason", Text, nullable=False),
     Column("status", String(16), nullable=False, server_default=text("'pending'")),
@@ -409,6 +431,7 @@ refund_requests = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     CheckConstraint("status IN ('pending', 'done')", name="status_known"),
 )
+Index("ix_refund_requests_payment_intent_id", refund_requests.c.payment_intent_id)
 Index(
     "ix_refund_requests_pending",
     refund_requests.c.next_attempt_at,

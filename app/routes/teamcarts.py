@@ -33,13 +33,17 @@ from app.routes.fields import (
     check_deadline,
     invalid_field,
 )
-from app.routes.orders import OrderCreated
 from app.use_cases import teamcarts as use
 from app.use_cases.views import member_version, read_cart_view
 from domain.order import DeliveryAddress
 from realtime.cart_view import CartView, ItemView, cart_view
 
 AuthRequest = Request[Principal, Token, Any]
+
+
+class OrderCreated(msgspec.Struct):
+    order_id: str
+    number: str
 
 
 class CartCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -1,4 +1,5 @@
-"""``GET /ws/teamcarts/{id}``: a member's live view of one cart (API.md, "Real time").
+"""``GET /ws/teamcarts/{id}``: a member's live view of one cart (API.md, "Real time"); and
+``GET /ws/orders/{id}``, an order's (API.md § Orders), at the end.
 
 The socket is accepted, then authenticated with the ``token`` query parameter or, failing
 that, a first message ``{"type": "auth", "token": …}`` within a few seconds (4401 otherwise).
@@ -11,6 +12,7 @@ snapshot, then every update. This handler only reads the client's messages: ``pi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from types import MappingProxyType
 from typing import Any, Final
@@ -22,11 +24,15 @@ from litestar.params import FromPath
 from litestar.security.jwt import Token
 from redis.exceptions import RedisError
 
-from app.auth import principal_from_token
+from app.auth import Principal, principal_from_token
+from app.failures import ForbiddenError, NotFoundError
 from app.resources import AppResources, Resources
 from app.unit_of_work import UnitOfWorkRunner
+from app.use_cases import orders
+from app.use_cases.order_views import order_view
 from app.use_cases.views import is_member
 from realtime.hub import HubUnavailable, LiveConnection
+from realtime.order_feed import OrderWatch
 from realtime.projection import Projection
 from realtime.protocol import (
     CLOSE_CART_NOT_FOUND,
@@ -46,9 +52,9 @@ AUTH_TIMEOUT_SECONDS: Final = 5.0
 JWT_ALGORITHM: Final = "HS256"
 
 
-def _user_id(token: str, secret: str) -> str | None:
+def _principal(token: str, secret: str) -> Principal | None:
     try:
-        return principal_from_token(Token.decode(token, secret, JWT_ALGORITHM)).user_id
+        return principal_from_token(Token.decode(token, secret, JWT_ALGORITHM))
     except NotAuthorizedException:
         return None
 
@@ -58,11 +64,19 @@ class TooManyWaiting(Exception):
 
 
 async def _authenticate(socket: WebSocket[Any, Any, Any], resources: Resources) -> str | None:
-    """The user id of a valid token (only the id: it is all a socket keeps)."""
+    """The user id of a valid token (only the id: it is all a cart socket keeps)."""
+    principal = await _authenticated(socket, resources)
+    return None if principal is None else principal.user_id
+
+
+async def _authenticated(
+    socket: WebSocket[Any, Any, Any], resources: Resources
+) -> Principal | None:
+    """Who a valid token names: from the URL's ``token``, or the first ``auth`` message."""
     secret = resources.jwt_secret
     token = socket.query_params.get("token")
     if token:
-        return _user_id(token, secret)
+        return _principal(token, secret)
     if not resources.pending_auth.admit():
         raise TooManyWaiting()
     try:
@@ -73,7 +87,7 @@ async def _authenticate(socket: WebSocket[Any, Any, Any], resources: Resources) 
         return None
     finally:
         resources.pending_auth.leave()
-    return _user_id(message.token, secret) if isinstance(message, Auth) else None
+    return _principal(message.token, secret) if isinstance(message, Auth) else None
 
 
 async def _refusal(
@@ -169,3 +183,91 @@ async def cart_socket(
             # a late ``auth`` message changes nothing: the socket is already authenticated
     finally:
         await live.hub.disconnect(connection)
+
+
+async def _order_snapshot(
+    runner: UnitOfWorkRunner, principal: Principal, order_id: str
+) -> tuple[int, bytes] | None:
+    """The order's version and view as PostgreSQL has it; ``None`` when it is gone."""
+    try:
+        order = await runner.run(orders.get_order, orders.ReadOrder(principal, order_id))
+    except NotFoundError:
+        return None
+    return order.version, _order_encoder.encode(order_view(order))
+
+
+_order_encoder = msgspec.json.Encoder()
+
+
+@websocket("/ws/orders/{order_id:uuid}")
+async def order_socket(
+    socket: WebSocket[Any, Any, Any], order_id: FromPath[uuid.UUID], resources: AppResources
+) -> None:
+    """Live updates of one order for everyone who may read it (the cart sockets' protocol
+    with ``order`` in place of ``cart``): 4401 without a valid token, 4404 for no such
+    order, 4403 for anyone who may not read it, 1013 while Redis is away."""
+    await socket.accept()
+    try:
+        principal = await _authenticated(socket, resources)
+    except (TooManyWaiting, WebSocketDisconnect):
+        await _close_quietly(socket, CLOSE_TRY_AGAIN_LATER, "try_again_later")
+        return
+    if principal is None:
+        await _close_quietly(socket, CLOSE_UNAUTHENTICATED, "unauthenticated")
+        return
+    order = str(order_id)
+    try:
+        await resources.runner.run(orders.get_order, orders.ReadOrder(principal, order))
+    except NotFoundError:
+        await _close_quietly(socket, CLOSE_CART_NOT_FOUND, "order_not_found")
+        return
+    except ForbiddenError:
+        await _close_quietly(socket, CLOSE_NOT_A_MEMBER, "not_a_participant")
+        return
+
+    async def load() -> tuple[int, bytes] | None:
+        return await _order_snapshot(resources.runner, principal, order)
+
+    watch = OrderWatch(resources.live.link, order, load)
+    try:
+        snapshot = await watch.open()
+    except (RedisError, OSError, TimeoutError):
+        await watch.close()
+        await _close_quietly(socket, CLOSE_TRY_AGAIN_LATER, "try_again_later")
+        return
+    reader = asyncio.create_task(_read_order_client(socket, watch), name=f"ws-order-{order}")
+    try:
+        while snapshot is not None:
+            await socket.send_text(snapshot)
+            snapshot = await watch.next_text()
+        if not watch.gone:
+            await _close_quietly(socket, CLOSE_CART_NOT_FOUND, "order_not_found")
+    except (WebSocketDisconnect, OSError, RuntimeError):
+        pass  # the client went away
+    finally:
+        reader.cancel()
+        await watch.close()
+
+
+async def _read_order_client(socket: WebSocket[Any, Any, Any], watch: OrderWatch) -> None:
+    """The client's messages: ``ping`` → ``pong``, ``resync`` → a fresh snapshot; a
+    disconnect ends the socket's task (it is the one sending)."""
+    while True:
+        event = await socket.receive()
+        if event["type"] == "websocket.disconnect":
+            watch.disconnected()
+            return
+        try:
+            message = decode_client_message(_text_of(event))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            await socket.send_text(encode_text(Error("unknown_message", str(exc))))
+            continue
+        if isinstance(message, Ping):
+            await socket.send_text(PONG_TEXT)
+        elif isinstance(message, Resync):
+            watch.resync()
+
+
+async def _close_quietly(socket: WebSocket[Any, Any, Any], code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await socket.close(code, reason)

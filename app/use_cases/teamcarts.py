@@ -306,8 +306,17 @@ class ConfirmCart:
 async def confirm_cart(command: ConfirmCart, uow: UnitOfWork) -> Order:
     """The cart becomes an Order; its reserved stock is sold and its coupon use counted."""
     cart = await _cart(uow, command.cart_id)
-    number = await uow.orders.next_number()
-    order = cart.confirm(command.actor_id, str(uuid.uuid4()), number, command.address, utcnow())
+    now = utcnow()
+    number = await uow.orders.next_number(now.date())
+    store = await uow.catalog.store(cart.store.store_id)
+    order = cart.confirm(
+        command.actor_id,
+        str(uuid.uuid4()),
+        number,
+        command.address,
+        now,
+        store_name="" if store is None else store["name"],
+    )
     uow.orders.add(order)
     await uow.carts.commit_stock(cart.id)
     if order.coupon_code is not None and not await uow.catalog.count_coupon_use(

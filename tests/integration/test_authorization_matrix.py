@@ -2,7 +2,8 @@
 route table, so a new route can't ship without being classified here.
 
 Callers: nobody (no token), a stranger (a signed-in guest who is not in the cart), a guest
-member of the cart, its host, and an admin. Each case gets a fresh cart (host and guest each
+member of the cart, its host, the store's staff (a staff token of the cart's store, which is
+a stranger to the cart itself), and an admin. Each case gets a fresh cart (host and guest each
 with an item, a store with a coupon), so one case's success never changes another's.
 Allowed means "not 401 or 403" (the request may still be refused for its state or body:
 409, 422, 404 for an unknown coupon…); refused means exactly 401 (no token) or 403. No case
@@ -21,7 +22,10 @@ import pytest
 from litestar import Litestar
 from litestar.routes import HTTPRoute, WebSocketRoute
 
+from app.auth import issue_token
+from app.config import Settings
 from tests.builders import Client, create_product, create_store
+from tests.conftest import bearer
 from tests.integration.test_group_flow import ADDRESS, open_cart, session, uid
 
 
@@ -33,20 +37,24 @@ class Access(Enum):
     HOST = "host"
     OWNER = "owner"  # the item's owner (the host's item here)
     SELF_OR_HOST = "self_or_host"  # removing a member: the host, or the member themself
-    PARTICIPANT = "participant"  # an order's host, payers and admins
+    PARTICIPANT = "participant"  # an order's host, payers, its store's staff and admins
+    STORE = "store"  # the store's staff and admins
+    CANCELLER = "canceller"  # an order's host, its store's staff and admins
 
 
-ROLES = ("anonymous", "stranger", "guest", "host", "admin")
+ROLES = ("anonymous", "stranger", "guest", "host", "staff", "admin")
 
 ALLOWED: dict[Access, set[str]] = {
     Access.PUBLIC: set(ROLES),
-    Access.SIGNED_IN: {"stranger", "guest", "host", "admin"},
+    Access.SIGNED_IN: {"stranger", "guest", "host", "staff", "admin"},
     Access.ADMIN: {"admin"},
     Access.MEMBER: {"guest", "host"},
     Access.HOST: {"host"},
     Access.OWNER: {"host"},
     Access.SELF_OR_HOST: {"guest", "host"},
-    Access.PARTICIPANT: {"guest", "host", "admin"},
+    Access.PARTICIPANT: {"guest", "host", "staff", "admin"},
+    Access.STORE: {"staff", "admin"},
+    Access.CANCELLER: {"host", "staff", "admin"},
 }
 
 ROUTES: dict[tuple[str, str], Access] = {
@@ -54,6 +62,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/health/ready"): Access.PUBLIC,
     ("GET", "/metrics"): Access.PUBLIC,
     ("POST", "/api/v1/sessions"): Access.PUBLIC,
+    ("PATCH", "/api/v1/me"): Access.SIGNED_IN,
     ("POST", "/api/v1/webhooks/stripe"): Access.PUBLIC,  # a signature instead of a token
     ("GET", "/"): Access.PUBLIC,
     ("GET", "/join/{code:str}"): Access.PUBLIC,
@@ -91,8 +100,17 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/v1/teamcarts/{cart_id:uuid}/cancel"): Access.HOST,
     ("GET", "/api/v1/orders"): Access.SIGNED_IN,
     ("GET", "/api/v1/orders/{order_id:uuid}"): Access.PARTICIPANT,
+    ("POST", "/api/v1/orders/{order_id:uuid}/transitions"): Access.STORE,
+    ("POST", "/api/v1/orders/{order_id:uuid}/cancel"): Access.CANCELLER,
+    ("POST", "/api/v1/orders/{order_id:uuid}/refunds"): Access.STORE,
+    ("GET", "/api/v1/stores/{store_id:uuid}/orders"): Access.STORE,
+    ("POST", "/api/v1/stores/{store_id:uuid}/staff"): Access.ADMIN,
+    ("PATCH", "/api/v1/me"): Access.SIGNED_IN,
 }
-SOCKETS = {"/ws/teamcarts/{cart_id:uuid}"}  # tested in test_realtime_ws (4401/4403/4404)
+SOCKETS = {
+    "/ws/teamcarts/{cart_id:uuid}",  # tested in test_realtime_ws (4401/4403/4404)
+    "/ws/orders/{order_id:uuid}",  # tested in test_order_lifecycle
+}
 
 BODIES: dict[str, Any] = {
     "/api/v1/sessions": {"display_name": "Someone"},
@@ -108,6 +126,11 @@ BODIES: dict[str, Any] = {
     "/coupon": {},  # code filled in
     "/payments/online/confirm": {"payment_intent_id": "pi_x1", "payment_method": "pm_x1"},
     "/confirm": {"delivery_address": ADDRESS},
+    "/transitions": {"to": "accepted"},
+    "/cancel": {"reason": "matrix"},
+    "/refunds": {"amount_minor": 1},  # of a cash payment: 422 for those allowed to ask
+    "/staff": {"user_id": str(uuid.uuid4())},
+    "/api/v1/me": {"display_name": "Me"},
 }
 
 
@@ -134,8 +157,9 @@ class World:
     bodies: dict[str, Any]
 
 
-async def world(client: Client, admin: dict[str, str]) -> World:
+async def world(client: Client, admin: dict[str, str], secret: str) -> World:
     store = await create_store(client, admin)
+    staff = bearer(issue_token(secret, display_name="Staff", staff_of=store["id"]).token)
     product = await create_product(client, admin, store["id"], option_groups=[])
     code = "A" + uuid.uuid4().hex[:8].upper()
     coupon = await client.post(
@@ -165,6 +189,7 @@ async def world(client: Client, admin: dict[str, str]) -> World:
             "stranger": stranger,
             "guest": guest,
             "host": host,
+            "staff": staff,
             "admin": admin,
         },
         values={
@@ -172,7 +197,7 @@ async def world(client: Client, admin: dict[str, str]) -> World:
             "cart_id": cart["id"],
             "item_id": item,
             "user_id": uid(guest),
-            "order_id": await an_order_of(client, admin, host, guest),
+            "order_id": await an_order_of(client, store["id"], product["id"], host, guest),
             "code": cart["invite_code"],
             "file_path": "app.js",
             "path": "openapi.json",
@@ -187,19 +212,18 @@ async def world(client: Client, admin: dict[str, str]) -> World:
 
 
 async def an_order_of(
-    client: Client, admin: dict[str, str], host: dict[str, str], guest: dict[str, str]
+    client: Client, store_id: str, product_id: str, host: dict[str, str], guest: dict[str, str]
 ) -> str:
-    """An order of another cart of the same two people, the guest paying cash."""
-    store = await create_store(client, admin)
-    product = await create_product(client, admin, store["id"], option_groups=[])
-    cart = await open_cart(client, host, store["id"])
+    """An order of another cart of the same two people at the same store, the guest paying
+    cash."""
+    cart = await open_cart(client, host, store_id)
     url = f"/api/v1/teamcarts/{cart['id']}"
     await client.post(
         "/api/v1/teamcarts/join", json={"invite_code": cart["invite_code"]}, headers=guest
     )
     for person in (host, guest):
         await client.post(
-            url + "/items", json={"product_id": product["id"], "quantity": 1}, headers=person
+            url + "/items", json={"product_id": product_id, "quantity": 1}, headers=person
         )
     await client.post(url + "/lock", headers=host)
     for person in (host, guest):
@@ -227,9 +251,15 @@ CASES = [(method, path, role) for (method, path) in sorted(ROUTES) for role in R
 
 @pytest.mark.parametrize(("method", "path", "role"), CASES)
 async def test_who_may_call_what(
-    client: Client, admin_headers: dict[str, str], method: str, path: str, role: str
+    client: Client,
+    admin_headers: dict[str, str],
+    settings: Settings,
+    method: str,
+    path: str,
+    role: str,
 ) -> None:
-    w = await world(client, admin_headers)
+    assert settings.jwt_secret is not None
+    w = await world(client, admin_headers, settings.jwt_secret)
     access = ROUTES[(method, path)]
     body = body_for(path, w)
     response = await client.request(

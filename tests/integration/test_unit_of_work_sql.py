@@ -12,9 +12,9 @@ from app.persistence import catalog as catalog_rows
 from app.persistence.outbox import Relay
 from app.persistence.tables import outbox, products
 from app.unit_of_work import RefundRunner, UnitOfWorkRunner
+from app.use_cases.order_views import event_payloads
 from app.wiring import build_runner
 from domain.catalog import ProductSnapshot, StoreTerms
-from realtime.projection import outbox_payloads
 from tests.unit_of_work_contract import UnitOfWorkContract
 
 
@@ -28,7 +28,7 @@ class SqlBackend:
         self, *, refunds: RefundRunner | None = None, relay: Relay | None = None
     ) -> UnitOfWorkRunner:
         if refunds is not None:
-            return UnitOfWorkRunner(self._engine, self._gateway, outbox_payloads, refunds, relay)
+            return UnitOfWorkRunner(self._engine, self._gateway, event_payloads, refunds, relay)
         if relay is not None:
             return build_runner(self._engine, self._gateway, relay=relay)
         return self._runner

@@ -43,6 +43,13 @@ EXPECTED_CODES: dict[type[errors.DomainError], tuple[str, type[errors.DomainErro
     errors.CouponExhausted: ("coupon_exhausted", errors.Invalid),
     errors.CurrencyMismatch: ("currency_mismatch", errors.Invalid),
     errors.UnknownCurrency: ("unknown_currency", errors.Invalid),
+    errors.IllegalTransition: ("illegal_transition", errors.Conflict),
+    errors.OrderNotCancellable: ("order_not_cancellable", errors.Conflict),
+    errors.MayNotCancel: ("may_not_cancel", errors.Forbidden),
+    errors.TrackingRequired: ("tracking_required", errors.Invalid),
+    errors.InvalidRefund: ("invalid_refund", errors.Invalid),
+    errors.PaymentNotRefundable: ("payment_not_refundable", errors.Invalid),
+    errors.RefundExceedsPaid: ("refund_exceeds_paid", errors.Invalid),
 }
 
 

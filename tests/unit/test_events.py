@@ -6,7 +6,10 @@ import re
 import pytest
 
 from domain import events
+from domain.order import Actor, OrderStatus
+from domain.payments import PaymentStatus
 from domain.teamcart import TeamCart
+from tests.fakes import copy_order
 
 from .builders import NOW, a_coupon, a_product, a_store, an_address, an_id, an_invite_code
 
@@ -73,6 +76,29 @@ def _events_of_a_full_flow() -> list[events.DomainEvent]:
     cart.commit_cod("host")
     order = cart.confirm("host", an_id(), "TC-1", an_address(), NOW)
     recorded: list[events.DomainEvent] = [*cart.pull_events(), *order.pull_events()]
+    order.move(OrderStatus.ACCEPTED, Actor.STAFF, NOW)
+    order.move(OrderStatus.PREPARING, Actor.STAFF, NOW)
+    order.move(OrderStatus.OUT_FOR_DELIVERY, Actor.STAFF, NOW)
+    order.move(OrderStatus.DELIVERED, Actor.STAFF, NOW)
+    order.refund("ana", 100, Actor.STAFF, NOW)
+    order.note_dispute("pi_1", PaymentStatus.DISPUTED, NOW)
+    recorded += order.pull_events()
+    shipped = copy_order(order)
+    shipped.status = OrderStatus.PREPARING
+    shipped.move(OrderStatus.SHIPPED, Actor.STAFF, NOW, carrier="UPS", tracking_number="1Z")
+    rejected = copy_order(order)
+    rejected.status = OrderStatus.PLACED
+    rejected.move(OrderStatus.REJECTED, Actor.STAFF, NOW, reason="closed")
+    cancelled_order = copy_order(order)
+    cancelled_order.status = OrderStatus.PLACED
+    cancelled_order.cancel(Actor.HOST, "changed our minds", NOW)
+    single = copy_order(order)
+    single.status = OrderStatus.AWAITING_PAYMENT
+    single.move(OrderStatus.PAYMENT_FAILED, Actor.SYSTEM, NOW)
+    single.move(OrderStatus.AWAITING_PAYMENT, Actor.BUYER, NOW)
+    single.move(OrderStatus.PLACED, Actor.SYSTEM, NOW)
+    for moved in (shipped, rejected, cancelled_order, single):
+        recorded += moved.pull_events()
 
     cancelled = TeamCart.open(an_id(), a_store(), "h", "H", an_invite_code(), None, NOW)
     cancelled.cancel("h", NOW)

@@ -104,14 +104,19 @@ def test_a_line_total_is_unit_price_times_quantity() -> None:
         OrderLine("p", "Pizza", (), 1300, 2, 2599, "ana")
 
 
-def test_later_statuses_exist_as_values() -> None:
-    assert [status.value for status in OrderStatus] == [
+def test_every_status_of_the_contract_exists() -> None:
+    assert {status.value for status in OrderStatus} == {
+        "awaiting_payment",
         "placed",
+        "accepted",
         "preparing",
         "out_for_delivery",
+        "shipped",
         "delivered",
+        "rejected",
         "cancelled",
-    ]
+        "payment_failed",
+    }
 
 
 def test_a_restored_order_records_nothing() -> None:

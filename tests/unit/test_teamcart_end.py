@@ -79,8 +79,8 @@ def test_confirm_turns_a_ready_cart_into_a_placed_order() -> None:
         ),
     )
     assert order.payments == (
-        OrderPayment(host, PaymentMethod.COD, 1208, PaymentStatus.COD_COMMITTED, None),
-        OrderPayment(guest, PaymentMethod.ONLINE, 3622, PaymentStatus.PAID_ONLINE, "pi_1"),
+        OrderPayment(host, PaymentMethod.COD, 1208, PaymentStatus.COD_COMMITTED, None, "Hana"),
+        OrderPayment(guest, PaymentMethod.ONLINE, 3622, PaymentStatus.PAID_ONLINE, "pi_1", "Gus"),
     )
     assert order.participant_user_ids == (host, guest)
     assert order.coupon_code is None

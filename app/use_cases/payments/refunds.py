@@ -33,10 +33,17 @@ async def owe_refund(
     currency: str,
     reason: str,
     cart_id: str | None,
+    request_id: str | None = None,
 ) -> None:
-    """Owe a refund of ``amount`` (Stripe's units), carried out once this commits."""
+    """Owe a refund, carried out once this commits: the whole capture (``amount``, Stripe's
+    units, for the record), or with a ``request_id`` only ``amount`` of it."""
     await uow.payments.request_refund(
-        payment_intent_id, amount=amount, currency=currency, reason=reason, cart_id=cart_id
+        payment_intent_id,
+        amount=amount,
+        currency=currency,
+        reason=reason,
+        cart_id=cart_id,
+        request_id=request_id,
     )
     uow.refund_after_commit(payment_intent_ids=[payment_intent_id])
     REFUNDS.labels(reason=reason).inc()
@@ -72,20 +79,24 @@ async def carry_out_refunds(
     return done
 
 
-async def carry_out_refund(payment_intent_id: str, uow: UnitOfWork) -> bool:
+async def carry_out_refund(request_id: str, uow: UnitOfWork) -> bool:
     """One owed refund, with its request locked while Stripe is asked."""
-    owed = await uow.payments.claim_refund(payment_intent_id)
+    owed = await uow.payments.claim_refund(request_id)
     if owed is None:
         return False  # done already, or another process has it
+    payment_intent_id = owed.payment_intent_id
     attempts = owed.attempts + 1
     try:
         refund = await uow.stripe.refund_payment_intent(
-            payment_intent_id, idempotency_key=owed.idempotency_key, reason=owed.reason
+            payment_intent_id,
+            idempotency_key=owed.idempotency_key,
+            reason=owed.reason,
+            amount=owed.amount if owed.partial else None,
         )
     except AlreadyRefunded:
         refund = None
     except GatewayError as exc:
-        await uow.payments.note_refund_failed(payment_intent_id, attempts, str(exc))
+        await uow.payments.note_refund_failed(request_id, attempts, str(exc))
         if attempts >= REFUND_ALERT_AFTER_ATTEMPTS:
             ALERTS.labels(kind="refund_stuck").inc()
         log.error(
@@ -101,11 +112,13 @@ async def carry_out_refund(payment_intent_id: str, uow: UnitOfWork) -> bool:
             status=refund.status,
             reason=owed.reason,
         )
-    await uow.payments.mark_refund_done(payment_intent_id, attempts)
-    await uow.payments.set_intent_status(payment_intent_id, IntentStatus.REFUNDED)
+    await uow.payments.mark_refund_done(request_id, attempts, None if refund is None else refund.id)
+    if not owed.partial:
+        await uow.payments.set_intent_status(payment_intent_id, IntentStatus.REFUNDED)
     log.warning(
         "payment_refunded",
         payment_intent_id=payment_intent_id,
+        request_id=request_id,
         teamcart_id=owed.cart_id,
         amount=owed.amount,
         currency=owed.currency,

@@ -23,6 +23,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -57,6 +58,9 @@ WEBHOOK_SECONDS = Histogram(
 )
 _MISMATCHES = frozenset({"quote_changed", "currency_mismatch", "amount_mismatch"})
 REFUND_EVENTS = frozenset({"charge.refunded", "refund.created", "refund.updated"})
+DISPUTE_EVENTS = frozenset({"charge.dispute.created", "charge.dispute.closed"})
+DISPUTES_KEPT = frozenset({"won", "warning_closed"})
+"""A closed dispute that leaves the money with the store (an inquiry closed is one too)."""
 
 
 class EventOutcome(StrEnum):
@@ -140,8 +144,8 @@ async def _apply(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]) -> Ou
         return Outcome(EventOutcome.IGNORED, "not a TeamCart payment", intent_id)
     if event_type in REFUND_EVENTS:
         return await _apply_refund(uow, event_type, obj)
-    if event_type == "charge.dispute.created":
-        return await _apply_dispute(uow, obj)
+    if event_type in DISPUTE_EVENTS:
+        return await _apply_dispute(uow, event_type, obj)
     return Outcome(EventOutcome.IGNORED, f"{event_type} is not handled")
 
 
@@ -189,7 +193,7 @@ def malformed(event_type: str, obj: Mapping[str, Any]) -> str | None:
         ) or next((p for refund in data if (p := _malformed_refund(refund))), None)
     if event_type in REFUND_EVENTS:
         return _first(_text(obj, "payment_intent"), _malformed_refund(obj))
-    if event_type == "charge.dispute.created":
+    if event_type in DISPUTE_EVENTS:
         return _first(
             _text(obj, "id"), _text(obj, "payment_intent"), _amount(obj, "amount", required=False)
         )
@@ -425,6 +429,7 @@ async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]
                 uow.refund_after_commit(payment_intent_ids=[intent_id])
     if owner is None:
         return Outcome(EventOutcome.IGNORED, "unknown intent", intent_id)
+    await _sync_order_refunds(uow, intent_id, currency)
     if event_type == "charge.refunded" and obj.get("amount") is not None:
         captured, refunded = int(obj["amount"]), int(obj.get("amount_refunded") or 0)
     else:
@@ -451,7 +456,6 @@ async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]
             owner.cart_id,
         )
     await uow.payments.set_intent_status(intent_id, IntentStatus.REFUNDED)
-    await uow.payments.set_order_payment_status(intent_id, PaymentStatus.REFUNDED.value)
     if cart is None or not cart.is_member(owner.user_id):
         ALERTS.labels(kind="refund_for_departed_member").inc()
         return Outcome(
@@ -461,14 +465,33 @@ async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]
     return Outcome(EventOutcome.APPLIED, None, intent_id, owner.cart_id)
 
 
-async def _apply_dispute(uow: UnitOfWork, dispute: Mapping[str, Any]) -> Outcome:
+async def _sync_order_refunds(uow: UnitOfWork, intent_id: str, currency: str) -> None:
+    """The order the intent paid into shows what is given back on it (``refunded_minor``):
+    Stripe's refunds that did not fail, by whoever started them, and ours still owed."""
+    order_id = await uow.orders.id_paid_by(intent_id)
+    order = None if order_id is None else await uow.orders.get(order_id)
+    if order is None:
+        return
+    so_far = await uow.payments.refunded_so_far(intent_id)
+    payment = next(p for p in order.payments if p.reference == intent_id)
+    refunded = payment.amount_minor if so_far.in_full else from_stripe(so_far.amount, currency)
+    order.note_refunded(intent_id, refunded, datetime.now(UTC))
+
+
+async def _apply_dispute(uow: UnitOfWork, event_type: str, dispute: Mapping[str, Any]) -> Outcome:
+    """A dispute opened (the payment is ``disputed``: not counted as paid) or closed
+    (``won``, or ``lost``: never counted as paid again), on the cart and on its order."""
     intent_id = str(dispute.get("payment_intent") or "")
-    ALERTS.labels(kind="dispute").inc()
+    status = str(dispute.get("status") or "needs_response")
+    closed = event_type == "charge.dispute.closed"
+    kept = closed and status in DISPUTES_KEPT
+    ALERTS.labels(kind=("dispute_won" if kept else "dispute_lost") if closed else "dispute").inc()
     log.error(
-        "payment_disputed",
+        "payment_dispute_closed" if closed else "payment_disputed",
         payment_intent_id=intent_id,
         dispute_id=dispute.get("id"),
         reason=dispute.get("reason"),
+        status=status,
     )
     await uow.payments.record_dispute(
         str(dispute.get("id") or ""),
@@ -476,15 +499,21 @@ async def _apply_dispute(uow: UnitOfWork, dispute: Mapping[str, Any]) -> Outcome
         amount=int(dispute.get("amount") or 0),
         currency=str(dispute.get("currency") or "").upper(),
         reason=str(dispute.get("reason") or "unknown"),
-        status=str(dispute.get("status") or "needs_response"),
+        status=status,
     )
     owner = await uow.payments.intent_owner(intent_id)
     if owner is None:
         # Stored all the same: if its capture is reported later, it goes to review.
         return Outcome(EventOutcome.REVIEW, "dispute on an unknown payment", intent_id)
     cart = await uow.carts.get(owner.cart_id)
-    if cart is not None and cart.is_member(owner.user_id):
+    if cart is not None and cart.is_member(owner.user_id) and not kept:
         cart.flag_payment_for_review(owner.user_id, intent_id)
-    await uow.payments.set_order_payment_status(intent_id, PaymentStatus.REVIEW.value)
-    reason = str(dispute.get("reason") or "dispute")
+    order_id = await uow.orders.id_paid_by(intent_id)
+    order = None if order_id is None else await uow.orders.get(order_id)
+    if order is not None:
+        marked = PaymentStatus.DISPUTED
+        if closed:
+            marked = PaymentStatus.WON if kept else PaymentStatus.LOST
+        order.note_dispute(intent_id, marked, datetime.now(UTC))
+    reason = f"dispute {status}" if closed else str(dispute.get("reason") or "dispute")
     return Outcome(EventOutcome.REVIEW, reason, intent_id, owner.cart_id)
