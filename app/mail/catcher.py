@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
+import logging
 import os
 import time
 import uuid
@@ -45,11 +46,12 @@ class CaughtMail(msgspec.Struct, frozen=True):
 
 
 def _parts(message: EmailMessage) -> tuple[str, str | None]:
+    """The plain-text and HTML bodies, with the wire's CRLF line ends back to ``\n``."""
     text_part = message.get_body(preferencelist=("plain",))
     html_part = message.get_body(preferencelist=("html",))
     text = text_part.get_content() if isinstance(text_part, EmailMessage) else ""
     html = html_part.get_content() if isinstance(html_part, EmailMessage) else None
-    return text, html
+    return text.replace("\r\n", "\n"), None if html is None else html.replace("\r\n", "\n")
 
 
 def _header(message: EmailMessage, name: str) -> str | None:
@@ -139,6 +141,9 @@ def running_catcher(
     handler: CatchingHandler | None = None,
 ) -> Iterator[MailCatcher]:
     """Run a catcher on ``port`` (a free one by default) in a thread; stop it on exit."""
+    # aiosmtpd logs every command of every connection at INFO; the server's own line says
+    # where the catcher listens, which is what an operator needs.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
     if port is None:
         from app.embedded import free_port  # not at import: app.embedded imports this module
 

@@ -4,7 +4,9 @@ with the server that sends a batch and says what became of each message.
 What a failure means for a mail is decided here, once: a 5xx reply about that message (its
 recipient refused, its content refused) is permanent, the mail is ``failed`` and the others go
 on; a 4xx reply is transient; a connection that can't be opened, drops or times out is
-transient too, and ends the session (the rest of the batch is tried again later, not now).
+transient too, and ends the session (the rest of the batch is tried again later, not now), as
+does a refusal of the session rather than of a message (the greeting, EHLO, STARTTLS, AUTH,
+or our From): a wrong password must not make every mail ``failed`` for good.
 """
 
 from __future__ import annotations
@@ -118,6 +120,12 @@ def _recipients_refused(exc: aiosmtplib.SMTPRecipientsRefused) -> Outcome:
     return Outcome(verdict, error or "recipient refused")
 
 
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return f"{exc.code} {exc.message}"
+    return repr(exc)
+
+
 CONNECTION_FAILURES: Final = (ConnectionError, TimeoutError, OSError, aiosmtplib.SMTPConnectError)
 """Failures of the connection, not of one message: the session is over."""
 
@@ -157,6 +165,11 @@ class SmtpSession:
             return Outcome(Verdict.DEFERRED, f"not tried: {self.broken}")
         try:
             client = await self._connected()
+        except (*CONNECTION_FAILURES, aiosmtplib.SMTPException) as exc:
+            # Greeting, EHLO, STARTTLS or AUTH refused, or no connection: the session's
+            # failure, not this mail's (a wrong password must not fail every mail for good).
+            return self._break(_describe(exc))
+        try:
             await client.send_message(
                 compose(mail, self.mail_from),
                 sender=sender_address(self.mail_from),
@@ -164,19 +177,15 @@ class SmtpSession:
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             return _recipients_refused(exc)
-        except (
-            aiosmtplib.SMTPAuthenticationError,
-            aiosmtplib.SMTPHeloError,
-            aiosmtplib.SMTPSenderRefused,  # our From: every mail would be refused alike
-        ) as exc:
-            return self._break(f"{exc.code} {exc.message}")  # the session, not this mail
+        except aiosmtplib.SMTPSenderRefused as exc:  # our From: every mail would be refused
+            return self._break(_describe(exc))
         except aiosmtplib.SMTPResponseException as exc:
             return _refusal(exc)
         except (aiosmtplib.SMTPNotSupported, ValueError) as exc:
             # An address this server can't take (not ASCII, no SMTPUTF8), or not an address.
             return Outcome(Verdict.FAILED, repr(exc))
         except (*CONNECTION_FAILURES, aiosmtplib.SMTPException) as exc:
-            return self._break(repr(exc))
+            return self._break(_describe(exc))
         return Outcome(Verdict.SENT)
 
     def _break(self, reason: str) -> Outcome:

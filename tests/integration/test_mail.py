@@ -380,6 +380,7 @@ async def test_planned_mail_is_sent_once_as_multipart_text_and_html(
     assert mail.kind == "order_placed"
     assert mail.subject == "Order TC-20261202-7KQ2M placed at Noodle Bar"
     assert "Order total: 0.00 USD" in mail.text
+    assert "\r" not in mail.text  # the wire's CRLF line ends undone
     assert "<strong>TC-20261202-7KQ2M</strong>" in (mail.html or "")
     assert (mail.message_id or "").endswith("@teamcart.test>")
 
@@ -468,6 +469,30 @@ async def test_a_refused_recipient_is_failed_and_the_others_still_go(
 
 def counts_to(counts: collections.Counter[tuple[str | None, str]]) -> list[str]:
     return [to for _, to in counts]
+
+
+async def test_a_refused_sender_defers_every_mail_instead_of_failing_it(
+    db: AsyncEngine, tmp_path: Path
+) -> None:
+    """Our From refused is the configuration's fault, not the mail's: it waits for a fix."""
+
+    class RefusingSender(CatchingHandler):
+        async def handle_MAIL(
+            self,
+            server: SMTP,
+            session: Session,
+            envelope: Envelope,
+            address: str,
+            options: list[str],
+        ) -> str:
+            return "553 5.7.1 Sender address not allowed"
+
+    await plan_many(db, 3)
+    with running_catcher(tmp_path, handler=RefusingSender(tmp_path)) as refusing:
+        result = await mailer(db, refusing).send_due()
+
+    assert (result.sent, result.failed, result.deferred) == (0, 0, 3)
+    assert await statuses(db) == {"pending": 3}
 
 
 async def test_no_server_defers_every_mail_with_backoff_then_gives_up(
