@@ -464,6 +464,8 @@ class Order:
             raise PaymentNotRefundable(
                 "That payment is cash on delivery: nothing to refund online."
             )
+        if payment.status is PaymentStatus.REFUNDED:
+            raise RefundExceedsPaid(0, "That payment was refunded in full already.")
         if payment.status not in COUNTED_AS_PAID:
             raise PaymentNotRefundable(f"That payment is {payment.status}: it isn't held as paid.")
         if amount_minor > payment.refundable_minor:
