@@ -122,7 +122,7 @@ def test_shipping_needs_a_carrier_and_a_tracking_number() -> None:
     for missing in ({"carrier": "UPS"}, {"tracking_number": "1Z"}, {}, {"carrier": " "}):
         order = an_order(S.PREPARING)
         with pytest.raises(errors.TrackingRequired):
-            order.move(S.SHIPPED, Actor.STAFF, NOW, **missing)  # type: ignore[arg-type]
+            order.move(S.SHIPPED, Actor.STAFF, NOW, **missing)
         assert order.status is S.PREPARING
     order = an_order(S.PREPARING)
     order.move(S.SHIPPED, Actor.STAFF, NOW, carrier=" UPS ", tracking_number=" 1Z 99 ")
