@@ -52,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser("token", help="print a bearer token")
     token.add_argument("--admin", action="store_true", help="with the admin role")
+    token.add_argument(
+        "--staff",
+        metavar="STORE_ID",
+        default=None,
+        help="staff of that store (reads, moves orders)",
+    )
     token.add_argument("--user-id", default=None, help="subject (default: a new id)")
     token.add_argument("--name", default=None, help="display name (default: Admin or Guest)")
     return parser
@@ -87,8 +93,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         secret = ensure_jwt_secret(settings).jwt_secret
         assert secret is not None
-        name = args.name or ("Admin" if args.admin else "Guest")
-        issued = issue_token(secret, display_name=name, user_id=args.user_id, admin=args.admin)
+        name = args.name or ("Admin" if args.admin else "Staff" if args.staff else "Guest")
+        try:
+            issued = issue_token(
+                secret,
+                display_name=name,
+                user_id=args.user_id,
+                admin=args.admin,
+                staff_of=args.staff,
+            )
+        except ValueError:
+            print(f"teamcart token: --staff {args.staff!r} is not a store id", file=sys.stderr)
+            return 2
         print(issued.token)
         return 0
     raise AssertionError(args.command)

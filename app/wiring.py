@@ -48,22 +48,24 @@ from app.routes.dev_mail import DevMailController
 from app.routes.fields import check_json_body
 from app.routes.health import HealthController
 from app.routes.me import MeController
-from app.routes.orders import OrderController
+from app.routes.orders import OrderController, StoreOrderController
 from app.routes.payments import PaymentController
 from app.routes.sessions import SessionController
 from app.routes.teamcarts import TeamCartController
 from app.routes.web import index, invite, static_files
 from app.routes.webhooks import StripeWebhookController
-from app.routes.ws import cart_socket
+from app.routes.ws import cart_socket, order_socket
 from app.unit_of_work import UnitOfWorkRunner
+from app.use_cases.order_views import event_payloads
 from app.use_cases.payments.refunds import carry_out_refunds
 from app.use_cases.teamcarts import Remind
 from app.use_cases.views import stored_view
 from app.workers import running_sweeper
 from realtime.cart_view import CartView
 from realtime.hub import Hub
+from realtime.order_feed import publish_order_updates
 from realtime.presence import PresenceStore
-from realtime.projection import Projection, ViewLoader, outbox_payloads
+from realtime.projection import Projection, ViewLoader
 from realtime.protocol import Reminder, reminder_frame
 from realtime.pubsub import RedisChannelLink
 from realtime.view_store import ViewStore
@@ -157,7 +159,8 @@ def build_live(
     projection = Projection(views, broadcast, load_view)
     hub = Hub(projection, presence, link, observer=PrometheusHubObserver())
     dispatcher = OutboxDispatcher(
-        database_url, each_of([project_outbox_record(projection), *consumers])
+        database_url,
+        each_of([project_outbox_record(projection), publish_order_updates(link), *consumers]),
     )
     return Live(link, views, presence, projection, hub, dispatcher, engine)
 
@@ -184,7 +187,7 @@ def build_runner(
             runner, cart_id=cart_id, payment_intent_ids=list(payment_intent_ids) or None
         )
 
-    runner = UnitOfWorkRunner(engine, gateway, outbox_payloads, refund, relay)
+    runner = UnitOfWorkRunner(engine, gateway, event_payloads, refund, relay)
     return runner
 
 
@@ -276,9 +279,11 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
             CatalogController,
             TeamCartController,
             OrderController,
+            StoreOrderController,
             PaymentController,
             StripeWebhookController,
             cart_socket,
+            order_socket,
             index,
             invite,
             static_files,
