@@ -21,7 +21,7 @@ from app.auth import issue_token
 from app.config import Settings
 from app.embedded import EMULATOR_SECRET_KEY
 from tests.integration.test_group_flow import ADDRESS
-from tests.integration.test_online_payments import VISA, member, pay_with_card, wait_for_payment
+from tests.integration.test_online_payments import VISA, pay_with_card, wait_for_payment
 from tests.integration.test_realtime_ws import close_code, receive, token_of
 from tests.stripe_events import body_and_headers, charge_refunded, dispute, event
 
@@ -32,6 +32,16 @@ pytestmark = pytest.mark.usefixtures("live_server")
 async def http(live_server: str) -> Any:
     async with httpx.AsyncClient(base_url=live_server, timeout=15) as client:
         yield client
+
+
+async def member(http: httpx.AsyncClient, name: str, email: str | None = None) -> dict[str, str]:
+    """A guest session (with an email when given): its headers, and its user id."""
+    answer = await http.post(
+        "/api/v1/sessions", json={"display_name": name, **({"email": email} if email else {})}
+    )
+    assert answer.status_code == 201, answer.text
+    body = answer.json()
+    return {"Authorization": f"Bearer {body['token']}", "X-User-Id": body["user_id"]}
 
 
 def order_socket(base: str, order_id: str, headers: dict[str, str]) -> str:
@@ -68,9 +78,11 @@ async def an_order(
     online: tuple[str, ...] = ("Ana",),
     cash: tuple[str, ...] = ("Host", "Ben"),
     stock: int | None = None,
+    emails: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, str]]]:
     """A confirmed group order at a new store: the people named in ``online`` paid with a
-    card through the emulator, those in ``cash`` committed to cash. The host is ``Host``."""
+    card through the emulator, those in ``cash`` committed to cash. The host is ``Host``;
+    those named in ``emails`` signed in with that address."""
     store = await a_store(http, admin)
     product = await http.post(
         f"/api/v1/stores/{store['id']}/products",
@@ -78,7 +90,10 @@ async def an_order(
         headers=admin,
     )
     assert product.status_code == 201, product.text
-    people = {name: await member(http, name) for name in ("Host", *online, *cash) if name}
+    people = {
+        name: await member(http, name, (emails or {}).get(name))
+        for name in ("Host", *online, *cash)
+    }
     host = people["Host"]
     cart = (
         await http.post("/api/v1/teamcarts", json={"store_id": store["id"]}, headers=host)

@@ -429,14 +429,15 @@ async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]
                 uow.refund_after_commit(payment_intent_ids=[intent_id])
     if owner is None:
         return Outcome(EventOutcome.IGNORED, "unknown intent", intent_id)
-    await _sync_order_refunds(uow, intent_id, currency)
+    on_order = await _sync_order_refunds(uow, intent_id, currency)
     if event_type == "charge.refunded" and obj.get("amount") is not None:
         captured, refunded = int(obj["amount"]), int(obj.get("amount_refunded") or 0)
     else:
         captured = to_stripe(owner.amount_minor, owner.currency)
         refunded = await uow.payments.refunded_total(intent_id)
     if refunded < captured:
-        ALERTS.labels(kind="partial_refund").inc()
+        if not on_order:  # on an order, a partial refund is the store's own decision
+            ALERTS.labels(kind="partial_refund").inc()
         log.warning(
             "partial_refund", payment_intent_id=intent_id, refunded=refunded, captured=captured
         )
@@ -465,17 +466,19 @@ async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]
     return Outcome(EventOutcome.APPLIED, None, intent_id, owner.cart_id)
 
 
-async def _sync_order_refunds(uow: UnitOfWork, intent_id: str, currency: str) -> None:
+async def _sync_order_refunds(uow: UnitOfWork, intent_id: str, currency: str) -> bool:
     """The order the intent paid into shows what is given back on it (``refunded_minor``):
-    Stripe's refunds that did not fail, by whoever started them, and ours still owed."""
+    Stripe's refunds that did not fail, by whoever started them, and ours still owed.
+    Whether the intent is on an order."""
     order_id = await uow.orders.id_paid_by(intent_id)
     order = None if order_id is None else await uow.orders.get(order_id)
     if order is None:
-        return
+        return False
     so_far = await uow.payments.refunded_so_far(intent_id)
     payment = next(p for p in order.payments if p.reference == intent_id)
     refunded = payment.amount_minor if so_far.in_full else from_stripe(so_far.amount, currency)
     order.note_refunded(intent_id, refunded, datetime.now(UTC))
+    return True
 
 
 async def _apply_dispute(uow: UnitOfWork, event_type: str, dispute: Mapping[str, Any]) -> Outcome:
