@@ -439,3 +439,41 @@ async def test_a_dispute_marks_the_payment_and_a_lost_one_is_never_paid_again(
     assert refund.json()["code"] == "payment_not_refundable"
     metrics = (await http.get("/metrics")).text
     assert 'teamcart_payment_alerts_total{kind="dispute_lost"}' in metrics
+
+
+async def test_a_refund_stripe_reports_failed_is_no_longer_counted_as_given_back(
+    http: httpx.AsyncClient, admin_headers: dict[str, str], stripe_api_base: str, settings: Settings
+) -> None:
+    store, order, people = await an_order(http, admin_headers, stripe_api_base)
+    ana = next(p for p in order["payments"] if p["display_name"] == "Ana")
+    order_url = f"/api/v1/orders/{order['id']}"
+    staff = staff_of(settings, store["id"])
+    made = await http.post(
+        order_url + "/refunds",
+        json={"amount_minor": 200, "user_id": ana["user_id"], "reason": "spilled"},
+        headers=staff,
+    )
+    assert made.status_code == 201, made.text
+    refund_id = made.json()["refund_id"]
+    assert refund_id.startswith("re_")
+    failed = {
+        "id": refund_id,
+        "object": "refund",
+        "amount": 200,
+        "currency": "usd",
+        "payment_intent": ana["reference"],
+        "status": "failed",
+        "failure_reason": "expired_or_canceled_card",
+    }
+    body, headers = body_and_headers(event("refund.updated", failed))
+    assert (await http.post("/api/v1/webhooks/stripe", content=body, headers=headers)).is_success
+    final = (await http.get(order_url, headers=people["Ana"])).json()
+    mine = next(p for p in final["payments"] if p["user_id"] == ana["user_id"])
+    assert (mine["refunded_minor"], mine["status"]) == (0, "paid_online")
+    assert final["history"][-1]["status"] == "placed"  # refunds aren't moves
+    again = await http.post(
+        order_url + "/refunds",
+        json={"amount_minor": ana["amount_minor"], "user_id": ana["user_id"]},
+        headers=staff,
+    )
+    assert again.status_code == 201, again.text  # all of it may be given back again
