@@ -26,8 +26,9 @@ Only the database's failures (an outage: retried) propagate.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Final, Literal
 
 import msgspec
@@ -35,7 +36,7 @@ import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.mail.rendering import format_amount, render
+from app.mail.rendering import Templates, format_amount
 from app.persistence import database
 from app.persistence.outbox import OutboxRecord
 
@@ -117,11 +118,13 @@ Kind = Literal[
 ]
 
 
-TO_EVERY_PARTICIPANT: Final[dict[str, Kind]] = {
-    "order_shipped": "order_shipped",
-    "order_out_for_delivery": "order_out_for_delivery",
-    "order_delivered": "order_delivered",
-}
+TO_EVERY_PARTICIPANT: Final[Mapping[str, Kind]] = MappingProxyType(
+    {
+        "order_shipped": "order_shipped",
+        "order_out_for_delivery": "order_out_for_delivery",
+        "order_delivered": "order_delivered",
+    }
+)
 """Events whose mail, of the same name, goes to every participant."""
 
 
@@ -232,11 +235,17 @@ def _no_nul(text: str) -> str:
 class MailPlanner:
     """The outbox consumer (``async (record) -> None``) that plans order mail; built once in
     ``app.wiring`` and passed to the dispatcher's consumers. ``wake`` tells this process's
-    mailer that new rows are due."""
+    mailer that new rows are due; ``templates`` are loaded here unless given."""
 
-    def __init__(self, engine: AsyncEngine, wake: Callable[[], None] = lambda: None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        wake: Callable[[], None] = lambda: None,
+        templates: Templates | None = None,
+    ) -> None:
         self.engine = engine
         self.wake = wake
+        self.templates = templates or Templates.load()
 
     async def __call__(self, record: OutboxRecord) -> None:
         if record.aggregate_type != "order":
@@ -285,7 +294,9 @@ class MailPlanner:
                 if recipient is None:
                     continue  # no address: no mail
                 context = mail_context(event, mail, recipient.display_name)
-                rendered = render(mail.kind, event.order.number, event.order.store_name, context)
+                rendered = self.templates.render(
+                    mail.kind, event.order.number, event.order.store_name, context
+                )
                 values = (
                     mail_id(record.id, mail.user_id, mail.kind),
                     mail.user_id,

@@ -16,12 +16,13 @@ import enum
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
+from types import MappingProxyType
 from typing import Final
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
-DEFAULT_PORTS: Final = {"smtp": 25, "smtps": 465}
+DEFAULT_PORTS: Final = MappingProxyType({"smtp": 25, "smtps": 465})
 DEFAULT_TIMEOUT_SECONDS: Final = 10.0
 """Every SMTP step (connect, each command, the data) gives up after this long."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.mail.rendering import KINDS, SUBJECTS, format_amount, render
+from app.mail.rendering import KINDS, SUBJECTS, Templates, format_amount
 from domain.errors import UnknownCurrency
 
 
@@ -44,6 +44,9 @@ def test_only_integers_are_amounts(amount: object) -> None:
 def test_an_unknown_currency_is_refused() -> None:
     with pytest.raises(UnknownCurrency):
         format_amount(100, "XYZ")
+
+
+render = Templates.load().render
 
 
 class Line:
