@@ -34,6 +34,8 @@ The tree::
     |   +-- OutOfStock                  out_of_stock
     |   +-- IllegalTransition           illegal_transition
     |   +-- OrderNotCancellable         order_not_cancellable
+    |   +-- CheckoutStepMissing         checkout_step_missing
+    |   +-- OrderNotPayable             order_not_payable
     +-- Invalid (422)
         +-- InvalidQuantity             invalid_quantity
         +-- InvalidOptions              invalid_options
@@ -250,6 +252,16 @@ class IllegalTransition(Conflict):
 class OrderNotCancellable(Conflict):
     code = "order_not_cancellable"
     default_detail = "The order can no longer be cancelled by you."
+
+
+class CheckoutStepMissing(Conflict):
+    code = "checkout_step_missing"
+    default_detail = "An earlier step of the checkout is missing."
+
+
+class OrderNotPayable(Conflict):
+    code = "order_not_payable"
+    default_detail = "This order no longer takes a payment."
 
 
 # --- invalid ----------------------------------------------------------------------------------

@@ -319,7 +319,7 @@ class OrderPlaced(OrderEvent):
     name: ClassVar[str] = "order_placed"
 
     number: str
-    cart_id: str
+    cart_id: str | None  # None for a single-payer order
     store_id: str
     currency: str
     total_minor: int
@@ -384,13 +384,6 @@ class OrderPaymentFailed(OrderMoved):
     name: ClassVar[str] = "order_payment_failed"
 
 
-@dataclass(frozen=True, slots=True)
-class OrderPaid(OrderMoved):
-    """A single-payer order's payment arrived: it is ``placed`` now."""
-
-    name: ClassVar[str] = "order_paid"
-
-
 ORDER_MOVES: Mapping[str, type[OrderMoved]] = types.MappingProxyType(
     {
         "accepted": OrderAccepted,
@@ -402,10 +395,10 @@ ORDER_MOVES: Mapping[str, type[OrderMoved]] = types.MappingProxyType(
         "cancelled": OrderCancelled,
         "awaiting_payment": OrderAwaitingPayment,
         "payment_failed": OrderPaymentFailed,
-        "placed": OrderPaid,
     }
 )
-"""The event of a move, by the status the order moved to."""
+"""The event of a move, by the status the order moved to (to ``placed``, a single-payer's
+payment arriving, it is ``OrderPlaced``, as for a group order)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,12 +21,14 @@ from domain.errors import (
     InvalidRefund,
     MayNotCancel,
     OrderNotCancellable,
+    OrderNotPayable,
     PaymentNotRefundable,
     RefundExceedsPaid,
     TrackingRequired,
 )
 from domain.events import (
     ORDER_MOVES,
+    OrderAwaitingPayment,
     OrderEvent,
     OrderPaymentUpdated,
     OrderPlaced,
@@ -89,7 +91,7 @@ _S = OrderStatus
 TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = MappingProxyType(
     {
         _S.AWAITING_PAYMENT: frozenset({_S.PLACED, _S.PAYMENT_FAILED}),
-        _S.PAYMENT_FAILED: frozenset({_S.AWAITING_PAYMENT}),
+        _S.PAYMENT_FAILED: frozenset({_S.AWAITING_PAYMENT, _S.PLACED}),
         _S.PLACED: frozenset({_S.ACCEPTED, _S.REJECTED}),
         _S.ACCEPTED: frozenset({_S.PREPARING}),
         _S.PREPARING: frozenset({_S.OUT_FOR_DELIVERY, _S.SHIPPED}),
@@ -128,6 +130,8 @@ CANCELLABLE: Mapping[Actor, frozenset[OrderStatus]] = MappingProxyType(
         Actor.BUYER: frozenset({_S.PLACED, _S.AWAITING_PAYMENT}),
         Actor.STAFF: frozenset({_S.PLACED, _S.ACCEPTED, _S.PREPARING}),
         Actor.ADMIN: frozenset({_S.AWAITING_PAYMENT, _S.PLACED, _S.ACCEPTED, _S.PREPARING}),
+        # An unpaid single-payer order whose checkout expired or payment window passed.
+        Actor.SYSTEM: frozenset({_S.AWAITING_PAYMENT, _S.PAYMENT_FAILED}),
     }
 )
 """Who may cancel in which status: the customer until the store accepts it, the store until
@@ -246,6 +250,7 @@ class OrderPayment:
     reference: str | None  # the PaymentIntent id for online payments
     display_name: str = ""
     refunded_minor: int = 0  # asked of Stripe or reported by it, failed refunds aside
+    checkout_session_id: str | None = None  # a single-payer paying on Stripe Checkout
 
     @property
     def refundable_minor(self) -> int:
@@ -351,21 +356,162 @@ class Order:
         if sum(payment.amount_minor for payment in order.payments) != totals.total_minor:
             raise ValueError("the payments must add up to the total")
         order.version = 1
+        order._pending_events.append(order._placed_event(now))
+        return order
+
+    @classmethod
+    def start_single(
+        cls,
+        *,
+        order_id: str,
+        number: str,
+        store_id: str,
+        store_name: str,
+        currency: str,
+        buyer_id: str,
+        buyer_name: str,
+        lines: Iterable[OrderLine],
+        totals: Totals,
+        delivery_address: DeliveryAddress,
+        now: datetime,
+    ) -> "Order":
+        """A single-payer order, ``awaiting_payment`` (version 1): one online payment of the
+        whole total by the buyer, pending until Stripe reports it (``record_payment``)."""
+        exponent(currency)
+        order = cls(
+            id=order_id,
+            number=number,
+            cart_id=None,
+            store_id=store_id,
+            currency=currency,
+            host_user_id=buyer_id,
+            lines=lines,
+            totals=totals,
+            payments=[
+                OrderPayment(
+                    buyer_id,
+                    PaymentMethod.ONLINE,
+                    totals.total_minor,
+                    PaymentStatus.PENDING,
+                    None,
+                    buyer_name,
+                )
+            ],
+            delivery_address=delivery_address,
+            status=OrderStatus.AWAITING_PAYMENT,
+            created_at=now,
+            version=1,
+            kind=OrderKind.SINGLE,
+            store_name=store_name,
+            history=[HistoryEntry(OrderStatus.AWAITING_PAYMENT, now, Actor.BUYER)],
+        )
+        if sum(line.line_total_minor for line in order.lines) != totals.subtotal_minor:
+            raise ValueError("the lines must add up to the subtotal")
         order._pending_events.append(
-            OrderPlaced(
-                order_id=order.id,
-                version=order.version,
-                number=order.number,
-                cart_id=cart_id,
-                store_id=order.store_id,
-                currency=order.currency,
-                total_minor=totals.total_minor,
-                host_user_id=order.host_user_id,
-                participant_user_ids=order.participant_user_ids,
-                placed_at=now,
+            OrderAwaitingPayment(
+                order_id=order_id,
+                version=1,
+                status=OrderStatus.AWAITING_PAYMENT.value,
+                by_role=Actor.BUYER.value,
+                reason=None,
+                at=now,
             )
         )
         return order
+
+    def _placed_event(self, now: datetime) -> OrderPlaced:
+        return OrderPlaced(
+            order_id=self.id,
+            version=self.version,
+            number=self.number,
+            cart_id=self.cart_id,
+            store_id=self.store_id,
+            currency=self.currency,
+            total_minor=self.totals.total_minor,
+            host_user_id=self.host_user_id,
+            participant_user_ids=self.participant_user_ids,
+            placed_at=now,
+        )
+
+    # --- a single-payer's payment ---------------------------------------------------------
+
+    @property
+    def awaits_payment(self) -> bool:
+        return self.status in (OrderStatus.AWAITING_PAYMENT, OrderStatus.PAYMENT_FAILED)
+
+    def start_payment(
+        self, intent_id: str | None, now: datetime, checkout_session_id: str | None = None
+    ) -> None:
+        """The buyer pays (again) with this PaymentIntent, or on this Checkout Session (whose
+        intent Stripe may create only once it is paid): a failed order awaits payment again,
+        and the payment names the attempt."""
+        if self.kind is not OrderKind.SINGLE or not self.awaits_payment:
+            raise OrderNotPayable(f"The order is {self.status}: it takes no payment now.")
+        payment = self.payments[0]
+        if self.status is OrderStatus.PAYMENT_FAILED:
+            self.status = OrderStatus.AWAITING_PAYMENT
+            self._moved(Actor.BUYER, now, None)
+        if (payment.reference, payment.checkout_session_id) != (intent_id, checkout_session_id):
+            self.payments = (
+                replace(
+                    payment,
+                    reference=intent_id,
+                    checkout_session_id=checkout_session_id,
+                    status=PaymentStatus.PENDING,
+                ),
+            )
+            self.version += 1
+            self._pending_events.append(
+                OrderPaymentUpdated(
+                    order_id=self.id,
+                    version=self.version,
+                    user_id=payment.user_id,
+                    status=PaymentStatus.PENDING.value,
+                    at=now,
+                )
+            )
+
+    def record_payment(
+        self, intent_id: str, amount_minor: int, currency: str, now: datetime
+    ) -> bool:
+        """Stripe captured ``amount_minor`` with ``intent_id`` for this single-payer order:
+        ``True`` when that pays it (it is ``placed``) or had paid it already; ``False`` when
+        the money must go back — the order no longer takes it (cancelled, paid by another
+        intent) or it isn't what is owed. Never marks paid a wrong amount or currency."""
+        if self.kind is not OrderKind.SINGLE:
+            raise ValueError("group orders are paid through their cart")
+        payment = self.payments[0]
+        if payment.reference == intent_id and payment.status in COUNTED_AS_PAID:
+            return True  # told again
+        if not self.awaits_payment:
+            return False
+        if currency != self.currency or amount_minor != payment.amount_minor:
+            return False
+        self.payments = (replace(payment, reference=intent_id, status=PaymentStatus.PAID_ONLINE),)
+        self.status = OrderStatus.PLACED
+        self._moved(Actor.SYSTEM, now, None)
+        return True
+
+    def expire_checkout(self, checkout_session_id: str, now: datetime) -> bool:
+        """The buyer's Checkout Session expired unpaid: the order is cancelled (its stock is
+        to go back). An older session's expiry, or one after the payment, changes nothing."""
+        payment = self.payments[0]
+        if not self.awaits_payment or payment.checkout_session_id != checkout_session_id:
+            return False
+        self.status = OrderStatus.CANCELLED
+        self._moved(Actor.SYSTEM, now, "the checkout expired unpaid")
+        return True
+
+    def payment_failed(self, intent_id: str, now: datetime) -> bool:
+        """The buyer's attempt with ``intent_id`` failed: ``payment_failed`` (they may pay
+        again). A late failure of an older attempt changes nothing."""
+        payment = self.payments[0]
+        if self.status is not OrderStatus.AWAITING_PAYMENT or payment.reference != intent_id:
+            return False
+        self.payments = (replace(payment, status=PaymentStatus.FAILED),)
+        self.status = OrderStatus.PAYMENT_FAILED
+        self._moved(Actor.SYSTEM, now, None)
+        return True
 
     @property
     def participant_user_ids(self) -> tuple[str, ...]:
@@ -434,6 +580,9 @@ class Order:
     def _moved(self, by: Actor, now: datetime, reason: str | None) -> None:
         self.history += (HistoryEntry(self.status, now, by, reason),)
         self.version += 1
+        if self.status is OrderStatus.PLACED:  # a single-payer's payment arrived
+            self._pending_events.append(self._placed_event(now))
+            return
         self._pending_events.append(
             ORDER_MOVES[self.status.value](
                 order_id=self.id,

@@ -45,6 +45,8 @@ EXPECTED_CODES: dict[type[errors.DomainError], tuple[str, type[errors.DomainErro
     errors.UnknownCurrency: ("unknown_currency", errors.Invalid),
     errors.IllegalTransition: ("illegal_transition", errors.Conflict),
     errors.OrderNotCancellable: ("order_not_cancellable", errors.Conflict),
+    errors.CheckoutStepMissing: ("checkout_step_missing", errors.Conflict),
+    errors.OrderNotPayable: ("order_not_payable", errors.Conflict),
     errors.MayNotCancel: ("may_not_cancel", errors.Forbidden),
     errors.TrackingRequired: ("tracking_required", errors.Invalid),
     errors.InvalidRefund: ("invalid_refund", errors.Invalid),

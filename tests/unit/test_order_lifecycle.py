@@ -62,6 +62,7 @@ ALLOWED = {
     (S.AWAITING_PAYMENT, S.PLACED, Actor.SYSTEM),
     (S.AWAITING_PAYMENT, S.PAYMENT_FAILED, Actor.SYSTEM),
     (S.PAYMENT_FAILED, S.AWAITING_PAYMENT, Actor.SYSTEM),
+    (S.PAYMENT_FAILED, S.PLACED, Actor.SYSTEM),  # a failed intent confirmed again
     (S.PAYMENT_FAILED, S.AWAITING_PAYMENT, Actor.BUYER),
     *{
         (start, to, actor)
@@ -92,10 +93,12 @@ def test_each_move_is_allowed_exactly_as_the_table_says(
         order.move(to, actor, NOW, **tracking)
         assert (order.status, order.version) == (to, 6)
         [event] = order.pull_events()
-        assert isinstance(event, events.OrderMoved)
-        # Placed from awaiting payment: a single-payer's payment arrived.
-        name = "order_paid" if to is S.PLACED else f"order_{to}"
-        assert (event.name, event.version, event.by_role) == (name, 6, actor.value)
+        if to is S.PLACED:  # a single-payer's payment arrived: placed, as a group order is
+            assert isinstance(event, events.OrderPlaced)
+            assert (event.version, event.cart_id) == (6, "c")
+        else:
+            assert isinstance(event, events.OrderMoved)
+            assert (event.name, event.version, event.by_role) == (f"order_{to}", 6, actor.value)
         assert order.history[-1].status is to
         assert order.history[-1].by_role is actor
     else:
@@ -149,6 +152,8 @@ CANCEL_ALLOWED = {
     (Actor.ADMIN, S.PLACED),
     (Actor.ADMIN, S.ACCEPTED),
     (Actor.ADMIN, S.PREPARING),
+    (Actor.SYSTEM, S.AWAITING_PAYMENT),  # the checkout expired, the payment window passed
+    (Actor.SYSTEM, S.PAYMENT_FAILED),
 }
 
 
