@@ -1,5 +1,7 @@
 // TeamCart in the browser: sign in with a name, open or join a cart, add your own items, see
-// everyone's changes live over the WebSocket, pay your own share, and see the order.
+// everyone's changes live over the WebSocket, pay your own share, and follow the order live
+// to your door. A store's staff get their orders page (#/store/<id>): new orders come in by
+// themselves, and each order's next moves, shipping and partial refunds are a press away.
 // Plain ES module, no build step (ADR 0006); how the page is put together: ADR 0011.
 //
 // - The page is a function of state: render() builds the screen with h() and morph() patches
@@ -130,12 +132,33 @@ const session = {
   get userId() { return localStorage.getItem("teamcart.user_id"); },
   get name() { return localStorage.getItem("teamcart.name"); },
   save(body, name) {
+    staffStores.clear();
     localStorage.setItem("teamcart.token", body.token);
     localStorage.setItem("teamcart.user_id", body.user_id);
     localStorage.setItem("teamcart.name", name);
   },
-  forget() { ["token", "user_id", "name"].forEach((k) => localStorage.removeItem(`teamcart.${k}`)); },
+  forget() { staffStores.clear(); ["token", "user_id", "name"].forEach((k) => localStorage.removeItem(`teamcart.${k}`)); },
+  // What the token says of its holder (the server checks it; the page only reads it): the
+  // stores whose staff it is, and its roles.
+  get claims() { return claimsOf(this.token) || { extras: {} }; },
+  staffOf(storeId) {
+    const extras = this.claims.extras || {};
+    return (extras.roles || []).includes("admin") || (extras.staff_of || []).includes(storeId) || staffStores.has(storeId);
+  },
 };
+
+const staffStores = new Set(); // stores whose orders this session was let read (staff added by an admin)
+
+function claimsOf(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bytes = Uint8Array.from(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims.sub === "string" ? claims : null;
+  } catch {
+    return null;
+  }
+}
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -214,7 +237,26 @@ function words(error, context = {}) {
     rate_limited: "That's a lot of requests at once. Wait a moment and try again.",
     service_unavailable: "The server is busy recovering. Try again in a moment.",
     version_conflict: "Someone changed the cart at the same moment. Try again.",
+    not_a_participant: "This order isn't yours to see: only the host, the members who paid into it and the store's staff can.",
+    order_not_found: "There's no such order: the link may be mistyped.",
+    staff_only: "Only the store's staff can do that. Sign in with the store's staff link or token.",
+    tracking_required: fieldOf(error) === "carrier"
+      ? "Enter the carrier (like UPS or DHL) to mark the order shipped."
+      : "Enter the tracking number to mark the order shipped.",
+    illegal_transition: (error.body.allowed || []).length
+      ? `The order can't make that move now: it can only become ${names(error.body.allowed.map(orderWord))}. Someone may have moved it meanwhile.`
+      : "The order is finished: it can't move any more.",
+    order_not_cancellable: context.staff
+      ? "This order can't be cancelled any more: it has left the kitchen."
+      : "The store has already accepted the order, so it can't be cancelled here. Contact the store.",
+    may_not_cancel: "Only the host can cancel the group's order.",
+    refund_exceeds_paid: error.body.refundable_minor !== undefined && context.currency
+      ? `That's more than can go back: at most ${formatMoney(error.body.refundable_minor, context.currency)}.`
+      : "That's more than was paid, less what was refunded before.",
+    payment_not_refundable: "This payment can't be refunded: it wasn't paid online, or it's refunded in full or disputed.",
+    invalid_refund: "Enter the refund as an amount, like 2.50.",
   };
+  if (error.code === "validation_error" && fieldOf(error) === "amount_minor") return "Enter an amount above zero, like 2.50.";
   if (error.code === "out_of_stock") {
     const gone = (error.body.product_ids || []).map((id) => productName(id)).filter(Boolean);
     return gone.length ? `Not enough ${names(gone)} left for this cart. Change the quantities and lock again.` : "Some dishes sold out. Change the quantities and lock again.";
@@ -227,6 +269,11 @@ function words(error, context = {}) {
   return said[error.code] || error.message || "Something went wrong. Try again.";
 }
 
+function fieldOf(error) {
+  const first = error.body && error.body.errors && error.body.errors[0];
+  return first ? String(first.field || "").split(".").pop() : null;
+}
+
 function productName(id) {
   const product = cartScreen && cartScreen.products && cartScreen.products.find((p) => p.id === id);
   return product ? product.name : null;
@@ -235,12 +282,12 @@ function productName(id) {
 // ---------------------------------------------------------------- messages beside their controls
 
 const ui = {
-  screen: "loading", // signin | home | cart | orders | order | message
+  screen: "loading", // signin | home | cart | orders | order | store | message
   messages: new Map(), // slot key → { text, tone, holds? }
   busy: new Set(), // keys of actions under way
   home: null,
   orders: null,
-  order: null,
+  staffForms: new Map(), // order id → the inline form open under it: shipped | rejected | cancelled
   notice: null, // { title, text } for the message screen
 };
 
@@ -323,8 +370,25 @@ function route() {
   const path = window.location.pathname;
   const hash = window.location.hash.replace(/^#/, "");
   closeCart();
+  closeOrder();
+  closeStore();
   ui.messages.clear();
-  document.getElementById("whoami").textContent = session.name ? `Signed in as ${session.name}` : "";
+  ui.staffForms.clear();
+  // A staff link (#/store/<id>?token=…) signs the browser in as the store's staff; the token
+  // leaves the address bar (and the history) at once.
+  const store = hash.match(/^\/store\/([0-9a-f-]{36})(?:\?(.*))?$/);
+  let refused = null;
+  if (store && store[2] !== undefined) {
+    history.replaceState(null, "", `/#/store/${store[1]}`);
+    const token = new URLSearchParams(store[2]).get("token");
+    if (token && !adoptToken(token)) refused = "That staff link is broken: ask for a new one, or paste the token below.";
+  }
+  const extras = session.claims.extras || {};
+  const staffHome = (extras.staff_of || [])[0];
+  document.getElementById("whoami").textContent = session.name ? `Signed in as ${session.name}${staffHome ? " (store staff)" : ""}` : "";
+  const navStore = document.getElementById("nav-store");
+  if (navStore) { navStore.hidden = !staffHome; navStore.href = staffHome ? `/#/store/${staffHome}` : "/"; }
+  if (store) return showStore(store[1], refused);
   if (!session.token) { ui.screen = "signin"; render(); focusFirst("#display-name"); return; }
   const join = path.match(/^\/join\/([A-Za-z0-9_-]+)$/);
   if (join) return joinCart(join[1]);
@@ -380,7 +444,7 @@ document.addEventListener("submit", (event) => {
 // ---------------------------------------------------------------- render
 
 function render() {
-  const screens = { loading, signin: signInScreen, home: homeScreen, cart: cartScreenView, orders: ordersScreen, order: orderScreen, message: messageScreen };
+  const screens = { loading, signin: signInScreen, home: homeScreen, cart: cartScreenView, orders: ordersScreen, order: orderScreen, store: storeScreen, message: messageScreen };
   for (const [key, message] of ui.messages) if (message.holds && !message.holds()) ui.messages.delete(key);
   const content = (screens[ui.screen] || loading)();
   morph(main, h("main", { id: "main", "data-screen": ui.screen }, content));
@@ -1203,21 +1267,80 @@ async function sendCard(state, payment) {
   }
 }
 
-// ---------------------------------------------------------------- orders
+// ---------------------------------------------------------------- orders, in words
+
+// Each status as the people waiting on it say it (its first words complete "The order is …"),
+// what it means for them, and its tone.
+const ORDER_STATUS = {
+  awaiting_payment: ["waiting for payment", "It's placed once the payment goes through.", "warn"],
+  payment_failed: ["not paid", "The payment didn't go through; it can be tried again.", "bad"],
+  placed: ["placed", "The store has it, and hasn't accepted it yet.", "warn"],
+  accepted: ["accepted", "The store has accepted it and starts on it soon.", "info"],
+  preparing: ["being prepared", "The store is preparing it now.", "info"],
+  out_for_delivery: ["out for delivery", "It's on its way to the address below.", "info"],
+  shipped: ["shipped", "It's on its way: follow it with the tracking below.", "info"],
+  delivered: ["delivered", "It has arrived. Enjoy!", "ok"],
+  rejected: ["rejected", "The store couldn't take it. Online payments are refunded in full.", "bad"],
+  cancelled: ["cancelled", "Online payments are refunded in full.", "bad"],
+};
+const orderWord = (status) => (ORDER_STATUS[status] || [String(status).replaceAll("_", " ")])[0];
+const BY_ROLE = { host: "by the host", buyer: "by the buyer", staff: "by the store", admin: "by TeamCart", system: "automatically" };
+const PAID = {
+  cod_committed: "to pay on delivery", paid_online: "paid", refunded: "refunded in full",
+  disputed: "disputed with the bank", won: "paid (dispute won)", lost: "dispute lost",
+};
+// The store's moves from each status (API.md § Orders), and what their buttons say.
+const MOVES = { placed: ["accepted", "rejected"], accepted: ["preparing"], preparing: ["out_for_delivery", "shipped"], out_for_delivery: ["delivered"], shipped: ["delivered"] };
+const MOVE_LABEL = { accepted: "Accept", rejected: "Reject…", preparing: "Start preparing", out_for_delivery: "Out for delivery", shipped: "Shipped…", delivered: "Delivered", cancelled: "Cancel…" };
+const STAFF_CANCELS = new Set(["placed", "accepted", "preparing"]);
+const WITH_FORM = new Set(["shipped", "rejected", "cancelled"]); // these ask something first
+const REFUNDABLE = new Set(["paid_online", "won"]);
+const CONN = { connecting: ["Connecting…", "warn"], live: ["Live", "ok"], reconnecting: ["Reconnecting…", "warn"], offline: ["Offline — retrying", "bad"] };
+
+const when = (at) => new Date(at).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+const addressLine = (a = {}) => [a.line1, a.line2, `${a.postal_code || ""} ${a.city || ""}`.trim(), a.country].filter(Boolean).join(", ");
+const linesLine = (order) => order.lines.map((l) => `${l.quantity} × ${l.name}${l.options.length ? ` (${l.options.join(", ")})` : ""}`).join(", ");
+
+// What an order's update means, for screen readers: "The order is out for delivery."
+function orderNews(before, order, event) {
+  const money = (minor) => formatMoney(minor, order.currency);
+  if (event === "order_refunded" || event === "order_payment_updated") {
+    const said = [];
+    for (const p of order.payments) {
+      const was = before && before.payments.find((q) => q.user_id === p.user_id && q.method === p.method);
+      const who = p.user_id === session.userId ? "You" : p.display_name;
+      if (was && p.refunded_minor > was.refunded_minor) said.push(`${who} ${who === "You" ? "were" : "was"} refunded ${money(p.refunded_minor - was.refunded_minor)}.`);
+      else if (was && p.status !== was.status) said.push(`${who === "You" ? "Your" : `${who}'s`} payment is now ${PAID[p.status] || p.status}.`);
+    }
+    if (said.length) return said.join(" ");
+  }
+  if (!before || before.status !== order.status) {
+    const tracking = order.status === "shipped" && order.tracking ? ` ${order.tracking.carrier}, tracking number ${order.tracking.tracking_number}.` : "";
+    return `The order is ${orderWord(order.status)}.${tracking}`;
+  }
+  return null; // nothing a person would notice changed
+}
+
+// An order the page was answered or sent: every screen showing it takes it if it is newer.
+function applyOrder(order) {
+  if (orderLive && orderLive.order && orderLive.orderId === order.id && order.version > orderLive.version) {
+    orderLive.order = order;
+    orderLive.version = order.version;
+  }
+  if (storeLive && storeLive.items) {
+    storeLive.items = storeLive.items.map((o) => (o.id === order.id && order.version >= o.version ? order : o));
+  }
+  render();
+}
+
+// ---------------------------------------------------------------- my orders
 
 async function showOrders() {
   ui.screen = "orders";
   ui.orders = null;
   render();
   try {
-    // The order list names neither the store nor what I paid: the stores list and each
-    // order's payments do.
-    const [page, stores] = await Promise.all([api("GET", "/api/v1/orders"), api("GET", "/api/v1/stores").catch(() => ({ items: [] }))]);
-    const storeNames = new Map(stores.items.map((store) => [store.id, store.name]));
-    for (const order of page.items) {
-      order.store_name = order.store_name || storeNames.get(order.store_id);
-      if (order.my_amount_minor === undefined) order.my_amount_minor = order.payments.filter((p) => p.user_id === session.userId).reduce((sum, p) => sum + p.amount_minor, 0);
-    }
+    const page = await api("GET", "/api/v1/orders");
     if (ui.screen === "orders") { ui.orders = page.items; render(); }
   } catch (error) {
     if (error.code === "unauthorized") { route(); return; }
@@ -1235,68 +1358,520 @@ function ordersScreen() {
           h("div", { class: "spread" },
             h("a", { href: `/#/orders/${order.id}` }, `${order.store_name ? `${order.store_name} · ` : ""}${order.number}`),
             h("span", {}, `You paid ${formatMoney(order.my_amount_minor || 0, order.currency)}`)),
-          h("div", { class: "muted" }, `${new Date(order.created_at).toLocaleString()} · ${order.status} · group total ${formatMoney(order.total_minor, order.currency)}`,
+          h("div", { class: "muted" }, h("span", { class: "cap" }, orderWord(order.status)),
+            ` · ${when(order.created_at)} · group total ${formatMoney(order.total_minor, order.currency)}`,
             order.my_refunded_minor ? ` · ${formatMoney(order.my_refunded_minor, order.currency)} refunded to you` : "")))),
     slot("orders"));
 }
 
+// ---------------------------------------------------------------- one order, live
+
+let orderLive = null; // the open order: { orderId, order, version, names, conn, attempts, socket, ... }
+
+function closeOrder() {
+  if (!orderLive) return;
+  orderLive.closing = true;
+  if (orderLive.socket) orderLive.socket.close();
+  clearInterval(orderLive.pinger);
+  clearTimeout(orderLive.retry);
+  orderLive = null;
+}
+
 async function showOrder(orderId) {
+  const state = { orderId, order: null, version: 0, names: new Map(), conn: "connecting", attempts: 0 };
+  orderLive = state;
   ui.screen = "order";
-  ui.order = null;
   render();
   try {
-    const order = await api("GET", `/api/v1/orders/${orderId}`);
-    // Who is who, and the store's name: from the cart the order came from, and the store.
-    const [store, cart] = await Promise.all([
-      order.store_name ? null : api("GET", `/api/v1/stores/${order.store_id}`).catch(() => null),
-      order.cart_id ? api("GET", `/api/v1/teamcarts/${order.cart_id}`).catch(() => null) : null,
-    ]);
-    if (store) order.store_name = store.name;
-    order.names = new Map((cart ? cart.members : []).map((m) => [m.user_id, m.display_name]));
-    for (const p of order.payments) if (p.display_name) order.names.set(p.user_id, p.display_name);
-    if (ui.screen === "order") { ui.order = order; render(); }
+    state.order = await api("GET", `/api/v1/orders/${orderId}`);
   } catch (error) {
+    if (orderLive !== state) return;
     if (error.code === "unauthorized") { route(); return; }
-    ui.notice = { title: "Can't show this order", text: words(error) };
+    closeOrder();
+    ui.notice = { title: error.status === 404 ? "No such order" : "Can't show this order", text: words(error) };
     ui.screen = "message";
     render();
+    return;
+  }
+  if (orderLive !== state) return;
+  state.version = state.order.version;
+  render();
+  connectOrder(state);
+  // Members with nothing to pay are on no payment: their names come from the cart.
+  const named = new Set(state.order.payments.map((p) => p.user_id));
+  if (state.order.teamcart_id && state.order.lines.some((l) => !named.has(l.user_id))) {
+    const cart = await api("GET", `/api/v1/teamcarts/${state.order.teamcart_id}`).catch(() => null);
+    if (cart && orderLive === state) { for (const m of cart.members) state.names.set(m.user_id, m.display_name); render(); }
   }
 }
 
+function connectOrder(state) {
+  if (orderLive !== state || state.closing) return;
+  const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+  const socket = new WebSocket(`${scheme}://${window.location.host}/ws/orders/${state.orderId}?token=${encodeURIComponent(session.token)}`);
+  state.socket = socket;
+  socket.addEventListener("open", () => {
+    state.pinger = setInterval(() => socket.readyState === 1 && socket.send(JSON.stringify({ type: "ping" })), 20000);
+  });
+  socket.addEventListener("message", (event) => receiveOrder(state, JSON.parse(event.data)));
+  socket.addEventListener("close", (event) => {
+    clearInterval(state.pinger);
+    if (orderLive !== state || state.closing || state.socket !== socket) return;
+    if (event.code === 4401) { session.forget(); route(); return; }
+    if (event.code === 4403 || event.code === 4404) {
+      closeOrder();
+      ui.notice = event.code === 4404 ? { title: "This order is gone", text: "It no longer exists." } : { title: "Can't show this order", text: words({ code: "not_a_participant", body: {} }) };
+      ui.screen = "message";
+      render();
+      return;
+    }
+    // Reconnect with backoff (at most 5 s apart); the snapshot on reconnect catches up.
+    state.attempts += 1;
+    state.conn = state.attempts > 3 || !navigator.onLine ? "offline" : "reconnecting";
+    render();
+    state.retry = setTimeout(() => connectOrder(state), Math.min(5000, 250 * 2 ** state.attempts));
+  });
+}
+
+function receiveOrder(state, message) {
+  if (orderLive !== state) return;
+  const before = state.order;
+  if (message.type === "snapshot") {
+    state.order = message.order;
+    state.version = message.version;
+    const wasDown = state.conn !== "live" && state.conn !== "connecting";
+    state.conn = "live";
+    state.attempts = 0;
+    if (before.status !== message.order.status) announce(orderNews(before, message.order));
+    else if (wasDown) announce("Back online. The order is up to date.");
+  } else if (message.type === "update") {
+    if (message.version <= state.version) return; // already seen (or answered to our own move)
+    if (message.version !== state.version + 1) { state.socket.send(JSON.stringify({ type: "resync" })); return; }
+    state.order = message.order;
+    state.version = message.version;
+    const news = orderNews(before, message.order, message.event);
+    if (news) announce(news);
+  } else {
+    return;
+  }
+  render();
+}
+
+function reconnectOrderNow() {
+  const state = orderLive;
+  if (!state || state.conn === "live" || !state.socket || state.socket.readyState === 0) return;
+  clearTimeout(state.retry);
+  connectOrder(state);
+}
+window.addEventListener("online", reconnectOrderNow);
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") reconnectOrderNow(); });
+
 function orderScreen() {
-  const order = ui.order;
-  if (!order) return loading();
+  const state = orderLive;
+  if (!state || !state.order) return loading();
+  const order = state.order;
   const money = (minor) => formatMoney(minor, order.currency);
-  const a = order.delivery_address || {};
-  const nameOf = order.names || new Map();
+  const nameOf = (userId) => {
+    if (userId === session.userId) return "You";
+    const payment = order.payments.find((p) => p.user_id === userId);
+    return (payment && payment.display_name) || state.names.get(userId) || "A member";
+  };
+  const [word, meaning, tone] = ORDER_STATUS[order.status] || [orderWord(order.status), "", ""];
+  const conn = CONN[state.conn];
   const byPerson = new Map();
   for (const line of order.lines) {
     if (!byPerson.has(line.user_id)) byPerson.set(line.user_id, []);
     byPerson.get(line.user_id).push(line);
   }
-  return h("section", { class: "card", id: "order", "data-key": `order-${order.id}` },
-    h("div", { class: "spread" }, h("h1", {}, `Order ${order.number}`), h("span", { class: "badge ok", id: "order-status" }, order.status)),
-    h("p", { class: "muted" }, order.store_name || ""),
-    h("h2", {}, "What everyone ordered"),
+  const head = h("section", { class: "card head order-head", id: "order-head", "data-key": "order-head", "aria-labelledby": "order-title" },
+    h("div", { class: "spread" }, h("h1", { id: "order-title" }, `Order ${order.number}`), h("span", { class: "muted", id: "order-store" }, order.store_name || "")),
+    h("p", { class: "status-line" }, h("span", { class: "visually-hidden" }, "Status: "),
+      h("strong", { class: `status-word cap ${tone}`, id: "order-status", "data-status": order.status }, word)),
+    h("p", { id: "order-meaning" }, meaning),
+    h("p", { class: `conn ${conn[1]}`, id: "order-conn", "data-conn": state.conn, role: "status" }, h("span", { class: "dot", "aria-hidden": "true" }), conn[0]),
+    slot("order"));
+  const tracking = order.tracking ? h("section", { class: "card", id: "tracking", "data-key": "tracking", "aria-labelledby": "tracking-title" },
+    h("h2", { id: "tracking-title" }, "Tracking"),
+    h("dl", { class: "facts" },
+      h("dt", {}, "Carrier"), h("dd", { id: "tracking-carrier" }, order.tracking.carrier),
+      h("dt", {}, "Tracking number"), h("dd", { id: "tracking-number", class: "mono" }, order.tracking.tracking_number)),
+    order.tracking.url ? h("p", {}, h("a", { href: order.tracking.url, id: "tracking-link", target: "_blank", rel: "noopener noreferrer" }, `Follow the parcel on ${order.tracking.carrier}'s site`)) : null) : null;
+  const history = h("section", { class: "card", id: "history-card", "data-key": "history", "aria-labelledby": "history-title" },
+    h("h2", { id: "history-title" }, "What happened"),
+    h("ol", { class: "timeline", id: "history" }, order.history.map((entry, i) => h("li", { "data-key": `h-${i}`, "data-status": entry.status },
+      h("strong", { class: "cap" }, orderWord(entry.status)), " ",
+      h("span", { class: "muted" }, h("time", { datetime: entry.at }, when(entry.at)), ` · ${BY_ROLE[entry.by_role] || entry.by_role}`),
+      entry.reason ? h("div", { class: "reason" }, `“${entry.reason}”`) : null))));
+  const what = h("section", { class: "card", id: "order-lines", "data-key": "order-lines", "aria-labelledby": "lines-title" },
+    h("h2", { id: "lines-title" }, "What everyone ordered"),
     h("ul", { class: "plain" }, [...byPerson.entries()].map(([userId, lines]) => h("li", { "data-key": `ol-${userId}` },
-      h("strong", {}, userId === session.userId ? "You" : nameOf.get(userId) || "A member"),
-      h("ul", { class: "items" }, lines.map((line) => h("li", { class: "spread" },
+      h("strong", {}, nameOf(userId)),
+      h("ul", { class: "items" }, lines.map((line, i) => h("li", { class: "spread", "data-key": `l-${i}` },
         h("span", {}, `${line.quantity} × ${line.name}${line.options.length ? ` (${line.options.join(", ")})` : ""}`),
         h("span", {}, money(line.line_total_minor)))))))),
-    h("table", { class: "totals" }, h("tbody", {},
+    h("table", { class: "totals" }, h("caption", { class: "visually-hidden" }, "Totals"), h("tbody", {},
       h("tr", {}, h("th", { scope: "row" }, "Subtotal"), h("td", {}, money(order.subtotal_minor))),
       h("tr", {}, h("th", { scope: "row" }, "Delivery"), h("td", {}, money(order.delivery_fee_minor))),
       h("tr", {}, h("th", { scope: "row" }, "Tax"), h("td", {}, money(order.tax_minor))),
       order.tip_minor ? h("tr", {}, h("th", { scope: "row" }, "Tip"), h("td", {}, money(order.tip_minor))) : null,
-      order.discount_minor ? h("tr", {}, h("th", { scope: "row" }, "Discount"), h("td", {}, `−${money(order.discount_minor)}`)) : null,
-      h("tr", { class: "total" }, h("th", { scope: "row" }, "Total"), h("td", {}, money(order.total_minor))))),
-    h("h2", {}, "Who paid what"),
-    h("ul", { class: "plain", id: "payments" }, order.payments.map((p) => h("li", { class: "spread", "data-key": `pay-${p.user_id}-${p.method}` },
-      h("span", {}, h("strong", {}, p.user_id === session.userId ? "You" : nameOf.get(p.user_id) || "A member"), ` · ${p.method === "cod" ? "Cash on delivery" : "Online"}`),
-      h("span", {}, `${money(p.amount_minor)}${p.refunded_minor ? ` (${money(p.refunded_minor)} refunded)` : ""}`)))),
-    h("h2", {}, "Delivery"),
-    h("p", {}, [a.line1, a.line2, `${a.postal_code || ""} ${a.city || ""}`.trim(), a.country].filter(Boolean).join(", ")),
+      order.discount_minor ? h("tr", {}, h("th", { scope: "row" }, `Discount${order.coupon_code ? ` (${order.coupon_code})` : ""}`), h("td", {}, `−${money(order.discount_minor)}`)) : null,
+      h("tr", { class: "total" }, h("th", { scope: "row" }, "Total"), h("td", {}, money(order.total_minor))))));
+  const paid = h("section", { class: "card", id: "paid", "data-key": "paid", "aria-labelledby": "paid-title" },
+    h("h2", { id: "paid-title" }, "Who paid what"),
+    h("ul", { class: "plain", id: "payments" }, order.payments.map((p) => {
+      const own = p.user_id === session.userId;
+      return h("li", { class: own ? "mine" : null, "data-key": `pay-${p.user_id}-${p.method}`, "data-user-id": p.user_id, "data-status": p.status },
+        h("div", { class: "spread" },
+          h("span", {}, h("strong", {}, own ? "You" : p.display_name || nameOf(p.user_id)), ` · ${p.method === "cod" ? "Cash on delivery" : "Online"}`),
+          h("span", {}, money(p.amount_minor))),
+        h("div", { class: "muted" }, h("span", { class: "cap" }, PAID[p.status] || p.status),
+          p.refunded_minor && p.status !== "refunded" ? h("span", { class: "refunded" }, ` · ${money(p.refunded_minor)} refunded`) : null,
+          p.refunded_minor && p.status === "refunded" ? h("span", { class: "refunded" }, ` · ${money(p.refunded_minor)} back`) : null));
+    })));
+  const isHost = order.host_user_id === session.userId;
+  const delivery = h("section", { class: "card", id: "delivery", "data-key": "delivery", "aria-labelledby": "delivery-title" },
+    h("h2", { id: "delivery-title" }, "Delivery"),
+    h("p", {}, addressLine(order.delivery_address)),
+    isHost && order.status === "placed" && !session.staffOf(order.store_id) ? hostCancel(order) : null,
     h("p", {}, h("a", { href: "/#/orders" }, "All my orders")));
+  const staff = session.staffOf(order.store_id) ? h("section", { class: "card", id: "order-staff", "data-key": "order-staff", "aria-labelledby": "order-staff-title" },
+    h("h2", { id: "order-staff-title" }, "For the store"),
+    staffControls(order),
+    h("p", {}, h("a", { href: `/#/store/${order.store_id}` }, "All the store's orders"))) : null;
+  return h("div", { class: "layout", id: "order", "data-key": `order-${order.id}` },
+    h("div", { class: "col col-side", "data-key": "order-side" }, head, staff, tracking, history),
+    h("div", { class: "col col-rest", "data-key": "order-rest" }, what, paid, delivery));
 }
+
+function hostCancel(order) {
+  return h("form", { class: "inline-form", "data-submit": "host-cancel", "data-order": order.id, "data-key": "host-cancel", novalidate: true },
+    h("label", { for: "host-cancel-reason" }, "Cancel the order: why? (optional, the group sees it)"),
+    h("input", { id: "host-cancel-reason", class: "wide", maxlength: "500", "data-own": true, autocomplete: "off", "aria-describedby": "msg-host-cancel" }),
+    h("p", {}, h("button", { type: "submit", class: "danger", id: "host-cancel", "aria-disabled": busy("host-cancel") }, "Cancel the order")),
+    h("p", { class: "muted small" }, "While the store hasn't accepted it yet. Online payments are refunded in full."),
+    slot("host-cancel"));
+}
+
+SUBMITS["host-cancel"] = (form) => {
+  if (!window.confirm("Cancel this order for everyone? Online payments are refunded in full.")) return;
+  const reason = form.querySelector("input").value.trim();
+  act("host-cancel", async () => applyOrder(await api("POST", `/api/v1/orders/${form.dataset.order}/cancel`, { reason: reason || null })));
+};
+
+// ---------------------------------------------------------------- the store's orders, for its staff
+
+let storeLive = null; // { storeId, store, filter, items, nextCursor, more, conn, denied, serial, poller }
+const STORE_POLL_MS = 4000;
+const FILTERS = [
+  ["all", "All", ""], ["new", "New", "placed"], ["progress", "In progress", "accepted,preparing"],
+  ["way", "On the way", "out_for_delivery,shipped"], ["done", "Done", "delivered,rejected,cancelled"],
+];
+const statusesOf = (filter) => (FILTERS.find((f) => f[0] === filter) || FILTERS[0])[2];
+const fits = (filter, status) => !statusesOf(filter) || statusesOf(filter).split(",").includes(status);
+const newestFirst = (a, b) => Date.parse(b.created_at) - Date.parse(a.created_at) || (a.id < b.id ? 1 : -1);
+
+function adoptToken(token) {
+  const claims = claimsOf(token);
+  if (!claims) return false;
+  session.save({ token, user_id: claims.sub }, (claims.extras && claims.extras.name) || "Staff");
+  return true;
+}
+
+function closeStore() {
+  if (!storeLive) return;
+  clearInterval(storeLive.poller);
+  storeLive = null;
+}
+
+async function showStore(storeId, refused = null) {
+  const state = { storeId, store: null, filter: "all", items: null, nextCursor: null, more: false, conn: "live", denied: !session.token, serial: 0 };
+  storeLive = state;
+  ui.screen = "store";
+  render();
+  if (refused) say("staff-signin", refused);
+  if (state.denied) { focusFirst("#staff-token"); return; }
+  api("GET", `/api/v1/stores/${storeId}`).then((store) => { if (storeLive === state) { state.store = store; render(); } }).catch(() => {});
+  await refreshStore(state);
+  state.poller = setInterval(() => { if (document.visibilityState === "visible") refreshStore(state); }, STORE_POLL_MS);
+}
+
+window.addEventListener("focus", () => { if (storeLive && !storeLive.denied) refreshStore(storeLive); });
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible" && storeLive && !storeLive.denied) refreshStore(storeLive); });
+window.addEventListener("online", () => { if (storeLive && !storeLive.denied) refreshStore(storeLive); });
+
+// The first page again: new orders come in, known ones take their newer version, and ones
+// that no longer fit the filter go (unless someone is working on them).
+async function refreshStore(state) {
+  const serial = ++state.serial;
+  const filter = state.filter;
+  const statuses = statusesOf(filter);
+  let page;
+  try {
+    page = await api("GET", `/api/v1/stores/${state.storeId}/orders${statuses ? `?status=${statuses}` : ""}`);
+  } catch (error) {
+    if (storeLive !== state || serial !== state.serial) return;
+    if (error.status === 401 || error.status === 403) {
+      state.denied = true;
+      clearInterval(state.poller);
+      render();
+      say("staff-signin", error.status === 401 ? words(error)
+        : `You're signed in as ${session.name || "someone"}, who isn't on this store's staff. Sign in with the store's staff token (this browser then stops being ${session.name || "theirs"}).`);
+      focusFirst("#staff-token");
+      return;
+    }
+    if (error.code === "offline" || error.status >= 500) { state.conn = "offline"; render(); return; }
+    say("store", words(error));
+    return;
+  }
+  if (storeLive !== state || serial !== state.serial || state.filter !== filter) return;
+  staffStores.add(state.storeId);
+  state.conn = "live";
+  if (state.items === null) {
+    state.items = page.items;
+    state.nextCursor = page.next_cursor;
+    render();
+    return;
+  }
+  const fresh = new Map(page.items.map((o) => [o.id, o]));
+  const known = new Set(state.items.map((o) => o.id));
+  const arrived = page.items.filter((o) => !known.has(o.id));
+  const focused = document.activeElement && document.activeElement.closest ? document.activeElement.closest("[data-order-id]") : null;
+  const kept = state.items.map((o) => { const f = fresh.get(o.id); return f && f.version >= o.version ? f : o; })
+    .filter((o) => fits(filter, o.status) || ui.staffForms.has(o.id) || (focused && focused.dataset.orderId === o.id));
+  state.items = [...arrived, ...kept].sort(newestFirst);
+  if (!state.more) state.nextCursor = page.next_cursor;
+  const fresher = arrived.filter((o) => o.status === "placed");
+  if (fresher.length) announce(fresher.length === 1 ? `New order ${fresher[0].number}.` : `${fresher.length} new orders.`);
+  render();
+}
+
+ACTIONS["store-filter"] = (button) => {
+  const state = storeLive;
+  if (!state || state.filter === button.dataset.filter) return;
+  state.filter = button.dataset.filter;
+  state.items = null;
+  state.nextCursor = null;
+  state.more = false;
+  ui.staffForms.clear();
+  unsay("store-more");
+  render();
+  refreshStore(state);
+};
+
+ACTIONS["store-more"] = () => act("store-more", async () => {
+  const state = storeLive;
+  const statuses = statusesOf(state.filter);
+  const filter = state.filter;
+  const query = new URLSearchParams({ cursor: state.nextCursor });
+  if (statuses) query.set("status", statuses);
+  const page = await api("GET", `/api/v1/stores/${state.storeId}/orders?${query}`);
+  if (storeLive !== state || state.filter !== filter) return;
+  const known = new Set(state.items.map((o) => o.id));
+  state.items = [...state.items, ...page.items.filter((o) => !known.has(o.id))];
+  state.nextCursor = page.next_cursor;
+  state.more = true;
+});
+
+function storeScreen() {
+  const state = storeLive;
+  if (!state) return loading();
+  if (state.denied) return staffSignIn();
+  const name = state.store ? state.store.name : (state.items && state.items[0] && state.items[0].store_name) || "The store";
+  const conn = state.conn === "live" ? ["Live: new orders show up by themselves", "ok"] : CONN.offline;
+  const [, filterLabel] = FILTERS.find((f) => f[0] === state.filter);
+  const head = h("section", { class: "card head", id: "store-head", "data-key": "store-head", "aria-labelledby": "store-title" },
+    h("h1", { id: "store-title" }, `${name}: orders`),
+    h("p", { class: `conn ${conn[1]}`, id: "store-conn", "data-conn": state.conn, role: "status" }, h("span", { class: "dot", "aria-hidden": "true" }), conn[0]),
+    h("div", { class: "chips", role: "group", "aria-label": "Show orders", id: "store-filters" },
+      FILTERS.map(([key, label]) => h("button", { class: "chip", "data-key": `f-${key}`, "data-action": "store-filter", "data-filter": key, "aria-pressed": String(state.filter === key) }, label))),
+    slot("store"));
+  const list = state.items === null ? h("p", { class: "card muted", "data-key": "store-loading" }, "Loading the orders…")
+    : state.items.length === 0 ? h("p", { class: "card muted", "data-key": "store-empty", id: "store-empty" },
+      state.filter === "all" ? "No orders yet. They show up here by themselves." : `No orders in “${filterLabel}” now.`)
+      : h("ul", { class: "plain orders-list", id: "store-orders", "data-key": "store-orders", "aria-label": `Orders: ${filterLabel.toLowerCase()}` },
+        state.items.map(storeOrder));
+  const more = state.nextCursor ? h("div", { "data-key": "store-more" },
+    h("p", {}, h("button", { class: "secondary", id: "store-more", "data-action": "store-more", "aria-disabled": busy("store-more") }, "Load more")), slot("store-more")) : null;
+  return [head, list, more];
+}
+
+function storeOrder(order) {
+  const money = (minor) => formatMoney(minor, order.currency);
+  const count = order.lines.reduce((n, l) => n + l.quantity, 0);
+  const [word, , tone] = ORDER_STATUS[order.status] || [orderWord(order.status), "", ""];
+  const people = new Set(order.lines.map((l) => l.user_id)).size;
+  return h("li", { class: "store-order", id: `so-${order.id}`, "data-key": `so-${order.id}`, "data-order-id": order.id, "data-number": order.number, "data-status": order.status },
+    h("div", { class: "spread" },
+      h("h2", { class: "h3", id: `so-title-${order.id}` }, h("a", { href: `/#/orders/${order.id}` }, order.number)),
+      h("span", { class: `badge cap ${tone} order-state`, "data-status": order.status }, word)),
+    h("p", { class: "muted" }, `${when(order.created_at)} · ${money(order.total_minor)} · ${count} ${count === 1 ? "item" : "items"}${order.kind === "group" ? ` · ${people} ${people === 1 ? "person" : "people"}` : ""}`),
+    h("p", { class: "order-lines" }, linesLine(order)),
+    h("p", { class: "muted small" }, `To ${addressLine(order.delivery_address)}`),
+    order.tracking ? h("p", { class: "small" }, `${order.tracking.carrier} · `, h("span", { class: "mono" }, order.tracking.tracking_number)) : null,
+    staffControls(order));
+}
+
+function staffSignIn() {
+  return h("section", { class: "card", id: "staff-signin", "data-key": "staff-signin", "aria-labelledby": "staff-title" },
+    h("h1", { id: "staff-title" }, "Store staff: sign in"),
+    h("p", {}, "Open the staff link your manager sent you, or paste the staff token here."),
+    h("p", { class: "muted small" }, "A manager makes one with: teamcart token --staff <store id>"),
+    h("form", { "data-submit": "staff-sign-in", novalidate: true },
+      h("label", { for: "staff-token" }, "Staff token"),
+      h("div", { class: "row nowrap" },
+        h("input", { id: "staff-token", type: "password", class: "wide", autocomplete: "off", spellcheck: "false", "data-own": true, "aria-describedby": "msg-staff-signin" }),
+        h("button", { type: "submit", "aria-disabled": busy("staff-signin") }, "Sign in")),
+      slot("staff-signin")));
+}
+
+SUBMITS["staff-sign-in"] = (form) => {
+  const token = form.querySelector("#staff-token").value.trim();
+  if (!token) { say("staff-signin", "Paste the staff token first."); return; }
+  if (!claimsOf(token)) { say("staff-signin", "That isn't a TeamCart token: copy the whole of it, and nothing else."); return; }
+  const storeId = storeLive.storeId;
+  adoptToken(token);
+  ui.home = null;
+  if (window.location.hash === `#/store/${storeId}`) route();
+  else go(`/store/${storeId}`);
+};
+
+// Each order's next moves, the short forms some of them need, and partial refunds. The same
+// controls on the store's list and on the order's own page.
+function staffControls(order) {
+  const id = order.id;
+  const key = `move-${id}`;
+  const open = ui.staffForms.get(id);
+  const number = () => h("span", { class: "visually-hidden" }, `, order ${order.number}`);
+  const moves = [...(MOVES[order.status] || []), ...(STAFF_CANCELS.has(order.status) ? ["cancelled"] : [])];
+  const buttons = moves.map((to, i) => h("button", {
+    class: to === "rejected" || to === "cancelled" ? "danger" : i === 0 ? null : "secondary",
+    "data-key": `mv-${to}`, "data-action": WITH_FORM.has(to) ? "move-form" : "move", "data-order": id, "data-to": to,
+    "aria-disabled": busy(key), "aria-expanded": WITH_FORM.has(to) ? String(open === to) : null,
+  }, MOVE_LABEL[to], number()));
+  let form = null;
+  if (open === "shipped") {
+    form = h("form", { class: "inline-form", "data-key": `ship-${id}`, "data-submit": "ship", "data-order": id, novalidate: true, "aria-label": `Ship ${order.number}` },
+      h("label", { for: `carrier-${id}` }, "Carrier"),
+      h("input", { id: `carrier-${id}`, name: "carrier", class: "wide", maxlength: "60", autocomplete: "off", placeholder: "UPS, DHL, FedEx…", "data-own": true, "aria-describedby": `msg-${key}` }),
+      h("label", { for: `tracking-${id}` }, "Tracking number"),
+      h("input", { id: `tracking-${id}`, name: "tracking_number", class: "wide", maxlength: "100", autocomplete: "off", spellcheck: "false", "data-own": true, "aria-describedby": `msg-${key}` }),
+      h("div", { class: "row" },
+        h("button", { type: "submit", "aria-disabled": busy(key) }, "Mark shipped"),
+        h("button", { type: "button", class: "secondary", "data-action": "move-form-close", "data-order": id }, "Back")));
+  } else if (open === "rejected" || open === "cancelled") {
+    const rejecting = open === "rejected";
+    form = h("form", { class: "inline-form", "data-key": `why-${id}`, "data-submit": "move-why", "data-order": id, "data-to": open, novalidate: true, "aria-label": `${rejecting ? "Reject" : "Cancel"} ${order.number}` },
+      h("label", { for: `why-${id}` }, `Why? (optional; the customers see it)`),
+      h("input", { id: `why-${id}`, name: "reason", class: "wide", maxlength: "500", autocomplete: "off", "data-own": true, "aria-describedby": `msg-${key}` }),
+      h("p", { class: "muted small" }, rejecting ? "Rejecting refunds every online payment in full." : "Cancelling refunds every online payment in full and puts the stock back."),
+      h("div", { class: "row" },
+        h("button", { type: "submit", class: "danger", "aria-disabled": busy(key) }, rejecting ? "Reject the order" : "Cancel the order"),
+        h("button", { type: "button", class: "secondary", "data-action": "move-form-close", "data-order": id }, "Back")));
+  }
+  return h("div", { class: "staff", "data-key": `staff-${id}` },
+    buttons.length ? h("div", { class: "row moves", "data-key": "moves" }, buttons) : h("p", { class: "muted small", "data-key": "final" }, "Nothing more to do for this order."),
+    form, slot(key), refundForms(order));
+}
+
+function focusMoves(orderId) {
+  requestAnimationFrame(() => {
+    const box = document.querySelector(`[data-key="staff-${orderId}"]`);
+    const target = box && (box.querySelector(".moves button") || box.querySelector(`#msg-move-${orderId}`));
+    if (target) target.focus();
+  });
+}
+
+// Send a move; an illegal one (someone moved it meanwhile) reads the order again.
+async function sendMove(order, body) {
+  const id = order.id;
+  const key = `move-${id}`;
+  const path = body.to === "cancelled" ? `/api/v1/orders/${id}/cancel` : `/api/v1/orders/${id}/transitions`;
+  const payload = body.to === "cancelled" ? { reason: body.reason || null } : body;
+  return act(key, async () => {
+    let moved;
+    try {
+      moved = await api("POST", path, payload);
+    } catch (error) {
+      if (error.code === "illegal_transition" || error.code === "order_not_cancellable") {
+        api("GET", `/api/v1/orders/${id}`).then(applyOrder).catch(() => {});
+      }
+      if (error.code === "tracking_required") focusFirst(`#${fieldOf(error) === "carrier" ? "carrier" : "tracking"}-${id}`);
+      throw error;
+    }
+    ui.staffForms.delete(id);
+    applyOrder(moved);
+    say(key, `${moved.number} is ${orderWord(moved.status)} now.`, "ok");
+    focusMoves(id);
+  }, { staff: true, currency: order.currency });
+}
+
+const orderById = (id) => (orderLive && orderLive.order && orderLive.order.id === id ? orderLive.order : null)
+  || (storeLive && storeLive.items && storeLive.items.find((o) => o.id === id)) || null;
+
+ACTIONS.move = (button) => { const order = orderById(button.dataset.order); if (order) sendMove(order, { to: button.dataset.to }); };
+ACTIONS["move-form"] = (button) => {
+  const id = button.dataset.order;
+  const to = button.dataset.to;
+  if (ui.staffForms.get(id) === to) ui.staffForms.delete(id);
+  else ui.staffForms.set(id, to);
+  unsay(`move-${id}`);
+  render();
+  if (ui.staffForms.get(id) === to) focusFirst(`#${to === "shipped" ? "carrier" : "why"}-${id}`);
+};
+ACTIONS["move-form-close"] = (button) => { ui.staffForms.delete(button.dataset.order); unsay(`move-${button.dataset.order}`); render(); focusMoves(button.dataset.order); };
+SUBMITS.ship = (form) => {
+  const order = orderById(form.dataset.order);
+  const carrier = form.querySelector("[name=carrier]").value.trim();
+  const number = form.querySelector("[name=tracking_number]").value.trim();
+  // Blank fields are left out: the server names what is missing (tracking_required).
+  if (order) sendMove(order, { to: "shipped", carrier: carrier || undefined, tracking_number: number || undefined });
+};
+SUBMITS["move-why"] = (form) => {
+  const order = orderById(form.dataset.order);
+  const reason = form.querySelector("[name=reason]").value.trim();
+  if (order) sendMove(order, { to: form.dataset.to, reason: reason || undefined });
+};
+
+// Part of one online payment back: an amount in the currency's major units, made minor
+// without floating point (parseAmount).
+function refundForms(order) {
+  const online = order.payments.filter((p) => p.method === "online" && (REFUNDABLE.has(p.status) || p.refunded_minor > 0));
+  if (!online.length) return null;
+  const money = (minor) => formatMoney(minor, order.currency);
+  return h("details", { class: "refunds", "data-key": `refunds-${order.id}`, "data-own": true },
+    h("summary", {}, "Refund part of a payment", h("span", { class: "visually-hidden" }, `, order ${order.number}`)),
+    online.map((p) => {
+      const key = `refund-${order.id}-${p.user_id}`;
+      const left = REFUNDABLE.has(p.status) ? Math.max(0, p.amount_minor - p.refunded_minor) : 0;
+      const paidText = `${p.display_name} paid ${money(p.amount_minor)} online${p.refunded_minor ? `, ${money(p.refunded_minor)} refunded so far` : ""}.`;
+      if (!left) return h("div", { class: "refund", "data-key": key }, h("p", { class: "muted small" }, `${paidText} Nothing more can go back.`), slot(key));
+      return h("form", { class: "refund", "data-key": key, "data-submit": "refund", "data-order": order.id, "data-user": p.user_id, novalidate: true },
+        h("p", { class: "small", id: `${key}-paid` }, `${paidText} Up to ${money(left)} can go back.`),
+        h("label", { for: `${key}-amount` }, `Amount to refund to ${p.display_name} (${order.currency})`),
+        h("input", { id: `${key}-amount`, name: "amount", inputmode: "decimal", class: "qty wide", autocomplete: "off", "data-own": true, "aria-describedby": `${key}-paid msg-${key}` }),
+        h("label", { for: `${key}-reason` }, "Why? (optional)"),
+        h("input", { id: `${key}-reason`, name: "reason", class: "wide", maxlength: "500", autocomplete: "off", "data-own": true }),
+        h("p", {}, h("button", { type: "submit", class: "secondary", "aria-disabled": busy(key) }, `Refund ${p.display_name}`)),
+        slot(key));
+    }));
+}
+
+SUBMITS.refund = (form) => {
+  const order = orderById(form.dataset.order);
+  if (!order) return;
+  const userId = form.dataset.user;
+  const key = `refund-${order.id}-${userId}`;
+  const payment = order.payments.find((p) => p.user_id === userId && p.method === "online");
+  const amount = parseAmount(form.querySelector("[name=amount]").value, order.currency);
+  if (amount === null || amount === 0) { say(key, `Enter the amount in ${order.currency}, like ${formatMoney(250 * 10 ** Math.max(0, minorDigits(order.currency) - 2), order.currency)}.`); return; }
+  const reason = form.querySelector("[name=reason]").value.trim();
+  act(key, async () => {
+    const refund = await api("POST", `/api/v1/orders/${order.id}/refunds`, { amount_minor: amount, user_id: userId, reason: reason || null });
+    for (const input of form.querySelectorAll("input")) input.value = "";
+    applyOrder(refund.order);
+    const sum = formatMoney(refund.amount_minor, order.currency);
+    say(key, refund.status === "succeeded" ? `Refunded ${sum} to ${payment.display_name}.` : `Refund of ${sum} to ${payment.display_name} asked; the bank confirms it shortly.`, "ok");
+  }, { staff: true, currency: order.currency });
+};
 
 route();
