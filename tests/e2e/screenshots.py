@@ -4,11 +4,14 @@
 and Redis when they answer, else embedded ones, as the tests do), the Stripe emulator, the demo
 store of ``app/demo.py`` ("Demo Kitchen"), and three people in Debian's Chromium: Hana hosts on
 her phone, Ana and Ben join by the invite link and add dishes; Ana pays cash on delivery, Ben
-pays online with the emulator's test card. Two pictures come out:
+pays online with the emulator's test card; Hana confirms, and the kitchen's staff (signed in by
+a staff link) accept the order, prepare it and ship it. Four pictures come out:
 
 - ``group-cart-live.png``: the open cart on Hana's phone (390 x 844), everyone's items in,
   the menu folded;
-- ``everyone-paying.png``: Hana's page on a laptop (1280 x 800) while the others pay.
+- ``everyone-paying.png``: Hana's page on a laptop (1280 x 800) while the others pay;
+- ``order-live.png``: the shipped order on Ben's phone: status, tracking, what happened;
+- ``store-orders.png``: the kitchen's orders page on a laptop, the order shipped.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from app.auth import issue_token
 from app.config import Settings
 from app.demo import seed_demo
 from app.embedded import (
@@ -46,13 +50,15 @@ async def seed(database_url: str) -> None:
         await engine.dispose()
 
 
-async def take(base: str, out: Path) -> list[Path]:
+async def take(base: str, out: Path, jwt_secret: str) -> list[Path]:
     async with launch() as browser:
         contexts = [await browser.new_context(viewport=PHONE) for _ in range(3)]  # type: ignore[arg-type]
         hana, ana, ben = [
             Person(name, await context.new_page(), out)
             for name, context in zip(("Hana", "Ana", "Ben"), contexts, strict=True)
         ]
+        contexts.append(await browser.new_context(viewport=DESKTOP))  # type: ignore[arg-type]
+        kitchen = Person("Kitchen", await contexts[-1].new_page(), out)
         await hana.sign_in(base + "/")
         await hana.page.get_by_label("Store").select_option(label="Demo Kitchen (USD)")
         await hana.page.get_by_role("button", name="Open a group cart").click()
@@ -93,9 +99,42 @@ async def take(base: str, out: Path) -> list[Path]:
         await hana.page.evaluate("() => scrollTo(0, 0)")
         paying = out / "everyone-paying.png"
         await hana.page.screenshot(path=str(paying))
+
+        await hana.page.locator("#pay-cod").click()
+        await hana.page.get_by_label("Address", exact=True).fill("12 Harbour Road")
+        await hana.page.get_by_label("City").fill("Springfield")
+        await hana.page.get_by_label("Postal code").fill("12345")
+        await hana.page.get_by_label("Country (2 letters)").fill("US")
+        await hana.page.locator("#confirm").click()
+        await ben.page.locator("#order-link").click(timeout=LIVE)
+        await expect(ben.page.locator("#order-conn")).to_have_attribute("data-conn", "live")
+        store_id = await ben.page.evaluate(
+            "async (id) => (await (await fetch(`/api/v1/orders/${id}`, { headers: {"
+            " Authorization: `Bearer ${localStorage.getItem('teamcart.token')}` } })).json())"
+            ".store_id",
+            ben.page.url.rsplit("/", 1)[-1],
+        )
+        token = issue_token(jwt_secret, display_name="Kitchen", staff_of=store_id).token
+        await kitchen.page.goto(f"{base}/#/store/{store_id}?token={token}")
+        row = kitchen.page.locator("#store-orders > li").first
+        await row.get_by_role("button", name="Accept").click()
+        await expect(ben.page.locator("#order-status")).to_have_text("accepted", timeout=LIVE)
+        await row.get_by_role("button", name="Start preparing").click()
+        await expect(ben.page.locator("#order-status")).to_have_text("being prepared")
+        await row.get_by_role("button", name="Shipped…").click()
+        await row.get_by_label("Carrier").fill("UPS")
+        await row.get_by_label("Tracking number").fill("1Z999AA10123456784")
+        await row.get_by_role("button", name="Mark shipped").click()
+        await expect(ben.page.locator("#order-status")).to_have_text("shipped", timeout=LIVE)
+        await row.locator("details.refunds > summary").click()
+        await kitchen.page.wait_for_timeout(6_500)  # "… is shipped now" beside the buttons has gone
+        order = out / "order-live.png"
+        await ben.page.screenshot(path=str(order), full_page=True)
+        store = out / "store-orders.png"
+        await kitchen.page.screenshot(path=str(store))
         for context in contexts:
             await context.close()
-    return [live, paying]
+    return [live, paying, order, store]
 
 
 def main() -> int:
@@ -109,11 +148,12 @@ def main() -> int:
         ):
             schema.upgrade(database_url)
             asyncio.run(seed(database_url))
+            secret = secrets.token_urlsafe(48)
             settings = Settings(
                 database_url=database_url,
                 redis_url=redis_url,
                 data_dir=tmp / "data",
-                jwt_secret=secrets.token_urlsafe(48),
+                jwt_secret=secret,
                 stripe_api_base=stripe_base,
                 stripe_secret_key=EMULATOR_SECRET_KEY,
                 stripe_publishable_key=EMULATOR_PUBLISHABLE_KEY,
@@ -124,7 +164,7 @@ def main() -> int:
             with serving(create_app(settings)) as base:
                 register_emulator_webhook(stripe_base, base + WEBHOOK_PATH, WEBHOOK_SECRET)
                 OUT.mkdir(parents=True, exist_ok=True)
-                for path in asyncio.run(take(base, OUT)):
+                for path in asyncio.run(take(base, OUT, secret)):
                     print(f"screenshots: wrote {path.relative_to(ROOT)}")
     return 0
 
