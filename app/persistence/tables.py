@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
@@ -450,6 +451,15 @@ users = Table(
     Column("email", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    # An account's Argon2id hash (argon2-cffi's encoded form); null for a guest.
+    Column("password_hash", Text, nullable=True),
+)
+# Among accounts an address is taken once, whatever its case (app.persistence.accounts).
+Index(
+    "ix_users_account_email",
+    func.lower(users.c.email),
+    unique=True,
+    postgresql_where=users.c.password_hash.is_not(None),
 )
 
 # One mail planned from an order's outbox event for one recipient (app.mail, ADR 0013): the
