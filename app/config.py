@@ -51,7 +51,8 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = True
     rate_limit_per_minute: int = 30
-    """New sessions, and joins, each client address may make a minute (0: no limit)."""
+    """New sessions, joins, sign-ups and password sign-ins each client address may make a
+    minute, each counted apart (0: no limit)."""
     smtp_url: str | None = None
     """Where mail is sent (``smtp://`` or ``smtps://``); ``None``: the embedded catcher's."""
     mail_from: str = DEFAULT_MAIL_FROM

@@ -13,6 +13,7 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
+from limits.aio.storage import RedisStorage
 from litestar import Litestar, Request
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -40,9 +41,11 @@ from app.mail.planner import MailPlanner
 from app.mail.smtp import SmtpTarget
 from app.observability import RequestIdMiddleware, prometheus_config, structlog_plugin
 from app.payments.gateway import PaymentGateway, StripeGateway
+from app.persistence.accounts import SqlAccounts
 from app.persistence.database import create_engine
 from app.persistence.outbox import Relay
 from app.resources import Resources
+from app.routes.accounts import AccountController
 from app.routes.catalog import CatalogController
 from app.routes.dev_mail import DevMailController
 from app.routes.fields import check_json_body
@@ -56,6 +59,7 @@ from app.routes.web import index, invite, static_files
 from app.routes.webhooks import StripeWebhookController
 from app.routes.ws import cart_socket, order_socket
 from app.unit_of_work import UnitOfWorkRunner
+from app.use_cases.accounts import Accounts, Passwords, SignInLimits
 from app.use_cases.order_views import event_payloads
 from app.use_cases.payments.refunds import carry_out_refunds
 from app.use_cases.teamcarts import Remind
@@ -195,9 +199,12 @@ RATE_LIMITED = MappingProxyType(
     {
         "rate_limit_sessions": ("POST", "/api/v1/sessions"),
         "rate_limit_joins": ("POST", "/api/v1/teamcarts/join"),
+        # Signing up is a new session too, and costs a password hash.
+        "rate_limit_accounts": ("POST", "/api/v1/accounts"),
     }
 )
-"""The routes a client address may call only so often, each with its own count (API.md)."""
+"""The routes a client address may call only so often, each with its own count (API.md).
+Password sign-ins have limits of their own, by address and by email (:func:`build_accounts`)."""
 
 
 def rate_limits(per_minute: int) -> list[DefineMiddleware]:
@@ -217,6 +224,21 @@ def rate_limits(per_minute: int) -> list[DefineMiddleware]:
         ).middleware
         for store, (method, path) in RATE_LIMITED.items()
     ]
+
+
+def build_accounts(resources: Resources) -> Accounts:
+    """The account handlers' parts: the rows, the Argon2id hasher, and the sign-in limits
+    (``limits``'s moving windows) counted in Redis on the process's own connection pool, so
+    every server process shares the counts and closing the resources closes them too."""
+    storage = RedisStorage(
+        "async+redis://",  # where to connect is the pool's (a unix socket when embedded)
+        implementation="redispy",
+        # limits types its client options as scalars; its redis-py bridge takes a pool here.
+        connection_pool=resources.redis.connection_pool,  # type: ignore[arg-type]
+        key_prefix="teamcart:sign_ins",
+    )
+    limits = SignInLimits(storage, per_address=resources.settings.rate_limit_per_minute)
+    return Accounts(rows=SqlAccounts(resources.engine), passwords=Passwords(), limits=limits)
 
 
 GC_THRESHOLDS = (20_000, 20, 20)
@@ -246,9 +268,13 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
     resources, mailer = build_resources(settings)
     jwt_auth = build_jwt_auth(resources.jwt_secret)
     metrics = prometheus_config()
+    accounts = build_accounts(resources)
 
     async def provide_resources() -> Resources:
         return resources
+
+    async def provide_accounts() -> Accounts:
+        return accounts
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -274,6 +300,7 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
             HealthController,
             MetricsController,
             SessionController,
+            AccountController,
             MeController,
             *([DevMailController] if settings.mail_catcher_dir is not None else []),
             CatalogController,
@@ -288,7 +315,10 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
             invite,
             static_files,
         ],
-        dependencies={"resources": Provide(provide_resources)},
+        dependencies={
+            "resources": Provide(provide_resources),
+            "accounts": Provide(provide_accounts),
+        },
         plugins=[
             ProblemDetailsPlugin(problem_details_config()),
             structlog_plugin(level=settings.log_level, as_json=settings.log_json),
