@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from typing import Final
 
+import asyncpg
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.failures import ConflictError
 from app.persistence import database
 
 MAX_EMAIL: Final = 254
 """The longest address SMTP carries (RFC 5321's path limit, less the angle brackets)."""
+
+
+ACCOUNT_EMAIL_INDEX: Final = "ix_users_account_email"
+"""One account per address, whatever its case (``app.persistence.accounts``)."""
 
 
 class User(msgspec.Struct, frozen=True):
@@ -63,16 +69,25 @@ async def update_user(
     email_given: bool,
 ) -> User:
     """Change the caller's name (``display_name`` not None) and address (``email_given``:
-    ``email`` None clears it), creating the row, named as the token is, if there is none."""
+    ``email`` None clears it), creating the row, named as the token is, if there is none.
+    An account can't take the address of another account (409 ``email_taken``, migration
+    0015's index); a guest may give any."""
     async with engine.connect() as conn:
-        row = await database.fetchrow(
-            conn,
-            _UPDATE,
-            user_id,
-            display_name if display_name is not None else token_name,
-            email,
-            display_name is not None,
-            email_given,
-        )
+        try:
+            row = await database.fetchrow(
+                conn,
+                _UPDATE,
+                user_id,
+                display_name if display_name is not None else token_name,
+                email,
+                display_name is not None,
+                email_given,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != ACCOUNT_EMAIL_INDEX:
+                raise
+            raise ConflictError(
+                "email_taken", "an account with this email exists already"
+            ) from None
     assert row is not None  # an upsert returns its row
     return User(user_id=row["id"], display_name=row["display_name"], email=row["email"])
