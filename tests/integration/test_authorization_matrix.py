@@ -62,6 +62,8 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/health/ready"): Access.PUBLIC,
     ("GET", "/metrics"): Access.PUBLIC,
     ("POST", "/api/v1/sessions"): Access.PUBLIC,
+    ("POST", "/api/v1/accounts"): Access.PUBLIC,
+    ("POST", "/api/v1/sessions/password"): Access.PUBLIC,
     ("POST", "/api/v1/webhooks/stripe"): Access.PUBLIC,  # a signature instead of a token
     ("GET", "/"): Access.PUBLIC,
     ("GET", "/join/{code:str}"): Access.PUBLIC,
@@ -111,8 +113,14 @@ SOCKETS = {
     "/ws/orders/{order_id:uuid}",  # tested in test_order_lifecycle
 }
 
+MATRIX_ACCOUNT = {"email": f"matrix.{uuid.uuid4().hex[:10]}@example.com", "password": "matrix pass"}
+"""Signed up once a session (``matrix_account``), so a sign-in with it succeeds for anyone;
+signing up with it again is 409 ``email_taken``, which is allowed too."""
+
 BODIES: dict[str, Any] = {
     "/api/v1/sessions": {"display_name": "Someone"},
+    "/api/v1/accounts": {**MATRIX_ACCOUNT, "display_name": "Someone"},
+    "/api/v1/sessions/password": MATRIX_ACCOUNT,
     "/api/v1/stores": {"name": "S", "currency": "USD", "delivery_fee_minor": 0, "tax_rate_bps": 0},
     "/products": {"name": "P", "price_minor": 100, "option_groups": []},
     "/coupons": {"code": "M" + uuid.uuid4().hex[:6], "kind": "fixed", "value": 1},
@@ -248,7 +256,17 @@ def body_for(path: str, w: World) -> Any:
 CASES = [(method, path, role) for (method, path) in sorted(ROUTES) for role in ROLES]
 
 
+@pytest.fixture(scope="session")
+async def matrix_account(client: Client) -> None:
+    """The account ``MATRIX_ACCOUNT`` names."""
+    response = await client.post(
+        "/api/v1/accounts", json={**MATRIX_ACCOUNT, "display_name": "Matrix"}
+    )
+    assert response.status_code == 201, response.text
+
+
 @pytest.mark.parametrize(("method", "path", "role"), CASES)
+@pytest.mark.usefixtures("matrix_account")
 async def test_who_may_call_what(
     client: Client,
     admin_headers: dict[str, str],
