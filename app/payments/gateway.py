@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import stripe
 from stripe.params import PaymentIntentListParams, RefundCreateParams
+from stripe.params.checkout import SessionCreateParams
 
 
 class GatewayError(Exception):
@@ -52,6 +53,27 @@ class RefundInfo:
     status: str
 
 
+@dataclass(frozen=True, slots=True)
+class CheckoutSessionInfo:
+    """A Stripe Checkout Session, as far as we read one.
+
+    ``url`` is the hosted page to send the buyer to; Stripe gives it only while the session
+    is open (``None`` once complete or expired). ``payment_intent_id`` may be ``None``: Stripe
+    creates the PaymentIntent only when the buyer first tries to pay (the emulator's add-on
+    creates it at once), so the session id, not the intent, names an attempt until then.
+    """
+
+    id: str
+    url: str | None
+    payment_intent_id: str | None
+    status: str  # open | complete | expired
+    payment_status: str  # unpaid | paid | no_payment_required
+    amount_total: int  # in Stripe's units for the currency (app.payments.amounts)
+    currency: str  # upper case ISO 4217
+    metadata: Mapping[str, str]
+    expires_at: int
+
+
 class PaymentGateway(Protocol):
     async def create_payment_intent(
         self, *, amount: int, currency: str, metadata: Mapping[str, str], idempotency_key: str
@@ -72,6 +94,26 @@ class PaymentGateway(Protocol):
 
     async def close(self) -> None: ...
 
+    async def create_checkout_session(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        name: str,
+        metadata: Mapping[str, str],
+        success_url: str,
+        cancel_url: str,
+        idempotency_key: str,
+        expires_at: int | None = None,
+    ) -> CheckoutSessionInfo:
+        """A hosted Checkout page for one line (``name``) of ``amount`` (Stripe's units);
+        ``metadata`` on the session and on its PaymentIntent, so either's events route."""
+
+    async def retrieve_checkout_session(self, session_id: str) -> CheckoutSessionInfo: ...
+
+    async def expire_checkout_session(self, session_id: str) -> None:
+        """Close an open session to payment; one expired already counts as done."""
+
 
 def _plain(obj: Any) -> dict[str, Any]:
     """The SDK's StripeObject as a plain dict (it is not a Mapping)."""
@@ -89,6 +131,24 @@ def _intent(obj: Any) -> IntentInfo:
         currency=str(obj["currency"]).upper(),
         metadata=dict(obj["metadata"] or {}),
         created=int(obj["created"]),
+    )
+
+
+def _checkout_session(obj: Any) -> CheckoutSessionInfo:
+    session = _plain(obj)
+    intent = session.get("payment_intent")
+    if isinstance(intent, dict):  # expanded
+        intent = intent.get("id")
+    return CheckoutSessionInfo(
+        id=session["id"],
+        url=session.get("url"),
+        payment_intent_id=str(intent) if intent else None,
+        status=str(session["status"]),
+        payment_status=str(session["payment_status"]),
+        amount_total=int(session.get("amount_total") or 0),
+        currency=str(session.get("currency") or "").upper(),
+        metadata=dict(session.get("metadata") or {}),
+        expires_at=int(session["expires_at"]),
     )
 
 
@@ -206,3 +266,61 @@ class StripeGateway:
             if not page.has_more or not page.data:
                 return
             params["starting_after"] = page.data[-1]["id"]
+
+    async def create_checkout_session(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        name: str,
+        metadata: Mapping[str, str],
+        success_url: str,
+        cancel_url: str,
+        idempotency_key: str,
+        expires_at: int | None = None,
+    ) -> CheckoutSessionInfo:
+        params: SessionCreateParams = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "price_data": {
+                        "currency": currency.lower(),
+                        "unit_amount": amount,
+                        "product_data": {"name": name},
+                    },
+                    "quantity": 1,
+                }
+            ],
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+            "metadata": dict(metadata),
+            "payment_intent_data": {"metadata": dict(metadata)},
+        }
+        if expires_at is not None:
+            params["expires_at"] = expires_at
+        try:
+            session = await self._client.v1.checkout.sessions.create_async(
+                params=params, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return _checkout_session(session)
+
+    async def retrieve_checkout_session(self, session_id: str) -> CheckoutSessionInfo:
+        try:
+            return _checkout_session(
+                await self._client.v1.checkout.sessions.retrieve_async(session_id)
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+
+    async def expire_checkout_session(self, session_id: str) -> None:
+        """Expire an open session; one expired already (a retried expire) is success. A
+        completed session can't be expired: that is a ``GatewayError`` (it was paid)."""
+        try:
+            await self._client.v1.checkout.sessions.expire_async(session_id)
+        except stripe.InvalidRequestError as exc:
+            if (await self.retrieve_checkout_session(session_id)).status != "expired":
+                raise GatewayError(str(exc)) from exc
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
