@@ -43,6 +43,7 @@ from sqlalchemy.exc import NoResultFound
 from app.payments.gateway import (
     AlreadyRefunded,
     CardDeclined,
+    CheckoutSessionInfo,
     GatewayError,
     IntentInfo,
     RefundInfo,
@@ -1268,6 +1269,9 @@ class FakeGateway:
         self._intent_numbers = itertools.count(1)
         self._refund_numbers = itertools.count(1)
         self._failure: str | None = None
+        self.checkout_sessions: dict[str, CheckoutSessionInfo] = {}
+        self._checkout_by_key: dict[str, str] = {}
+        self._checkout_numbers = itertools.count(1)
 
     def fail(self, message: str = "Stripe did not answer (fake)") -> None:
         self._failure = message
@@ -1376,3 +1380,83 @@ class FakeGateway:
 
     async def close(self) -> None:
         return None
+
+    # Checkout Sessions: ``cs_fake_N`` at ``https://checkout.fake/cs_fake_N``, each with its
+    # intent made at once (as the emulator's add-on does), metadata on both.
+
+    def _checkout_session(self, session_id: str) -> CheckoutSessionInfo:
+        session = self.checkout_sessions.get(session_id)
+        if session is None:
+            raise GatewayError(f"No such checkout.session: '{session_id}'")
+        return session
+
+    def complete_checkout(self, session_id: str) -> CheckoutSessionInfo:
+        """The buyer paid on the hosted page: the session is complete and paid, its intent
+        succeeded (what the ``checkout.session.completed`` event then says)."""
+        session = self._checkout_session(session_id)
+        if session.status != "open":
+            raise GatewayError(f"{session_id} is {session.status}: it can't be paid")
+        assert session.payment_intent_id is not None
+        self.capture(session.payment_intent_id)
+        paid = dataclasses.replace(session, status="complete", payment_status="paid", url=None)
+        self.checkout_sessions[session_id] = paid
+        return paid
+
+    async def create_checkout_session(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        name: str,
+        metadata: Mapping[str, str],
+        success_url: str,
+        cancel_url: str,
+        idempotency_key: str,
+        expires_at: int | None = None,
+    ) -> CheckoutSessionInfo:
+        self._answer()
+        known = self._checkout_by_key.get(idempotency_key)
+        if known is not None:
+            return self.checkout_sessions[known]
+        intent = await self.create_payment_intent(
+            amount=amount,
+            currency=currency,
+            metadata=metadata,
+            idempotency_key=f"{idempotency_key}-checkout-intent",
+        )
+        session_id = f"cs_fake_{next(self._checkout_numbers)}"
+        session = CheckoutSessionInfo(
+            id=session_id,
+            url=f"https://checkout.fake/{session_id}",
+            payment_intent_id=intent.id,
+            status="open",
+            payment_status="unpaid",
+            amount_total=amount,
+            currency=currency.upper(),
+            metadata=dict(metadata),
+            expires_at=expires_at if expires_at is not None else int(time.time()) + 86400,
+        )
+        self.checkout_sessions[session_id] = session
+        self._checkout_by_key[idempotency_key] = session_id
+        return session
+
+    async def retrieve_checkout_session(self, session_id: str) -> CheckoutSessionInfo:
+        self._answer()
+        return self._checkout_session(session_id)
+
+    async def expire_checkout_session(self, session_id: str) -> None:
+        """As Stripe's: an open session expires (its intent cancelled), an expired one stays
+        expired, a paid one can't be expired."""
+        self._answer()
+        session = self._checkout_session(session_id)
+        if session.status == "complete":
+            raise GatewayError(
+                'Only Checkout Sessions with a status in ["open"] can be expired. '
+                "This Checkout Session has a status of `complete`."
+            )
+        if session.status == "open":
+            self.checkout_sessions[session_id] = dataclasses.replace(
+                session, status="expired", url=None
+            )
+            if session.payment_intent_id is not None:
+                await self.cancel_payment_intent(session.payment_intent_id)
