@@ -145,20 +145,43 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 @contextlib.contextmanager
 def stripe_emulator(log_path: Path) -> Iterator[str]:
-    """Run ``localstripe`` as a child process on a free port; yield its API base URL."""
-    port = free_port()
+    """Run ``localstripe`` and, in front of it, the Stripe add-on (``app.stripe_addon``:
+    Checkout Sessions, which localstripe lacks; ADR 0015), each a child process on a free
+    port; yield the add-on's base URL, the API base for the SDK, the browser's Stripe.js and
+    ``GET /dev/stripe``. The add-on passes every other request to localstripe unchanged.
+
+    localstripe logs to ``log_path``, the add-on beside it (``….addon.log``). Both die with
+    this process, however it ends (``_die_with_parent``), and are stopped in reverse order
+    (the add-on first, so nothing reaches a localstripe that is going) when the context exits.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        port = str(free_port())
+        upstream = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "localstripe", "--port", port, "--from-scratch"]
+        localstripe = stack.enter_context(_child_process(command, log_path))
+        _wait_until_answering(upstream + "/v1/balance", localstripe)
+        port = str(free_port())
+        base = f"http://127.0.0.1:{port}"
+        command = [sys.executable, "-m", "app.stripe_addon", "--port", port, "--upstream", upstream]
+        addon = stack.enter_context(_child_process(command, log_path.with_suffix(".addon.log")))
+        _wait_until_answering(base + "/_addon/health", addon, "the Stripe add-on")
+        yield base
+
+
+@contextlib.contextmanager
+def _child_process(command: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` as a child that dies with us, its output appended to ``log_path``;
+    SIGTERM when the context exits, SIGKILL if it has not gone 5 s later."""
     with log_path.open("ab") as log_file:
-        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"],
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
+            command,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
         )
-    base = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_answering(base + "/v1/balance", process)
-        yield base
+        yield process
     finally:
         process.terminate()
         try:
@@ -178,11 +201,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _wait_until_answering(url: str, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+def _wait_until_answering(
+    url: str,
+    process: subprocess.Popen[bytes],
+    name: str = "the Stripe emulator",
+    timeout: float = 20,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"the Stripe emulator exited with code {process.returncode}")
+            raise RuntimeError(f"{name} exited with code {process.returncode}")
         try:
             request = urllib.request.Request(  # noqa: S310 - loopback http URL we built
                 url, headers={"Authorization": f"Bearer {EMULATOR_SECRET_KEY}"}
@@ -193,11 +221,15 @@ def _wait_until_answering(url: str, process: subprocess.Popen[bytes], timeout: f
             return  # it answered, which is all we wait for
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"the Stripe emulator did not answer at {url} within {timeout:.0f}s")
+    raise RuntimeError(f"{name} did not answer at {url} within {timeout:.0f}s")
 
 
 def register_emulator_webhook(api_base: str, webhook_url: str, secret: str) -> None:
-    """Tell the emulator where to POST signed events (``POST /_config/webhooks/{id}``)."""
+    """Tell the emulator where to POST signed events (``POST /_config/webhooks/{id}``).
+
+    ``api_base`` is the add-on's (``stripe_emulator``): it keeps the URL and secret for the
+    Checkout events it sends itself and forwards the registration to localstripe, so both
+    sign with the same secret. Registering with the same id again replaces it."""
     body = urllib.parse.urlencode({"url": webhook_url, "secret": secret}).encode()
     request = urllib.request.Request(  # noqa: S310 - loopback http URL we built
         f"{api_base}/_config/webhooks/teamcart", data=body, method="POST"

@@ -58,7 +58,8 @@ def redis_url(services_dir: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def stripe_api_base(services_dir: Path) -> Iterator[str]:
-    """The real localstripe emulator, as a child process, for the whole session."""
+    """The real localstripe emulator behind the Stripe add-on (Checkout Sessions, ADR 0015),
+    both child processes, for the whole session; the URL is the add-on's."""
     with stripe_emulator(services_dir / "localstripe.log") as base:
         yield base
 
