@@ -45,6 +45,7 @@ from app.payments.gateway import PaymentGateway
 from app.persistence import carts as cart_rows
 from app.persistence import catalog as catalog_rows
 from app.persistence import orders as order_rows
+from app.persistence import shop_carts as shop_cart_rows
 from app.persistence.database import ConnectionLost
 from app.persistence.outbox import OutboxRecord, Relay, append_events
 from app.persistence.payments import (
@@ -56,6 +57,7 @@ from app.persistence.payments import (
     SqlPayments,
 )
 from domain.catalog import CouponTerms, ProductSnapshot, StoreTerms
+from domain.checkout import ShopCart
 from domain.events import DomainEvent
 from domain.order import Order, OrderLine, OrderStatus
 from domain.teamcart import TeamCart
@@ -162,6 +164,29 @@ class CatalogRepository(Protocol):
     async def return_stock(self, lines: Sequence[OrderLine]) -> None:
         """A cancelled order's units back on sale (products with limited stock)."""
 
+    async def take_stock(self, lines: Sequence[OrderLine]) -> list[str]:
+        """A checkout's units out of stock, all or nothing: the products that are short
+        (the caller raises, and the transaction takes none)."""
+
+    async def stock_of(self, product_ids: Sequence[str]) -> dict[str, int | None]:
+        """Units in stock now, by product (``None``: unlimited)."""
+
+
+class ShopCartRepository(Protocol):
+    """Single-payers' carts (``domain.checkout``), each saved with its version check."""
+
+    async def get(self, cart_id: str) -> ShopCart | None:
+        """The cart, remembered with its version so the commit can check it."""
+
+    def add(self, cart: ShopCart) -> None:
+        """A new cart, inserted at commit."""
+
+    async def open_ids(self, user_id: str, store_id: str | None = None) -> list[str]:
+        """The user's open carts (at one store, when named), oldest first."""
+
+    async def id_of_order(self, order_id: str) -> str | None:
+        """The cart an order was checked out from."""
+
 
 class OrderRepository(Protocol):
     async def next_number(self, today: date) -> str:
@@ -191,6 +216,9 @@ class OrderRepository(Protocol):
 
     def add(self, order: Order) -> None:
         """A new order, inserted with its events at commit."""
+
+    async def due_unpaid_ids(self, payment_window: timedelta) -> list[str]:
+        """Single-payer orders unpaid a payment window after their checkout."""
 
 
 class PaymentRepository(Protocol):
@@ -329,6 +357,9 @@ class UnitOfWork(Protocol):
 
     @property
     def orders(self) -> OrderRepository: ...
+
+    @property
+    def shop_carts(self) -> ShopCartRepository: ...
 
     @property
     def payments(self) -> PaymentRepository: ...
@@ -545,6 +576,47 @@ class SqlCatalog:
     async def return_stock(self, lines: Sequence[OrderLine]) -> None:
         await catalog_rows.return_stock(self._conn, lines)
 
+    async def take_stock(self, lines: Sequence[OrderLine]) -> list[str]:
+        return await catalog_rows.take_stock(self._conn, lines)
+
+    async def stock_of(self, product_ids: Sequence[str]) -> dict[str, int | None]:
+        return await catalog_rows.stock_of(self._conn, product_ids)
+
+
+class SqlShopCarts:
+    def __init__(self, conn: AsyncConnection, *, lock: bool) -> None:
+        self._conn = conn
+        self._lock = lock
+        self.tracked: dict[str, tuple[ShopCart, int]] = {}  # version as loaded; 0: new
+
+    async def get(self, cart_id: str) -> ShopCart | None:
+        known = self.tracked.get(cart_id)
+        if known is not None:
+            return known[0]
+        cart = await shop_cart_rows.load_shop_cart(self._conn, cart_id, lock=self._lock)
+        if cart is not None:
+            self.tracked[cart_id] = (cart, cart.version)
+        return cart
+
+    def add(self, cart: ShopCart) -> None:
+        self.tracked[cart.id] = (cart, 0)
+
+    async def open_ids(self, user_id: str, store_id: str | None = None) -> list[str]:
+        return await shop_cart_rows.open_cart_ids_of(self._conn, user_id, store_id)
+
+    async def id_of_order(self, order_id: str) -> str | None:
+        return await shop_cart_rows.cart_id_of_order(self._conn, order_id)
+
+    async def flush(self) -> None:
+        for cart, version in list(self.tracked.values()):
+            if version == 0:
+                await shop_cart_rows.insert_shop_cart(self._conn, cart)
+            elif cart.version != version and not await shop_cart_rows.save_shop_cart(
+                self._conn, cart, version
+            ):
+                raise VersionConflict(cart.id)
+            self.tracked[cart.id] = (cart, cart.version)
+
 
 class SqlOrders:
     def __init__(self, conn: AsyncConnection, *, lock: bool) -> None:
@@ -587,6 +659,9 @@ class SqlOrders:
 
     def add(self, order: Order) -> None:
         self.added.append(order)
+
+    async def due_unpaid_ids(self, payment_window: timedelta) -> list[str]:
+        return await order_rows.due_unpaid_order_ids(self._conn, payment_window)
 
     async def flush(self, payloads: OutboxPayloads, *, reserve: bool) -> list[OutboxRecord]:
         """Insert new orders, save changed ones (``VersionConflict`` when another
@@ -631,6 +706,7 @@ class SqlUnitOfWork:
         self._carts = SqlCarts(conn, lock=lock)
         self._catalog = SqlCatalog(conn)
         self._orders = SqlOrders(conn, lock=lock)
+        self._shop_carts = SqlShopCarts(conn, lock=lock)
         self._payments = SqlPayments(conn)
         self._stripe = stripe
         self.owed = OwedRefunds()
@@ -646,6 +722,10 @@ class SqlUnitOfWork:
     @property
     def orders(self) -> SqlOrders:
         return self._orders
+
+    @property
+    def shop_carts(self) -> SqlShopCarts:
+        return self._shop_carts
 
     @property
     def payments(self) -> SqlPayments:
@@ -666,6 +746,7 @@ class SqlUnitOfWork:
         """Save and append everything; the records to relay once committed."""
         # New orders first: their inserts open the transaction the carts' saves then join.
         records = await self._orders.flush(self._payloads, reserve=self._relaying)
+        await self._shop_carts.flush()  # after the orders they were checked out into
         records += await self._carts.flush(self._payloads, reserve=self._relaying)
         return records if self._relaying else []
 

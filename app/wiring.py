@@ -54,6 +54,7 @@ from app.routes.me import MeController
 from app.routes.orders import OrderController, StoreOrderController
 from app.routes.payments import PaymentController
 from app.routes.sessions import SessionController
+from app.routes.shop_carts import ShopCartController
 from app.routes.teamcarts import TeamCartController
 from app.routes.web import index, invite, static_files
 from app.routes.webhooks import StripeWebhookController
@@ -305,6 +306,7 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
             *([DevMailController] if settings.mail_catcher_dir is not None else []),
             CatalogController,
             TeamCartController,
+            ShopCartController,
             OrderController,
             StoreOrderController,
             PaymentController,

@@ -9,8 +9,9 @@ is a state machine that may go back until payment::
       +---- (items change: stays where it is) ---------+
              set_address from address or delivery goes back to address
 
-Totals come from the TeamCart's pricing (``compute_quote`` with one payer): the store's
-delivery fee for ``delivery``, none for ``pickup``, tax on the subtotal. ``checkout`` turns
+Totals come from the TeamCart's pricing (``Totals``, tax half-even by ``tax_for``): the
+store's delivery fee for ``delivery`` (and until a method is chosen), none for ``pickup`` or
+an empty cart, tax on the subtotal; no tip or coupon. ``checkout`` turns
 the cart into an Order awaiting payment (``Order.start_single``): the cart is then
 ``checked_out`` and changes no more. ``absorb`` moves a guest's cart into the signed-in
 user's (quantities of the same product and options added, within the stock there is); the
@@ -31,7 +32,7 @@ from domain import errors
 from domain.catalog import ProductSnapshot, StoreTerms, price_options
 from domain.money import is_whole_number
 from domain.order import DeliveryAddress, Order, OrderLine
-from domain.pricing import Totals, compute_quote
+from domain.pricing import Totals, tax_for
 from domain.teamcart import MAX_QUANTITY, CartItem
 
 
@@ -116,8 +117,12 @@ class ShopCart:
         """What the buyer pays: the items, the fee of the delivery method (the store's until
         one is chosen), tax on the subtotal."""
         subtotal = sum(item.line_total_minor for item in self._items.values())
-        fee = 0 if self.delivery_method is DeliveryMethod.PICKUP else self.store.delivery_fee_minor
-        return compute_quote({self.user_id: subtotal}, fee, self.store.tax_rate_bps, 0, None).totals
+        if not self._items or self.delivery_method is DeliveryMethod.PICKUP:
+            fee = 0  # nothing to deliver yet, or nothing delivered
+        else:
+            fee = self.store.delivery_fee_minor
+        tax = tax_for(subtotal, self.store.tax_rate_bps)
+        return Totals(subtotal, fee, tax, 0, 0, subtotal + fee + tax)
 
     def _changed(self) -> None:
         self.version += 1

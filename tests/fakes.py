@@ -75,9 +75,10 @@ from app.unit_of_work import (
 from app.use_cases.order_views import event_payloads
 from app.use_cases.payments.refunds import carry_out_refunds
 from domain.catalog import CouponTerms, ProductSnapshot, StoreTerms
+from domain.checkout import ShopCart, ShopCartStatus
 from domain.errors import OutOfStock
 from domain.events import DomainEvent
-from domain.order import Order, OrderLine, OrderPayment, OrderStatus, order_number
+from domain.order import Order, OrderKind, OrderLine, OrderPayment, OrderStatus, order_number
 from domain.payments import PaymentStatus
 from domain.teamcart import CONFIRM_WINDOWS, CartStatus, TeamCart
 
@@ -358,6 +359,7 @@ class FakeDatabase:
         self.orders: FakeTable[str, Order] = FakeTable()
         self.order_payments: FakeTable[tuple[str, str], OrderPayment] = FakeTable()
         self.store_staff: FakeTable[tuple[str, str], bool] = FakeTable()
+        self.shop_carts: FakeTable[str, ShopCart] = FakeTable()
         self.intents: FakeTable[str, IntentRow] = FakeTable()
         # the unique (cart, user, quote version, attempt) index of payment_intents
         self.intent_attempts: FakeTable[tuple[str, str, int, int], str] = FakeTable()
@@ -713,6 +715,26 @@ class FakeCatalog:
     async def is_staff(self, store_id: str, user_id: str) -> bool:
         return self._db.store_staff.get(self._tx, (store_id, user_id)) is not None
 
+    async def stock_of(self, product_ids: Sequence[str]) -> dict[str, int | None]:
+        found = {p: self._db.products.get(self._tx, p) for p in product_ids}
+        return {p: row.stock for p, row in found.items() if row is not None}
+
+    async def take_stock(self, lines: Sequence[OrderLine]) -> list[str]:
+        wanted = Counter[str]()
+        for line in lines:
+            wanted[line.product_id] += line.quantity
+        short = []
+        for product_id in sorted(wanted):
+            await self._db.products.lock(self._tx, product_id)
+            row = self._db.products.get(self._tx, product_id)
+            if row is None or row.stock is None:
+                continue
+            stocked = StockedProduct(row.product, row.stock - wanted[product_id])
+            await self._db.products.put(self._tx, product_id, stocked)
+            if stocked.stock is not None and stocked.stock < 0:
+                short.append(product_id)
+        return short
+
     async def return_stock(self, lines: Sequence[OrderLine]) -> None:
         returned = Counter[str]()
         for line in lines:
@@ -723,6 +745,85 @@ class FakeCatalog:
             if row is not None and row.stock is not None:
                 stocked = StockedProduct(row.product, row.stock + returned[product_id])
                 await self._db.products.put(self._tx, product_id, stocked)
+
+
+def copy_shop_cart(cart: ShopCart) -> ShopCart:
+    """The cart as stored (see :func:`copy_cart`)."""
+    return ShopCart(
+        id=cart.id,
+        user_id=cart.user_id,
+        store=cart.store,
+        status=cart.status,
+        state=cart.state,
+        items=cart.items.values(),
+        address=cart.address,
+        delivery_method=cart.delivery_method,
+        order_id=cart.order_id,
+        created_at=cart.created_at,
+        version=cart.version,
+    )
+
+
+class FakeShopCarts:
+    """``ShopCartRepository`` in memory."""
+
+    def __init__(self, db: FakeDatabase, tx: FakeTransaction, *, lock: bool) -> None:
+        self._db = db
+        self._tx = tx
+        self._lock = lock
+        self.tracked: dict[str, tuple[ShopCart, int]] = {}
+
+    async def get(self, cart_id: str) -> ShopCart | None:
+        known = self.tracked.get(cart_id)
+        if known is not None:
+            return known[0]
+        if self._lock:
+            await self._db.shop_carts.lock(self._tx, cart_id)
+        stored = self._db.shop_carts.get(self._tx, cart_id)
+        if stored is None:
+            return None
+        cart = copy_shop_cart(stored)
+        self.tracked[cart_id] = (cart, cart.version)
+        return cart
+
+    def add(self, cart: ShopCart) -> None:
+        self.tracked[cart.id] = (cart, 0)
+
+    async def open_ids(self, user_id: str, store_id: str | None = None) -> list[str]:
+        carts = sorted(
+            (c for _, c in self._db.shop_carts.items(self._tx)), key=lambda c: c.created_at
+        )
+        return [
+            c.id
+            for c in carts
+            if c.user_id == user_id
+            and c.status is ShopCartStatus.OPEN
+            and (store_id is None or c.store.store_id == store_id)
+        ]
+
+    async def id_of_order(self, order_id: str) -> str | None:
+        return next(
+            (c.id for _, c in self._db.shop_carts.items(self._tx) if c.order_id == order_id), None
+        )
+
+    async def flush(self) -> None:
+        for cart, version in list(self.tracked.values()):
+            if version and cart.version == version:
+                continue
+            await self._db.shop_carts.lock(self._tx, cart.id)
+            stored = self._db.shop_carts.get(self._tx, cart.id)
+            if (stored is None) != (version == 0) or (stored and stored.version != version):
+                raise VersionConflict(cart.id)
+            if version == 0 and cart.status is ShopCartStatus.OPEN:
+                for _, other in self._db.shop_carts.items(self._tx):  # the partial unique index
+                    if (other.user_id, other.store.store_id, other.status) == (
+                        cart.user_id,
+                        cart.store.store_id,
+                        ShopCartStatus.OPEN,
+                    ):
+                        raise DuplicateKeyError(f"shop_carts open ({cart.user_id})")
+            await self._db.shop_carts.put(self._tx, cart.id, copy_shop_cart(cart))
+            self.tracked[cart.id] = (cart, cart.version)
 
 
 class FakeOrders:
@@ -753,6 +854,14 @@ class FakeOrders:
         order = copy_order(stored)
         self.loaded[order_id] = (order, order.version)
         return order
+
+    async def due_unpaid_ids(self, payment_window: timedelta) -> list[str]:
+        due = self._db.now() - payment_window
+        return [
+            order.id
+            for _, order in self._db.orders.items(self._tx)
+            if order.kind is OrderKind.SINGLE and order.awaits_payment and order.created_at < due
+        ]
 
     async def id_paid_by(self, payment_intent_id: str) -> str | None:
         return next(
@@ -1185,6 +1294,7 @@ class FakeUnitOfWork:
         self.carts = FakeCarts(db, self._tx, lock=lock)
         self.catalog = FakeCatalog(db, self._tx)
         self.orders = FakeOrders(db, self._tx, lock=lock)
+        self.shop_carts = FakeShopCarts(db, self._tx, lock=lock)
         self.payments = FakePayments(db, self._tx)
         self.stripe = stripe
         self.owed = OwedRefunds()
@@ -1200,6 +1310,7 @@ class FakeUnitOfWork:
         appended = _Outbox(self._db, self._tx, self._payloads)
         await self.carts.flush(appended)
         await self.orders.flush(appended)
+        await self.shop_carts.flush()
         return appended.records if self._relaying else []
 
     def commit(self) -> None:

@@ -194,3 +194,34 @@ async def return_stock(conn: AsyncConnection, lines: Sequence[OrderLine]) -> Non
             .where(products.c.id == product_id, products.c.stock.is_not(None))
             .values(stock=products.c.stock + quantity)
         )
+
+
+async def take_stock(conn: AsyncConnection, lines: Sequence[OrderLine]) -> list[str]:
+    """Take a checkout's units out of stock, all or nothing (products in id order, one lock
+    order for everyone): the products that are short, none taken when any is."""
+    wanted: dict[str, int] = {}
+    for line in lines:
+        wanted[line.product_id] = wanted.get(line.product_id, 0) + line.quantity
+    short = []
+    for product_id, quantity in sorted(wanted.items()):
+        taken = await conn.execute(
+            update(products)
+            .where(
+                products.c.id == product_id,
+                products.c.stock.is_not(None),
+            )
+            .values(stock=products.c.stock - quantity)
+            .returning(products.c.stock)
+        )
+        left = taken.scalar_one_or_none()
+        if left is not None and left < 0:
+            short.append(product_id)
+    return short
+
+
+async def stock_of(conn: AsyncConnection, product_ids: Sequence[str]) -> dict[str, int | None]:
+    """Each product's units in stock now (``None``: unlimited)."""
+    found = await conn.execute(
+        select(products.c.id, products.c.stock).where(products.c.id.in_(list(product_ids)))
+    )
+    return {str(product_id): stock for product_id, stock in found.all()}

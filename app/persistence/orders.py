@@ -4,10 +4,21 @@ member's, a store's), store staff, and the version-checked save."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import RowMapping, bindparam, exists, insert, literal, or_, select, tuple_, update
+from sqlalchemy import (
+    RowMapping,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.persistence.tables import (
@@ -74,6 +85,7 @@ def _payment_row(order: Order, payment: OrderPayment) -> dict[str, Any]:
         "refunded_minor": payment.refunded_minor,
         "status": payment.status.value,
         "reference": payment.reference,
+        "checkout_session_id": payment.checkout_session_id,
     }
 
 
@@ -134,7 +146,12 @@ _SAVE_PAYMENT = (
         order_payments.c.order_id == bindparam("_order_id"),
         order_payments.c.user_id == bindparam("_user_id"),
     )
-    .values(status=bindparam("status"), refunded_minor=bindparam("refunded_minor"))
+    .values(
+        status=bindparam("status"),
+        refunded_minor=bindparam("refunded_minor"),
+        reference=bindparam("reference"),
+        checkout_session_id=bindparam("checkout_session_id"),
+    )
 )
 
 
@@ -162,6 +179,8 @@ async def save_order(conn: AsyncConnection, order: Order, expected_version: int)
                 "_user_id": payment.user_id,
                 "status": payment.status.value,
                 "refunded_minor": payment.refunded_minor,
+                "reference": payment.reference,
+                "checkout_session_id": payment.checkout_session_id,
             }
             for payment in order.payments
         ],
@@ -297,6 +316,7 @@ def _to_order(
                 reference=payment["reference"],
                 display_name=payment["display_name"],
                 refunded_minor=payment["refunded_minor"],
+                checkout_session_id=payment["checkout_session_id"],
             )
             for payment in payments
         ],
@@ -324,3 +344,18 @@ def _to_order(
         if tracking is None
         else Tracking(tracking["carrier"], tracking["tracking_number"], tracking.get("url")),
     )
+
+
+async def due_unpaid_order_ids(conn: AsyncConnection, payment_window: timedelta) -> list[str]:
+    """Single-payer orders still unpaid a payment window after checkout (their stock is to
+    go back)."""
+    found = await conn.execute(
+        select(orders.c.id)
+        .where(
+            orders.c.kind == "single",
+            orders.c.status.in_(["awaiting_payment", "payment_failed"]),
+            orders.c.created_at < func.now() - payment_window,
+        )
+        .limit(100)
+    )
+    return [str(order_id) for order_id in found.scalars()]

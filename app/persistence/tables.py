@@ -268,6 +268,7 @@ order_payments = Table(
     Column("reference", Text, nullable=True),
     Column("display_name", Text, nullable=False, server_default=text("''")),
     Column("refunded_minor", BigInteger, nullable=False, server_default=text("0")),
+    Column("checkout_session_id", Text, nullable=True),  # a single-payer's Stripe Checkout
 )
 Index("ix_order_payments_user_id", order_payments.c.user_id)
 Index("ix_order_payments_reference", order_payments.c.reference)
@@ -280,6 +281,51 @@ store_staff = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 Index("ix_store_staff_user_id", store_staff.c.user_id)
+
+# --- Shop carts (single-payer) ---------------------------------------------------------------
+
+shop_carts = Table(
+    "shop_carts",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("user_id", UUID(as_uuid=False), nullable=False),
+    Column("store_id", UUID(as_uuid=False), ForeignKey("stores.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("address", JSONB, nullable=True),
+    Column("delivery_method", String(16), nullable=True),
+    Column("order_id", UUID(as_uuid=False), ForeignKey("orders.id"), nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("status IN ('open', 'checked_out', 'merged')", name="status_known"),
+)
+Index(
+    "ix_shop_carts_open_per_user_store",
+    shop_carts.c.user_id,
+    shop_carts.c.store_id,
+    unique=True,
+    postgresql_where=shop_carts.c.status == "open",
+)
+Index("ix_shop_carts_order_id", shop_carts.c.order_id)
+
+shop_cart_items = Table(
+    "shop_cart_items",
+    metadata,
+    Column(
+        "cart_id",
+        UUID(as_uuid=False),
+        ForeignKey("shop_carts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("item_id", UUID(as_uuid=False), primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("product_id", UUID(as_uuid=False), ForeignKey("products.id"), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("options", JSONB, nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=False),
+    Column("quantity", Integer, nullable=False),
+)
 
 # --- Outbox and idempotency ------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from app.failures import ForbiddenError, InvalidFieldError, NotFoundError
 from app.payments.amounts import to_stripe
 from app.persistence.payments import partial_request_id
 from app.unit_of_work import UnitOfWork
+from app.use_cases.checkout import release_attempt
 from app.use_cases.payments.refunds import owe_refund
 from domain.order import Actor, Order, OrderKind, OrderStatus
 
@@ -215,6 +216,7 @@ async def cancel_order(command: CancelOrder, uow: UnitOfWork) -> Order:
         if command.actor.user_id in order.participant_user_ids:
             raise ForbiddenError("may_not_cancel", "only the host may cancel a group order")
         raise ForbiddenError("not_a_participant", "only the host and the store's staff may")
+    unpaid = order.awaits_payment
     for payment in order.cancel(actor, command.reason, datetime.now(UTC)):
         assert payment.reference is not None  # online payments have their intent
         await owe_refund(
@@ -226,6 +228,8 @@ async def cancel_order(command: CancelOrder, uow: UnitOfWork) -> Order:
             cart_id=order.cart_id,
         )
     await uow.catalog.return_stock(order.lines)
+    if unpaid:
+        await release_attempt(uow, order)  # a payment under way: Stripe stops taking it
     log.info("order_cancelled", order_id=order.id, by_role=actor, reason=command.reason)
     return order
 

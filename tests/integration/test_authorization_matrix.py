@@ -40,6 +40,7 @@ class Access(Enum):
     PARTICIPANT = "participant"  # an order's host, payers, its store's staff and admins
     STORE = "store"  # the store's staff and admins
     CANCELLER = "canceller"  # an order's host, its store's staff and admins
+    BUYER = "buyer"  # the owner of a single-payer cart (the host's, here)
 
 
 ROLES = ("anonymous", "stranger", "guest", "host", "staff", "admin")
@@ -55,6 +56,7 @@ ALLOWED: dict[Access, set[str]] = {
     Access.PARTICIPANT: {"guest", "host", "staff", "admin"},
     Access.STORE: {"staff", "admin"},
     Access.CANCELLER: {"host", "staff", "admin"},
+    Access.BUYER: {"host"},
 }
 
 ROUTES: dict[tuple[str, str], Access] = {
@@ -107,6 +109,15 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/api/v1/stores/{store_id:uuid}/orders"): Access.STORE,
     ("POST", "/api/v1/stores/{store_id:uuid}/staff"): Access.ADMIN,
     ("PATCH", "/api/v1/me"): Access.SIGNED_IN,
+    ("POST", "/api/v1/carts"): Access.SIGNED_IN,
+    ("POST", "/api/v1/carts/merge"): Access.SIGNED_IN,
+    ("GET", "/api/v1/carts/{shop_cart_id:uuid}"): Access.BUYER,
+    ("POST", "/api/v1/carts/{shop_cart_id:uuid}/items"): Access.BUYER,
+    ("PATCH", "/api/v1/carts/{shop_cart_id:uuid}/items/{item_id:uuid}"): Access.BUYER,
+    ("DELETE", "/api/v1/carts/{shop_cart_id:uuid}/items/{item_id:uuid}"): Access.BUYER,
+    ("PUT", "/api/v1/carts/{shop_cart_id:uuid}/address"): Access.BUYER,
+    ("PUT", "/api/v1/carts/{shop_cart_id:uuid}/delivery"): Access.BUYER,
+    ("POST", "/api/v1/carts/{shop_cart_id:uuid}/checkout"): Access.BUYER,
 }
 SOCKETS = {
     "/ws/teamcarts/{cart_id:uuid}",  # tested in test_realtime_ws (4401/4403/4404)
@@ -136,6 +147,9 @@ BODIES: dict[str, Any] = {
     "/transitions": {"to": "accepted"},
     "/cancel": {"reason": "matrix"},
     "/refunds": {"amount_minor": 1},  # of a cash payment: 422 for those allowed to ask
+    "/address": ADDRESS,
+    "/delivery": {"method": "pickup"},
+    "/checkout": {},  # before the address: 409 for the cart's owner
     "/staff": {"user_id": str(uuid.uuid4())},
     "/api/v1/me": {"display_name": "Me"},
 }
@@ -205,6 +219,7 @@ async def world(client: Client, admin: dict[str, str], secret: str) -> World:
             "item_id": item,
             "user_id": uid(guest),
             "order_id": await an_order_of(client, store["id"], product["id"], host, guest),
+            "shop_cart_id": await a_shop_cart_of(client, store["id"], product["id"], host),
             "code": cart["invite_code"],
             "file_path": "app.js",
             "path": "openapi.json",
@@ -214,8 +229,25 @@ async def world(client: Client, admin: dict[str, str], secret: str) -> World:
             "/join": {"invite_code": cart["invite_code"]},
             "/items": {"product_id": product["id"], "quantity": 1},
             "/coupon": {"code": code},
+            "/api/v1/carts": {"store_id": store["id"]},
+            "/merge": {"guest_token": guest["Authorization"].removeprefix("Bearer ")},
         },
     )
+
+
+async def a_shop_cart_of(
+    client: Client, store_id: str, product_id: str, buyer: dict[str, str]
+) -> str:
+    """The buyer's single-payer cart at the store, with an item."""
+    cart = await client.post("/api/v1/carts", json={"store_id": store_id}, headers=buyer)
+    assert cart.status_code == 201, cart.text
+    added = await client.post(
+        f"/api/v1/carts/{cart.json()['id']}/items",
+        json={"product_id": product_id, "quantity": 1},
+        headers=buyer,
+    )
+    assert added.status_code == 201, added.text
+    return str(cart.json()["id"])
 
 
 async def an_order_of(

@@ -43,6 +43,7 @@ from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
 from app.use_cases.payments.metrics import ALERTS, AMOUNT_MISMATCHES
 from app.use_cases.payments.refunds import owe_refund
 from domain import errors
+from domain.order import Order
 from domain.payments import CaptureOutcome, PaymentStatus
 from domain.teamcart import CartStatus, TeamCart
 
@@ -59,6 +60,7 @@ WEBHOOK_SECONDS = Histogram(
 _MISMATCHES = frozenset({"quote_changed", "currency_mismatch", "amount_mismatch"})
 REFUND_EVENTS = frozenset({"charge.refunded", "refund.created", "refund.updated"})
 DISPUTE_EVENTS = frozenset({"charge.dispute.created", "charge.dispute.closed"})
+CHECKOUT_EVENTS = frozenset({"checkout.session.completed", "checkout.session.expired"})
 DISPUTES_KEPT = frozenset({"won", "warning_closed"})
 """A closed dispute that leaves the money with the store (an inquiry closed is one too)."""
 
@@ -138,10 +140,10 @@ async def _apply(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]) -> Ou
         if metadata.get("teamcart_id"):
             return await _apply_to_cart(uow, event_type, obj, metadata)
         if metadata.get("order_id"):
-            return Outcome(
-                EventOutcome.IGNORED, "unrouted: single-payer orders are not handled yet", intent_id
-            )
+            return await _apply_intent_to_order(uow, event_type, obj, str(metadata["order_id"]))
         return Outcome(EventOutcome.IGNORED, "not a TeamCart payment", intent_id)
+    if event_type in CHECKOUT_EVENTS:
+        return await _apply_checkout_session(uow, event_type, obj)
     if event_type in REFUND_EVENTS:
         return await _apply_refund(uow, event_type, obj)
     if event_type in DISPUTE_EVENTS:
@@ -197,6 +199,18 @@ def malformed(event_type: str, obj: Mapping[str, Any]) -> str | None:
         return _first(
             _text(obj, "id"), _text(obj, "payment_intent"), _amount(obj, "amount", required=False)
         )
+    if event_type in CHECKOUT_EVENTS:
+        metadata = obj.get("metadata", {})
+        if metadata is not None and not isinstance(metadata, Mapping):
+            return "metadata is not an object"
+        if event_type == "checkout.session.expired" or obj.get("payment_status") != "paid":
+            return _text(obj, "id")
+        return _first(
+            _text(obj, "id"),
+            _text(obj, "payment_intent"),
+            _amount(obj, "amount_total", required=True),
+            _text(obj, "currency"),
+        )
     return None
 
 
@@ -205,7 +219,7 @@ def _malformed_intent(obj: Mapping[str, Any]) -> str | None:
     if metadata is not None and not isinstance(metadata, Mapping):
         return "metadata is not an object"
     metadata = metadata or {}
-    if not metadata.get("teamcart_id"):
+    if not metadata.get("teamcart_id") and not metadata.get("order_id"):
         return _text(obj, "id")
     return _first(
         _text(obj, "id"),
@@ -392,6 +406,84 @@ def _received_minor(received: int, currency: str) -> int:
     return amount
 
 
+# --- single-payer orders, routed by metadata.order_id -----------------------------------------
+
+
+async def _order_named(uow: UnitOfWork, order_id: str) -> Order | None:
+    return await uow.orders.get(order_id) if _is_uuid(order_id) else None
+
+
+async def _apply_intent_to_order(
+    uow: UnitOfWork, event_type: str, intent: Mapping[str, Any], order_id: str
+) -> Outcome:
+    intent_id = str(intent["id"])
+    order = await _order_named(uow, order_id)
+    if event_type == "payment_intent.succeeded":
+        received = int(intent.get("amount_received") or intent.get("amount") or 0)
+        currency = str(intent.get("currency", "")).upper()
+        return await _order_paid(uow, order, intent_id, received, currency)
+    if order is None:
+        return Outcome(EventOutcome.IGNORED, "unknown order", intent_id)
+    if event_type == "payment_intent.payment_failed":
+        failed = order.payment_failed(intent_id, datetime.now(UTC))
+        return Outcome(
+            EventOutcome.APPLIED if failed else EventOutcome.IGNORED,
+            None if failed else f"the order is {order.status}, or paid by another attempt",
+            intent_id,
+        )
+    return Outcome(EventOutcome.IGNORED, f"{event_type} changes no order", intent_id)
+
+
+async def _apply_checkout_session(
+    uow: UnitOfWork, event_type: str, session: Mapping[str, Any]
+) -> Outcome:
+    """A Checkout Session paid (as its intent's success: whichever comes first counts, the
+    other is told again) or expired unpaid (the order is cancelled, its stock returned)."""
+    order_id = str(_metadata(session).get("order_id") or "")
+    if not order_id:
+        return Outcome(EventOutcome.IGNORED, "not an order's checkout")
+    order = await _order_named(uow, order_id)
+    if event_type == "checkout.session.expired":
+        if order is None or not order.expire_checkout(str(session["id"]), datetime.now(UTC)):
+            return Outcome(EventOutcome.IGNORED, "no unpaid order waits on this session")
+        await uow.catalog.return_stock(order.lines)
+        return Outcome(EventOutcome.APPLIED, "checkout expired")
+    if session.get("payment_status") != "paid":
+        return Outcome(EventOutcome.IGNORED, "completed, not paid yet")
+    return await _order_paid(
+        uow,
+        order,
+        str(session["payment_intent"]),
+        int(session["amount_total"]),
+        str(session["currency"]).upper(),
+    )
+
+
+async def _order_paid(
+    uow: UnitOfWork, order: Order | None, intent_id: str, received: int, currency: str
+) -> Outcome:
+    """A capture for a single-payer order: it pays the order, or, when the order no longer
+    takes it or it isn't what is owed, it is refunded in full (never kept, never paid)."""
+    if order is not None:
+        try:
+            received_minor = from_stripe(received, currency)
+        except ValueError:
+            received_minor = -1  # a currency we don't price in: not what is owed
+        if order.record_payment(intent_id, received_minor, currency, datetime.now(UTC)):
+            return Outcome(EventOutcome.APPLIED, None, intent_id)
+        mismatch = order.awaits_payment
+        reason = "amount_mismatch" if mismatch else f"order_{order.status}"
+    else:
+        mismatch, reason = False, "unknown_order"
+    if mismatch:
+        AMOUNT_MISMATCHES.inc()
+        ALERTS.labels(kind="amount_mismatch").inc()
+    await owe_refund(
+        uow, intent_id, amount=received, currency=currency, reason=reason, cart_id=None
+    )
+    return Outcome(EventOutcome.REFUNDED, reason, intent_id)
+
+
 # --- refunds and disputes --------------------------------------------------------------------
 
 
@@ -412,24 +504,12 @@ async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]
     if event_type == "charge.refunded":
         listed = (obj.get("refunds") or {}).get("data") or []
     for refund in listed:
-        status = str(refund.get("status") or "succeeded")
-        await uow.payments.record_refund(
-            str(refund["id"]),
-            intent_id,
-            amount=int(refund.get("amount") or 0),
-            currency=currency,
-            status=status,
-            reason="stripe",
-        )
-        if status == "failed":
-            ALERTS.labels(kind="refund_failed").inc()
-            log.error("refund_failed", payment_intent_id=intent_id, refund_id=refund["id"])
-            reason = str(refund.get("failure_reason") or "failed")
-            if await uow.payments.reopen_refund(intent_id, f"Stripe: {reason}"):
-                uow.refund_after_commit(payment_intent_ids=[intent_id])
-    if owner is None:
-        return Outcome(EventOutcome.IGNORED, "unknown intent", intent_id)
+        await _record_refund(uow, intent_id, currency, refund)
     on_order = await _sync_order_refunds(uow, intent_id, currency)
+    if owner is None:  # a single-payer order's payment, or not ours
+        if on_order:
+            return Outcome(EventOutcome.APPLIED, None, intent_id)
+        return Outcome(EventOutcome.IGNORED, "unknown intent", intent_id)
     if event_type == "charge.refunded" and obj.get("amount") is not None:
         captured, refunded = int(obj["amount"]), int(obj.get("amount_refunded") or 0)
     else:
@@ -464,6 +544,27 @@ async def _apply_refund(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]
         )
     cart.record_refund(owner.user_id, intent_id, from_stripe(refunded, currency))
     return Outcome(EventOutcome.APPLIED, None, intent_id, owner.cart_id)
+
+
+async def _record_refund(
+    uow: UnitOfWork, intent_id: str, currency: str, refund: Mapping[str, Any]
+) -> None:
+    """One refund by Stripe's id; a failed one alerts, and one we owe is owed again."""
+    status = str(refund.get("status") or "succeeded")
+    await uow.payments.record_refund(
+        str(refund["id"]),
+        intent_id,
+        amount=int(refund.get("amount") or 0),
+        currency=currency,
+        status=status,
+        reason="stripe",
+    )
+    if status == "failed":
+        ALERTS.labels(kind="refund_failed").inc()
+        log.error("refund_failed", payment_intent_id=intent_id, refund_id=refund["id"])
+        reason = str(refund.get("failure_reason") or "failed")
+        if await uow.payments.reopen_refund(intent_id, f"Stripe: {reason}"):
+            uow.refund_after_commit(payment_intent_ids=[intent_id])
 
 
 async def _sync_order_refunds(uow: UnitOfWork, intent_id: str, currency: str) -> bool:
@@ -504,12 +605,10 @@ async def _apply_dispute(uow: UnitOfWork, event_type: str, dispute: Mapping[str,
         reason=str(dispute.get("reason") or "unknown"),
         status=status,
     )
+    reason = f"dispute {status}" if closed else str(dispute.get("reason") or "dispute")
     owner = await uow.payments.intent_owner(intent_id)
-    if owner is None:
-        # Stored all the same: if its capture is reported later, it goes to review.
-        return Outcome(EventOutcome.REVIEW, "dispute on an unknown payment", intent_id)
-    cart = await uow.carts.get(owner.cart_id)
-    if cart is not None and cart.is_member(owner.user_id) and not kept:
+    cart = await uow.carts.get(owner.cart_id) if owner is not None else None  # cart first
+    if owner is not None and cart is not None and cart.is_member(owner.user_id) and not kept:
         cart.flag_payment_for_review(owner.user_id, intent_id)
     order_id = await uow.orders.id_paid_by(intent_id)
     order = None if order_id is None else await uow.orders.get(order_id)
@@ -518,5 +617,7 @@ async def _apply_dispute(uow: UnitOfWork, event_type: str, dispute: Mapping[str,
         if closed:
             marked = PaymentStatus.WON if kept else PaymentStatus.LOST
         order.note_dispute(intent_id, marked, datetime.now(UTC))
-    reason = f"dispute {status}" if closed else str(dispute.get("reason") or "dispute")
-    return Outcome(EventOutcome.REVIEW, reason, intent_id, owner.cart_id)
+    if owner is None and order is None:
+        # Stored all the same: if its capture is reported later, it goes to review.
+        return Outcome(EventOutcome.REVIEW, "dispute on an unknown payment", intent_id)
+    return Outcome(EventOutcome.REVIEW, reason, intent_id, owner.cart_id if owner else None)
