@@ -48,6 +48,7 @@ from app.resources import Resources
 from app.routes.accounts import AccountController
 from app.routes.catalog import CatalogController
 from app.routes.dev_mail import DevMailController
+from app.routes.dev_stripe import DevStripeController, serves_emulator
 from app.routes.fields import check_json_body
 from app.routes.health import HealthController
 from app.routes.me import MeController
@@ -304,6 +305,7 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
             AccountController,
             MeController,
             *([DevMailController] if settings.mail_catcher_dir is not None else []),
+            *([DevStripeController] if serves_emulator(settings) else []),
             CatalogController,
             TeamCartController,
             ShopCartController,

@@ -70,6 +70,7 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/"): Access.PUBLIC,
     ("GET", "/join/{code:str}"): Access.PUBLIC,
     ("GET", "/favicon.ico"): Access.PUBLIC,
+    ("GET", "/dev/stripe"): Access.PUBLIC,  # the embedded emulator's (this suite's) only
     ("GET", "/static/{file_path:path}"): Access.PUBLIC,
     ("GET", "/schema"): Access.PUBLIC,
     ("GET", "/schema/swagger"): Access.PUBLIC,
