@@ -31,6 +31,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from app.failures import (
     ApplicationError,
+    BelowOnlineMinimum,
     InvalidFieldError,
     causes,
     is_unavailable,
@@ -44,6 +45,7 @@ from domain.errors import (
     Invalid,
     NotFound,
     OutOfStock,
+    OverSpendingLimit,
     RefundExceedsPaid,
     TipTooHigh,
 )
@@ -136,6 +138,8 @@ def domain_error_to_problem(exc: DomainError) -> ProblemDetailsException:
         extra["allowed"] = list(exc.allowed)
     if isinstance(exc, RefundExceedsPaid):
         extra["refundable_minor"] = exc.refundable_minor
+    if isinstance(exc, OverSpendingLimit):
+        extra["limit_minor"] = exc.limit_minor
     return problem(status, exc.code, exc.detail, extra=extra)
 
 
@@ -143,6 +147,8 @@ def application_error_to_problem(exc: ApplicationError) -> ProblemDetailsExcepti
     extra: dict[str, Any] = {}
     if isinstance(exc, InvalidFieldError):
         extra["errors"] = [{"field": exc.field, "source": exc.source, "message": "invalid"}]
+    if isinstance(exc, BelowOnlineMinimum):
+        extra["minimum_minor"] = exc.minimum_minor
     return problem(exc.status, exc.code, exc.detail, extra=extra)
 
 

@@ -15,6 +15,7 @@ for the webhook intake alike::
     ├── ConflictError           409  payment_not_open, …
     │   └── VersionConflictError     version_conflict (the unit of work's retries ran out)
     ├── UnprocessableError      422  currency_not_payable_online, …
+    │   └── BelowOnlineMinimum       below_online_minimum (with ``minimum_minor``)
     ├── PaymentDeclinedError    402  card_declined (Stripe's message for the card holder)
     ├── ProviderUnavailableError 502 payment_provider_unavailable
     └── ServiceUnavailableError 503  service_unavailable (try again later)
@@ -72,6 +73,18 @@ class VersionConflictError(ConflictError):
 
 class UnprocessableError(ApplicationError):
     status = 422
+
+
+class BelowOnlineMinimum(UnprocessableError):
+    """A share smaller than Stripe charges in the currency: cash, or the host covering it."""
+
+    def __init__(self, minimum_minor: int, currency: str) -> None:
+        super().__init__(
+            "below_online_minimum",
+            f"Stripe charges at least {minimum_minor} ({currency} minor units); pay this share "
+            "cash on delivery, or ask the host to cover it",
+        )
+        self.minimum_minor = minimum_minor
 
 
 class PaymentDeclinedError(ApplicationError):

@@ -60,7 +60,7 @@ from domain.catalog import CouponTerms, ProductSnapshot, StoreTerms
 from domain.checkout import ShopCart
 from domain.events import DomainEvent
 from domain.order import Order, OrderLine, OrderStatus
-from domain.teamcart import TeamCart
+from domain.teamcart import CartItem, TeamCart
 
 log = structlog.get_logger("teamcart.uow")
 
@@ -116,6 +116,9 @@ class CartRepository(Protocol):
         """Every line's quantity out of stock, or ``OutOfStock`` naming the products."""
 
     async def release_stock(self, cart_id: str) -> None: ...
+
+    async def release_items_stock(self, cart_id: str, items: Sequence[CartItem]) -> None:
+        """The units of these items of a locked cart back on sale (a member removed)."""
 
     async def commit_stock(self, cart_id: str) -> None: ...
 
@@ -479,6 +482,9 @@ class SqlCarts:
 
     async def release_stock(self, cart_id: str) -> None:
         await cart_rows.release_stock(self._conn, cart_id)
+
+    async def release_items_stock(self, cart_id: str, items: Sequence[CartItem]) -> None:
+        await cart_rows.release_items_stock(self._conn, cart_id, items)
 
     async def commit_stock(self, cart_id: str) -> None:
         await cart_rows.commit_stock(self._conn, cart_id)

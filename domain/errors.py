@@ -35,6 +35,8 @@ The tree::
     |   +-- IllegalTransition           illegal_transition
     |   +-- OrderNotCancellable         order_not_cancellable
     |   +-- CheckoutStepMissing         checkout_step_missing
+    |   +-- OverSpendingLimit           over_spending_limit
+    |   +-- CartOverCommitted           would_change_paid_amounts
     |   +-- OrderNotPayable             order_not_payable
     +-- Invalid (422)
         +-- InvalidQuantity             invalid_quantity
@@ -53,6 +55,7 @@ The tree::
         +-- CurrencyMismatch            currency_mismatch
         +-- UnknownCurrency             unknown_currency
         +-- TrackingRequired            tracking_required
+        +-- InvalidAllowance            invalid_allowance
         +-- InvalidRefund               invalid_refund
         +-- PaymentNotRefundable        payment_not_refundable
         +-- RefundExceedsPaid           refund_exceeds_paid
@@ -259,6 +262,23 @@ class CheckoutStepMissing(Conflict):
     default_detail = "An earlier step of the checkout is missing."
 
 
+class OverSpendingLimit(Conflict):
+    code = "over_spending_limit"
+    default_detail = "That would take your items past the host's spending limit."
+
+    def __init__(self, limit_minor: int, detail: str | None = None) -> None:
+        self.limit_minor = limit_minor
+        super().__init__(detail)
+
+
+class CartOverCommitted(Conflict):
+    code = "would_change_paid_amounts"
+    default_detail = (
+        "That would change what someone already paid or committed to (or leave the host "
+        "owing less than nothing); it can't be done now."
+    )
+
+
 class OrderNotPayable(Conflict):
     code = "order_not_payable"
     default_detail = "This order no longer takes a payment."
@@ -386,3 +406,9 @@ class RefundExceedsPaid(Invalid):
     def __init__(self, refundable_minor: int, detail: str | None = None) -> None:
         self.refundable_minor = refundable_minor
         super().__init__(detail)
+
+
+class InvalidAllowance(Invalid):
+    code = "invalid_allowance"
+    default_detail = "An allowance is a whole amount >= 0 (or null for none)."
+    default_field = "amount_minor"

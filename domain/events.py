@@ -188,6 +188,61 @@ class CouponRemoved(CartEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class InviteRotated(CartEvent):
+    """The host replaced the invite code: the old link no longer lets anyone in."""
+
+    name: ClassVar[str] = "invite_rotated"
+
+    invite_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentModeSet(CartEvent):
+    """Who pays: ``split`` (each their share) or ``host_pays``."""
+
+    name: ClassVar[str] = "payment_mode_set"
+
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class AllowanceSet(CartEvent):
+    """The host pays up to this much of each guest's share (``None``: no allowance)."""
+
+    name: ClassVar[str] = "allowance_set"
+
+    amount_minor: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SpendingLimitSet(CartEvent):
+    name: ClassVar[str] = "spending_limit_set"
+
+    amount_minor: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberCovered(CartEvent):
+    """The host took over a guest's share."""
+
+    name: ClassVar[str] = "member_covered"
+
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CartRequoted(CartEvent):
+    """A locked cart priced again (who pays changed, a member was covered or removed): what
+    each member pays is in the quote; nobody who paid or committed pays a different amount."""
+
+    name: ClassVar[str] = "cart_requoted"
+
+    quote_version: int
+    quote: Quote
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class MemberPaymentEvent(CartEvent):
     """Base of the events that change one member's payment (``member_payment_updated``)."""
 
@@ -446,6 +501,12 @@ EVENT_TYPES: Mapping[str, type[DomainEvent]] = types.MappingProxyType(
                 TipSet,
                 CouponApplied,
                 CouponRemoved,
+                InviteRotated,
+                PaymentModeSet,
+                AllowanceSet,
+                SpendingLimitSet,
+                MemberCovered,
+                CartRequoted,
                 CodCommitted,
                 OnlinePaymentRecorded,
                 PaymentStarted,
@@ -502,7 +563,11 @@ def _from_json(hint: object, value: object) -> object:
     if hint is Quote:
         if not isinstance(value, Mapping) or not isinstance(value.get("totals"), Mapping):
             raise ValueError(f"expected a quote object, got {value!r}")
-        return Quote(totals=Totals(**value["totals"]), shares=value.get("shares") or {})
+        return Quote(
+            totals=Totals(**value["totals"]),
+            shares=value.get("shares") or {},
+            owes=value.get("owes"),  # None (stored before payment options): the shares
+        )
     if typing.get_origin(hint) is tuple:
         if not isinstance(value, list | tuple):
             raise ValueError(f"expected a list, got {value!r}")

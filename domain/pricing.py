@@ -16,7 +16,7 @@ share. All arithmetic is on integers (and exact fractions), never floats:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TypeVar
@@ -125,17 +125,77 @@ TOTALS_FIELDS = (
 
 @dataclass(frozen=True, slots=True)
 class Quote:
-    """The frozen price of a locked cart: its totals and every member's share of the total."""
+    """The frozen price of a locked cart: its totals, every member's share of the total (in
+    proportion to their subtotal), and what each of them pays (``owes``: the shares, unless
+    the host pays for everyone, covers a member or gives an allowance: ``owed_amounts``).
+    Both sum to the total."""
 
     totals: Totals
     shares: Mapping[str, int]
+    owes: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shares", MappingProxyType(dict(self.shares)))
+        owes = self.shares if self.owes is None else self.owes
+        object.__setattr__(self, "owes", MappingProxyType(dict(owes)))
 
     def share_of(self, user_id: str) -> int:
-        """What the member owes; 0 for anyone the quote does not name."""
+        """The member's share by subtotal; 0 for anyone the quote does not name."""
         return self.shares.get(user_id, 0)
+
+    def owed_by(self, user_id: str) -> int:
+        """What the member pays; 0 for anyone the quote does not name."""
+        assert self.owes is not None
+        return self.owes.get(user_id, 0)
+
+
+class OverCommitted(ValueError):
+    """What members have already paid or committed is more than the host's side can absorb:
+    the host would owe a negative amount, or a host who paid would owe a different one."""
+
+
+def owed_amounts(
+    shares: Mapping[K, int],
+    host: K,
+    *,
+    host_pays: bool = False,
+    allowance_minor: int | None = None,
+    covered: Collection[K] = (),
+    fixed: Mapping[K, int] | None = None,
+) -> dict[K, int]:
+    """What each member pays, from their shares (which sum to the total):
+
+    - a guest whose amount is ``fixed`` (they paid, committed or are paying) pays exactly that;
+    - otherwise nothing when the host pays for everyone or covers them, their share less the
+      ``allowance_minor`` (never below 0) when there is one, else their share;
+    - the host pays the rest, so the amounts sum to the total. ``OverCommitted`` when that
+      would be negative, or differ from a ``fixed`` amount of the host's.
+    """
+    fixed = fixed or {}
+    if host not in shares:
+        raise ValueError("the host must have a share")
+    if allowance_minor is not None and (
+        not is_whole_number(allowance_minor) or allowance_minor < 0
+    ):
+        raise ValueError("an allowance is a non-negative int")
+    owes: dict[K, int] = {}
+    for member, share in shares.items():
+        if member == host:
+            continue
+        if member in fixed:
+            owes[member] = fixed[member]
+        elif host_pays or member in covered:
+            owes[member] = 0
+        elif allowance_minor is not None:
+            owes[member] = max(0, share - allowance_minor)
+        else:
+            owes[member] = share
+    host_owes = sum(shares.values()) - sum(owes.values())
+    if host_owes < 0:
+        raise OverCommitted("the members' fixed payments exceed the cart's total")
+    if host in fixed and fixed[host] != host_owes:
+        raise OverCommitted("the host's own payment would have to change")
+    return {member: host_owes if member == host else owes[member] for member in shares}
 
 
 def compute_quote(

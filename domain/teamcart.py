@@ -48,6 +48,7 @@ from types import MappingProxyType
 from domain import errors
 from domain.catalog import CouponTerms, ProductSnapshot, StoreTerms, price_options
 from domain.events import (
+    AllowanceSet,
     CartCancelled,
     CartConverted,
     CartEvent,
@@ -56,22 +57,27 @@ from domain.events import (
     CartOpened,
     CartPaymentsReopened,
     CartReadyToConfirm,
+    CartRequoted,
     CartUnlocked,
     CodCommitted,
     CouponApplied,
     CouponRemoved,
+    InviteRotated,
     ItemAdded,
     ItemQuantityChanged,
     ItemRemoved,
+    MemberCovered,
     MemberJoined,
     MemberLeft,
     MemberReadyChanged,
     OnlinePaymentRecorded,
     PaymentCanceled,
     PaymentFailed,
+    PaymentModeSet,
     PaymentRefunded,
     PaymentStarted,
     PaymentUnderReview,
+    SpendingLimitSet,
     TipSet,
 )
 from domain.money import is_whole_number
@@ -84,14 +90,16 @@ from domain.payments import (
     PaymentMethod,
     PaymentStatus,
 )
-from domain.pricing import Quote, compute_quote
+from domain.pricing import OverCommitted, Quote, compute_quote, owed_amounts
 
 __all__ = [
     "DEFAULT_MAX_TIP_BPS",
+    "DEFAULT_REMINDER_MINUTES",
     "MAX_DISPLAY_NAME_LENGTH",
     "MAX_MEMBERS",
     "MAX_QUANTITY",
     "NO_PAYMENT",
+    "Capture",
     "CartItem",
     "CartStatus",
     "Member",
@@ -99,12 +107,15 @@ __all__ = [
     "MemberRole",
     "OwedRefund",
     "PaymentMethod",
+    "PaymentMode",
     "PaymentStatus",
     "TeamCart",
     "max_tip_for",
 ]
 
 MAX_QUANTITY = 99
+DEFAULT_REMINDER_MINUTES = 15
+"""How long before a deadline members are reminded, unless the cart says otherwise."""
 MAX_MEMBERS = 50
 """A cart takes at most this many members, the host included."""
 CONFIRM_WINDOWS = 2
@@ -157,10 +168,33 @@ class Member:
     ready: bool
     joined_at: datetime
     payment: MemberPayment = NO_PAYMENT
+    covered: bool = False  # the host pays this member's share
 
     @property
     def is_host(self) -> bool:
         return self.role is MemberRole.HOST
+
+
+class PaymentMode(StrEnum):
+    SPLIT = "split"  # everyone pays their own share
+    HOST_PAYS = "host_pays"  # the host pays the whole total
+
+
+class Capture(StrEnum):
+    AUTOMATIC = "automatic"  # a card payment is captured when it is made
+    ON_CONFIRM = "on_confirm"  # cards are authorised, captured when the host confirms
+
+
+FIXED_STATUSES: frozenset[PaymentStatus] = frozenset(
+    {
+        PaymentStatus.PENDING,
+        PaymentStatus.COD_COMMITTED,
+        PaymentStatus.PAID_ONLINE,
+        PaymentStatus.REVIEW,
+    }
+)
+"""A member in one of these has paid, committed or is paying an amount: re-pricing the cart
+(a removal, a cover) never changes what they owe; the host's share absorbs the change."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +266,11 @@ class TeamCart:
         quote: Quote | None = None,
         order_id: str | None = None,
         removed_user_ids: Iterable[str] = (),
+        payment_mode: PaymentMode = PaymentMode.SPLIT,
+        allowance_minor: int | None = None,
+        spending_limit_minor: int | None = None,
+        capture: Capture = Capture.AUTOMATIC,
+        reminder_minutes: int = DEFAULT_REMINDER_MINUTES,
     ) -> None:
         """Rebuild a stored cart as it is; records no event. New carts use ``TeamCart.open``."""
         self.id = id
@@ -252,6 +291,13 @@ class TeamCart:
         self.order_id = order_id
         self.removed_user_ids = frozenset(removed_user_ids)
         """Guests the host removed: the invite no longer lets them back in."""
+        self.payment_mode = payment_mode
+        self.allowance_minor = allowance_minor
+        """The most of each guest's share the host pays (``None``: no allowance)."""
+        self.spending_limit_minor = spending_limit_minor
+        """The most a guest's items may come to while the cart is open (``None``: no limit)."""
+        self.capture = capture
+        self.reminder_minutes = reminder_minutes
         self._pending_events: list[CartEvent] = []
 
     @classmethod
@@ -344,7 +390,12 @@ class TeamCart:
         return sum(item.line_total_minor for item in self._items.values())
 
     def share_of(self, user_id: str) -> int:
-        """What the member owes under the current quote (0 while there is no quote)."""
+        """What the member pays under the current quote (0 while there is no quote): their
+        share by subtotal, unless the host pays it, covers it or gives an allowance."""
+        return self.quote.owed_by(user_id) if self.quote is not None else 0
+
+    def raw_share_of(self, user_id: str) -> int:
+        """The member's share of the total in proportion to their subtotal."""
         return self.quote.share_of(user_id) if self.quote is not None else 0
 
     @property
@@ -405,7 +456,11 @@ class TeamCart:
             raise errors.HostOnly("Only the host may remove another member.")
         if user_id == self.host_user_id:
             raise errors.HostCannotLeave()
-        self._require_open()
+        locked = self.status in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM)
+        self._check_removable(actor, user_id, locked=locked)
+        members_before, items_before = dict(self._members), dict(self._items)
+        removed_before, version_before = self.removed_user_ids, self.version
+        events_before = list(self._pending_events)
         removed_item_ids = tuple(item.item_id for item in self.items_of(user_id))
         for item_id in removed_item_ids:
             del self._items[item_id]
@@ -420,6 +475,46 @@ class TeamCart:
                 removed_by_host=actor != user_id,
                 removed_item_ids=removed_item_ids,
             )
+        )
+        if locked:
+            try:
+                if self.subtotal_minor == 0:
+                    raise errors.ZeroSubtotal("Removing them would leave nothing in the cart.")
+                self._requote_if_locked("member_removed")
+            except errors.DomainError:
+                # Refused: the cart is as it was (nothing recorded is kept either).
+                self._members, self._items = members_before, items_before
+                self.removed_user_ids, self.version = removed_before, version_before
+                self._pending_events = events_before
+                raise
+
+    def _check_removable(self, actor: str, user_id: str, *, locked: bool) -> None:
+        """While open anyone may go; after lock only the host removes, and only a guest with
+        nothing paid or under way (the others' amounts stay; the host absorbs the change)."""
+        if not (locked and actor == self.host_user_id):
+            self._require_open()
+            return
+        status = self._members[user_id].payment.status
+        if status not in (PaymentStatus.NONE, PaymentStatus.FAILED):
+            raise errors.AlreadyPaid(
+                f"That member's payment is {status}: a member who paid or committed stays."
+            )
+
+    def rotate_invite(self, actor: str, invite_code: str) -> None:
+        """A new invite code (host, while the cart is open or locked): the old link stops
+        working; members stay."""
+        self._host(actor)
+        if self.status not in (CartStatus.OPEN, CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
+            raise errors.CartNotOpen(f"The cart is {self.status}: it takes nobody new.")
+        if len(invite_code) < _INVITE_CODE_MIN_LENGTH or not set(invite_code).issubset(
+            _INVITE_CODE_ALPHABET
+        ):
+            raise ValueError("invite code must be >= 22 URL-safe characters")
+        if invite_code == self.invite_code:
+            return
+        self.invite_code = invite_code
+        self._record(
+            InviteRotated(cart_id=self.id, version=self._next_version(), invite_code=invite_code)
         )
 
     def set_ready(self, actor: str, ready: bool) -> None:
@@ -460,6 +555,9 @@ class TeamCart:
         chosen, unit_price = price_options(product, options)
         if item_id in self._items:
             raise ValueError(f"item id {item_id!r} is already used in this cart")
+        self._check_spending_limit(
+            actor, self.member_subtotals.get(actor, 0) + unit_price * quantity
+        )
         item = CartItem(
             item_id=item_id,
             user_id=actor,
@@ -494,6 +592,9 @@ class TeamCart:
         _check_quantity(quantity)
         if item.quantity == quantity:
             return
+        if quantity > item.quantity:
+            more = item.unit_price_minor * (quantity - item.quantity)
+            self._check_spending_limit(actor, self.member_subtotals.get(actor, 0) + more)
         changed = replace(item, quantity=quantity)
         self._items[item_id] = changed
         self._record(
@@ -907,7 +1008,7 @@ class TeamCart:
                     display_name=member.display_name,
                 )
                 for member in self._members.values()
-                if quote.share_of(member.user_id) > 0 and member.payment.method is not None
+                if quote.owed_by(member.user_id) > 0 and member.payment.method is not None
             ],
             delivery_address=delivery_address,
             coupon_code=self.coupon.code if self.coupon is not None else None,
@@ -1116,15 +1217,134 @@ class TeamCart:
         self._become_ready_if_settled()
 
     def _requote(self) -> Quote:
-        self.quote = compute_quote(
+        """Price the cart again: the shares by subtotal, then what each member pays
+        (``owed_amounts``): nobody who paid, committed or is paying owes a different amount,
+        and the host's share absorbs the change (``CartOverCommitted`` when it can't)."""
+        raw = compute_quote(
             self.member_subtotals,
             self.store.delivery_fee_minor,
             self.store.tax_rate_bps,
             self.tip_minor,
             self.coupon,
         )
+        fixed = {
+            member.user_id: member.payment.amount_minor
+            for member in self._members.values()
+            if member.payment.status in FIXED_STATUSES
+        }
+        try:
+            owes = owed_amounts(
+                raw.shares,
+                self.host_user_id,
+                host_pays=self.payment_mode is PaymentMode.HOST_PAYS,
+                allowance_minor=self.allowance_minor,
+                covered={m.user_id for m in self._members.values() if m.covered},
+                fixed=fixed,
+            )
+        except OverCommitted as exc:
+            raise errors.CartOverCommitted() from exc
+        self.quote = Quote(raw.totals, raw.shares, owes)
         self.quote_version += 1
         return self.quote
+
+    def _requote_if_locked(self, reason: str) -> None:
+        """A locked cart is priced again (``CartRequoted``) and may become ready."""
+        if self.status not in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
+            return
+        quote = self._requote()
+        self._record(
+            CartRequoted(
+                cart_id=self.id,
+                version=self._next_version(),
+                quote_version=self.quote_version,
+                quote=quote,
+                reason=reason,
+            )
+        )
+        self._reopen_if_unsettled()
+        self._become_ready_if_settled()
+
+    # --- group payment options ----------------------------------------------------------------
+
+    def _require_open_or_unpaid(self) -> None:
+        """Who pays what changes while the cart is open, or locked before anyone paid."""
+        if self.status is CartStatus.OPEN:
+            return
+        self._require_locked()
+        self._require_no_payment_activity()
+
+    def set_payment_mode(self, actor: str, mode: PaymentMode) -> None:
+        """Split (each pays their share) or the host pays for everyone (host)."""
+        self._host(actor)
+        self._require_open_or_unpaid()
+        if mode is self.payment_mode:
+            return
+        self.payment_mode = mode
+        self._record(PaymentModeSet(cart_id=self.id, version=self._next_version(), mode=mode.value))
+        self._requote_if_locked("payment_mode")
+
+    def set_allowance(self, actor: str, amount_minor: int | None) -> None:
+        """The host pays up to ``amount_minor`` of each guest's share (``None``: none)."""
+        self._host(actor)
+        self._require_open_or_unpaid()
+        if amount_minor is not None and (not is_whole_number(amount_minor) or amount_minor < 0):
+            raise errors.InvalidAllowance()
+        if amount_minor == self.allowance_minor:
+            return
+        self.allowance_minor = amount_minor
+        self._record(
+            AllowanceSet(cart_id=self.id, version=self._next_version(), amount_minor=amount_minor)
+        )
+        self._requote_if_locked("allowance")
+
+    def set_spending_limit(self, actor: str, amount_minor: int | None) -> None:
+        """The most a guest's items may come to while the cart is open (host; ``None``: no
+        limit). A guest already past it keeps their items but can't add more."""
+        self._host(actor)
+        self._require_open()
+        if amount_minor is not None and (not is_whole_number(amount_minor) or amount_minor < 0):
+            raise errors.InvalidAllowance("A spending limit is a whole amount >= 0.")
+        if amount_minor == self.spending_limit_minor:
+            return
+        self.spending_limit_minor = amount_minor
+        self._record(
+            SpendingLimitSet(
+                cart_id=self.id, version=self._next_version(), amount_minor=amount_minor
+            )
+        )
+
+    def _check_spending_limit(self, user_id: str, subtotal_after: int) -> None:
+        limit = self.spending_limit_minor
+        if limit is not None and user_id != self.host_user_id and subtotal_after > limit:
+            raise errors.OverSpendingLimit(limit)
+
+    def cover(self, actor: str, user_id: str) -> None:
+        """The host takes over a guest who hasn't paid: the host owes that share too, the
+        guest nothing (host; locked)."""
+        self._host(actor)
+        self._require_locked()
+        member = self._members.get(user_id)
+        if member is None:
+            raise errors.MemberNotFound()
+        if member.is_host:
+            raise errors.HostCannotLeave("The host can't cover themself.")
+        if member.payment.status not in (PaymentStatus.NONE, PaymentStatus.FAILED):
+            raise errors.AlreadyPaid(
+                f"{member.display_name}'s payment is {member.payment.status}: nothing to cover."
+            )
+        if member.covered:
+            return
+        version_before, events_before = self.version, list(self._pending_events)
+        quote_before, quote_version_before = self.quote, self.quote_version
+        self._members[user_id] = replace(member, covered=True, payment=NO_PAYMENT)
+        self._record(MemberCovered(cart_id=self.id, version=self._next_version(), user_id=user_id))
+        try:
+            self._requote_if_locked("cover")
+        except errors.DomainError:
+            self._members[user_id] = member
+            self.version, self._pending_events = version_before, events_before
+            self.quote, self.quote_version = quote_before, quote_version_before
+            raise
 
     def _become_ready_if_settled(self) -> None:
         if self.status is not CartStatus.LOCKED:

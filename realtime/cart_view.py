@@ -31,6 +31,11 @@ class MemberView(msgspec.Struct):
     subtotal_minor: int
     share_minor: int
     payment: PaymentView
+    owes_minor: int = 0
+    """What they pay: the share, unless the host pays it all, covers it or an allowance.
+    (Defaults: a view stored before payment options decodes, and is rebuilt on its next
+    event.)"""
+    covered: bool = False
 
 
 class ItemView(msgspec.Struct):
@@ -63,6 +68,10 @@ class CartView(msgspec.Struct):
     order_id: str | None
     members: list[MemberView]
     items: list[ItemView]
+    payment_mode: str = "split"
+    allowance_minor: int | None = None
+    spending_limit_minor: int | None = None
+    capture: str = "automatic"
 
 
 def cart_view(cart: TeamCart, online: Collection[str] = ()) -> CartView:
@@ -96,6 +105,8 @@ def cart_view(cart: TeamCart, online: Collection[str] = ()) -> CartView:
                 online=member.user_id in online,
                 subtotal_minor=subtotals.get(member.user_id, 0),
                 share_minor=quote.share_of(member.user_id) if quote is not None else 0,
+                owes_minor=quote.owed_by(member.user_id) if quote is not None else 0,
+                covered=member.covered,
                 payment=PaymentView(
                     status=member.payment.status.value,
                     method=member.payment.method.value if member.payment.method else None,
@@ -117,4 +128,8 @@ def cart_view(cart: TeamCart, online: Collection[str] = ()) -> CartView:
             )
             for item in cart.items.values()
         ],
+        payment_mode=cart.payment_mode.value,
+        allowance_minor=cart.allowance_minor,
+        spending_limit_minor=cart.spending_limit_minor,
+        capture=cart.capture.value,
     )

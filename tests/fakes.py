@@ -80,7 +80,7 @@ from domain.errors import OutOfStock
 from domain.events import DomainEvent
 from domain.order import Order, OrderKind, OrderLine, OrderPayment, OrderStatus, order_number
 from domain.payments import PaymentStatus
-from domain.teamcart import CONFIRM_WINDOWS, CartStatus, TeamCart
+from domain.teamcart import CONFIRM_WINDOWS, CartItem, CartStatus, TeamCart
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -221,6 +221,12 @@ def copy_cart(cart: TeamCart) -> TeamCart:
         coupon=cart.coupon,
         quote=cart.quote,
         order_id=cart.order_id,
+        removed_user_ids=cart.removed_user_ids,
+        payment_mode=cart.payment_mode,
+        allowance_minor=cart.allowance_minor,
+        spending_limit_minor=cart.spending_limit_minor,
+        capture=cart.capture,
+        reminder_minutes=cart.reminder_minutes,
     )
 
 
@@ -579,6 +585,26 @@ class FakeCarts:
                 stock = row.stock + quantity
                 await self._db.products.put(
                     self._tx, product_id, StockedProduct(row.product, stock)
+                )
+
+    async def release_items_stock(self, cart_id: str, items: Sequence[CartItem]) -> None:
+        quantities = Counter[str]()
+        for item in items:
+            quantities[item.product_id] += item.quantity
+        for product_id in sorted(quantities):
+            held = self._db.reservations.get(self._tx, (cart_id, product_id))
+            if held is None:
+                continue
+            given = min(held, quantities[product_id])
+            if given >= held:
+                await self._db.reservations.delete(self._tx, (cart_id, product_id))
+            else:
+                await self._db.reservations.put(self._tx, (cart_id, product_id), held - given)
+            await self._db.products.lock(self._tx, product_id)
+            row = self._product(product_id)
+            if row.stock is not None:
+                await self._db.products.put(
+                    self._tx, product_id, StockedProduct(row.product, row.stock + given)
                 )
 
     async def commit_stock(self, cart_id: str) -> None:

@@ -15,6 +15,9 @@ share owed, never converted back, so no rounding is ever hidden.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from domain.money import exponent
 
 ZERO_DECIMAL = frozenset(
@@ -58,3 +61,42 @@ def from_stripe(amount: int, currency: str) -> int:
     capture we compare: ``to_stripe(from_stripe(a)) == a`` says the conversion was exact."""
     shift = stripe_exponent(currency) - exponent(currency.upper())
     return amount // int(10 ** max(shift, 0))
+
+
+MINIMUM_CHARGE_MINOR: Mapping[str, int] = MappingProxyType(
+    {
+        "USD": 50,
+        "AED": 200,
+        "AUD": 50,
+        "BGN": 100,
+        "BRL": 50,
+        "CAD": 50,
+        "CHF": 50,
+        "CZK": 1500,
+        "DKK": 250,
+        "EUR": 50,
+        "GBP": 30,
+        "HKD": 400,
+        "HUF": 17500,
+        "INR": 50,
+        "JPY": 50,
+        "MXN": 1000,
+        "MYR": 200,
+        "NOK": 300,
+        "NZD": 50,
+        "PLN": 200,
+        "RON": 200,
+        "SEK": 300,
+        "SGD": 50,
+        "THB": 1000,
+    }
+)
+"""Stripe's minimum charge amount by settlement currency (its docs, "Minimum and maximum
+charge amounts"), in our minor units: USD $0.50, GBP £0.30, JPY ¥50, HUF 175 Ft, … A share
+below it can't be paid online. For a currency Stripe doesn't list, its minimum is whatever
+comes to about $0.50 after conversion, which we can't know here: ``None``, no check."""
+
+
+def minimum_charge(currency: str) -> int | None:
+    """Stripe's smallest charge in ``currency`` (our minor units), if it names one."""
+    return MINIMUM_CHARGE_MINOR.get(currency.upper())

@@ -44,11 +44,13 @@ from domain.payments import PaymentMethod, PaymentStatus
 from domain.pricing import TOTALS_FIELDS, Quote, Totals
 from domain.teamcart import (
     CONFIRM_WINDOWS,
+    Capture,
     CartItem,
     CartStatus,
     Member,
     MemberPayment,
     MemberRole,
+    PaymentMode,
     TeamCart,
 )
 
@@ -66,6 +68,12 @@ def _cart_values(cart: TeamCart) -> dict[str, Any]:
         **_quote_columns(quote.totals if quote else None),
         "order_id": cart.order_id,
         "removed_user_ids": sorted(cart.removed_user_ids),
+        "invite_code": cart.invite_code,
+        "payment_mode": cart.payment_mode.value,
+        "allowance_minor": cart.allowance_minor,
+        "spending_limit_minor": cart.spending_limit_minor,
+        "capture": cart.capture.value,
+        "reminder_minutes": cart.reminder_minutes,
     }
 
 
@@ -105,6 +113,8 @@ def _member_rows(cart: TeamCart) -> Rows:
             "ready": member.ready,
             "joined_at": member.joined_at,
             "share_minor": cart.quote.share_of(member.user_id) if cart.quote else None,
+            "owes_minor": cart.quote.owed_by(member.user_id) if cart.quote else None,
+            "covered": member.covered,
             "payment_status": member.payment.status.value,
             "payment_method": member.payment.method.value if member.payment.method else None,
             "payment_amount_minor": member.payment.amount_minor,
@@ -140,7 +150,6 @@ async def insert_cart(conn: AsyncConnection, cart: TeamCart) -> Snapshot:
             delivery_fee_minor=cart.store.delivery_fee_minor,
             tax_rate_bps=cart.store.tax_rate_bps,
             host_user_id=cart.host_user_id,
-            invite_code=cart.invite_code,
             created_at=cart.created_at,
             **_cart_values(cart),
         )
@@ -166,7 +175,9 @@ WITH saved AS (
            tip_minor = $8, coupon_code = $9, subtotal_minor = $10,
            quote_delivery_fee_minor = $11, tax_minor = $12, quote_tip_minor = $13,
            discount_minor = $14, total_minor = $15, order_id = $16,
-           removed_user_ids = CAST($17 AS uuid[]), updated_at = now(),
+           removed_user_ids = CAST($17 AS uuid[]), invite_code = $18, payment_mode = $19,
+           allowance_minor = $20, spending_limit_minor = $21, capture = $22,
+           reminder_minutes = $23, updated_at = now(),
            -- A reminder to confirm is for one stretch of being ready: the mark is kept while
            -- a ready cart stays ready and cleared otherwise (SET sees the row as it was),
            -- so a cart that reopens and is ready again reminds its host again.
@@ -176,10 +187,10 @@ WITH saved AS (
  RETURNING id
 ), members_gone AS (
     DELETE FROM teamcart_members
-     WHERE cart_id = $1 AND user_id = ANY(CAST($18 AS uuid[])) AND EXISTS (SELECT FROM saved)
+     WHERE cart_id = $1 AND user_id = ANY(CAST($24 AS uuid[])) AND EXISTS (SELECT FROM saved)
 ), members_put AS (
     INSERT INTO teamcart_members
-    SELECT * FROM jsonb_populate_recordset(NULL::teamcart_members, CAST($19 AS text)::jsonb)
+    SELECT * FROM jsonb_populate_recordset(NULL::teamcart_members, CAST($25 AS text)::jsonb)
      WHERE EXISTS (SELECT FROM saved)
         ON CONFLICT (cart_id, user_id) DO UPDATE SET
            position = EXCLUDED.position, display_name = EXCLUDED.display_name,
@@ -187,20 +198,21 @@ WITH saved AS (
            share_minor = EXCLUDED.share_minor, payment_status = EXCLUDED.payment_status,
            payment_method = EXCLUDED.payment_method,
            payment_amount_minor = EXCLUDED.payment_amount_minor,
-           payment_reference = EXCLUDED.payment_reference
+           payment_reference = EXCLUDED.payment_reference,
+           owes_minor = EXCLUDED.owes_minor, covered = EXCLUDED.covered
 ), items_gone AS (
     DELETE FROM teamcart_items
-     WHERE cart_id = $1 AND id = ANY(CAST($20 AS uuid[])) AND EXISTS (SELECT FROM saved)
+     WHERE cart_id = $1 AND id = ANY(CAST($26 AS uuid[])) AND EXISTS (SELECT FROM saved)
 ), items_put AS (
     INSERT INTO teamcart_items
-    SELECT * FROM jsonb_populate_recordset(NULL::teamcart_items, CAST($21 AS text)::jsonb)
+    SELECT * FROM jsonb_populate_recordset(NULL::teamcart_items, CAST($27 AS text)::jsonb)
      WHERE EXISTS (SELECT FROM saved)
         ON CONFLICT (id) DO UPDATE SET
            position = EXCLUDED.position, quantity = EXCLUDED.quantity,
            name = EXCLUDED.name, unit_price_minor = EXCLUDED.unit_price_minor,
            options = EXCLUDED.options
 ), appended AS (
-    {outbox.append_sql(22, gate="WHERE EXISTS (SELECT FROM saved)")}
+    {outbox.append_sql(28, gate="WHERE EXISTS (SELECT FROM saved)")}
 )
 SELECT (SELECT count(*) FROM saved) AS saved, appended.*
   FROM (SELECT 1) AS one LEFT JOIN appended ON true
@@ -270,8 +282,14 @@ _SAVED_COLUMNS = (
     "total_minor",
     "order_id",
     "removed_user_ids",
+    "invite_code",
+    "payment_mode",
+    "allowance_minor",
+    "spending_limit_minor",
+    "capture",
+    "reminder_minutes",
 )
-"""The ``_cart_values`` the save sets, in the order of its parameters $3 to $17."""
+"""The ``_cart_values`` the save sets, in the order of its parameters $3 to $23."""
 
 
 def _changed(before: Rows, after: Rows) -> str:
@@ -388,6 +406,12 @@ def _to_cart(
                 total_minor=row["total_minor"],
             ),
             shares={str(m["user_id"]): m["share_minor"] or 0 for m in member_rows},
+            owes={
+                str(m["user_id"]): m["owes_minor"]
+                if m.get("owes_minor") is not None
+                else m["share_minor"] or 0
+                for m in member_rows
+            },
         )
     return TeamCart(
         id=str(row["id"]),
@@ -418,6 +442,7 @@ def _to_cart(
                     amount_minor=m["payment_amount_minor"],
                     reference=m["payment_reference"],
                 ),
+                covered=bool(m.get("covered")),
             )
             for m in member_rows
         ],
@@ -438,6 +463,11 @@ def _to_cart(
         quote=quote,
         order_id=str(row["order_id"]) if row["order_id"] else None,
         removed_user_ids=[str(user_id) for user_id in row["removed_user_ids"]],
+        payment_mode=PaymentMode(row["payment_mode"]),
+        allowance_minor=row["allowance_minor"],
+        spending_limit_minor=row["spending_limit_minor"],
+        capture=Capture(row["capture"]),
+        reminder_minutes=row["reminder_minutes"],
     )
 
 
@@ -563,3 +593,39 @@ async def release_stock(conn: AsyncConnection, cart_id: str) -> None:
 async def commit_stock(conn: AsyncConnection, cart_id: str) -> None:
     """The cart became an order: its reserved units are sold, not coming back."""
     await conn.execute(delete(stock_reservations).where(stock_reservations.c.cart_id == cart_id))
+
+
+async def release_items_stock(
+    conn: AsyncConnection, cart_id: str, items: Sequence[CartItem]
+) -> None:
+    """Give back the units of some of a locked cart's items (a member removed after lock):
+    its reservations shrink by their quantities, and the products' stock grows."""
+    quantities: dict[str, int] = {}
+    for item in items:
+        quantities[item.product_id] = quantities.get(item.product_id, 0) + item.quantity
+    for product_id, quantity in sorted(quantities.items()):
+        where = (
+            stock_reservations.c.cart_id == cart_id,
+            stock_reservations.c.product_id == product_id,
+        )
+        held = (
+            await conn.execute(
+                select(stock_reservations.c.quantity).where(*where).with_for_update()
+            )
+        ).scalar_one_or_none()
+        if held is None:
+            continue  # an unlimited product: nothing was reserved
+        given = min(quantity, held)
+        if given >= held:
+            await conn.execute(delete(stock_reservations).where(*where))
+        else:
+            await conn.execute(
+                update(stock_reservations)
+                .where(*where)
+                .values(quantity=stock_reservations.c.quantity - given)
+            )
+        await conn.execute(
+            update(products)
+            .where(products.c.id == product_id)
+            .values(stock=products.c.stock + given)
+        )

@@ -131,11 +131,19 @@ teamcarts = Table(
         nullable=False,
         server_default=text("'{}'"),
     ),
+    # Who pays (split, or the host for everyone), what the host covers of each guest's share,
+    # the most a guest may put in while open; capture at payment or on confirm; reminders.
+    Column("payment_mode", String(16), nullable=False, server_default=text("'split'")),
+    Column("allowance_minor", BigInteger, nullable=True),
+    Column("spending_limit_minor", BigInteger, nullable=True),
+    Column("capture", String(16), nullable=False, server_default=text("'automatic'")),
+    Column("reminder_minutes", Integer, nullable=False, server_default=text("15")),
     CheckConstraint(
         "status IN ('open', 'locked', 'ready_to_confirm', 'converted', 'expired', 'cancelled')",
         name="status_known",
     ),
     CheckConstraint("version >= 1", name="version_positive"),
+    CheckConstraint("payment_mode IN ('split', 'host_pays')", name="payment_mode_known"),
 )
 Index("ix_teamcarts_status_deadline", teamcarts.c.status, teamcarts.c.deadline)
 
@@ -159,7 +167,25 @@ teamcart_members = Table(
     Column("payment_method", String(8), nullable=True),
     Column("payment_amount_minor", BigInteger, nullable=False),
     Column("payment_reference", Text, nullable=True),
+    Column("owes_minor", BigInteger, nullable=True),  # what they pay (share_minor: the raw share)
+    Column("covered", Boolean, nullable=False, server_default=text("false")),  # by the host
     CheckConstraint("share_minor IS NULL OR share_minor >= 0", name="share_not_negative"),
+    CheckConstraint("owes_minor IS NULL OR owes_minor >= 0", name="owes_not_negative"),
+)
+
+cart_reminders = Table(
+    "cart_reminders",
+    metadata,
+    Column(
+        "cart_id",
+        UUID(as_uuid=False),
+        ForeignKey("teamcarts.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("user_id", UUID(as_uuid=False), primary_key=True),
+    Column("what", String(16), primary_key=True),  # ready | pay
+    Column("deadline", DateTime(timezone=True), primary_key=True),
+    Column("sent_at", DateTime(timezone=True), nullable=False, server_default=NOW),
 )
 Index("ix_teamcart_members_user_id", teamcart_members.c.user_id)
 

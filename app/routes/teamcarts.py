@@ -8,11 +8,13 @@ translates HTTP to commands and back.
 
 from __future__ import annotations
 
+import io
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+import segno
 from litestar import Controller, Request, Response, delete, get, patch, post, put
 from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.security.jwt import Token
@@ -27,6 +29,7 @@ from app.routes.fields import (
     Code,
     Count,
     Deadline,
+    MinorAmount,
     Name,
     Text,
     WholeNumber,
@@ -36,9 +39,19 @@ from app.routes.fields import (
 from app.use_cases import teamcarts as use
 from app.use_cases.views import member_version, read_cart_view
 from domain.order import DeliveryAddress
+from domain.teamcart import PaymentMode
 from realtime.cart_view import CartView, ItemView, cart_view
 
 AuthRequest = Request[Principal, Token, Any]
+
+
+def invite_svg(link: str) -> bytes:
+    """A QR code of ``link`` as an SVG document (segno), titled for screen readers."""
+    out = io.BytesIO()
+    segno.make(link, error="m").save(
+        out, kind="svg", scale=6, border=2, title="Invite link to this TeamCart", xmldecl=False
+    )
+    return out.getvalue()
 
 
 class OrderCreated(msgspec.Struct):
@@ -78,6 +91,14 @@ class ReadyUpdate(msgspec.Struct, forbid_unknown_fields=True):
 class TipUpdate(msgspec.Struct, forbid_unknown_fields=True):
     # Negative is the domain's 422 invalid_tip; above MAX_MINOR the route's 422.
     amount_minor: WholeNumber
+
+
+class PaymentModeUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    mode: Literal["split", "host_pays"]
+
+
+class AmountOrNone(msgspec.Struct, forbid_unknown_fields=True):
+    amount_minor: MinorAmount | None
 
 
 class CouponRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -173,6 +194,28 @@ class TeamCartController(Controller):
         )
         return Response(view, headers=_view_headers(view.version))
 
+    @post("/{cart_id:uuid}/invite/rotate", status_code=HTTP_200_OK)
+    async def rotate_invite(
+        self, request: AuthRequest, cart_id: CartId, resources: AppResources
+    ) -> CartView:
+        """A new invite code (host): the old link answers 404 from now on."""
+        command = use.RotateInvite(request.user.user_id, str(cart_id))
+        return cart_view(await resources.runner.run(use.rotate_invite, command))
+
+    @get("/{cart_id:uuid}/invite.svg", media_type="image/svg+xml")
+    async def invite_qr(
+        self, request: AuthRequest, cart_id: CartId, resources: AppResources
+    ) -> Response[bytes]:
+        """The invite link as a QR code (SVG), for members to show the others."""
+        view = await read_cart_view(
+            resources.runner, resources.live.projection, request.user.user_id, str(cart_id)
+        )
+        base = (resources.settings.public_url or str(request.base_url)).rstrip("/")
+        svg = invite_svg(f"{base}/join/{view.invite_code}")
+        return Response(
+            svg, media_type="image/svg+xml", headers={"Cache-Control": "private, no-store"}
+        )
+
     @post("/{cart_id:uuid}/items")
     async def add_item(
         self,
@@ -227,7 +270,9 @@ class TeamCartController(Controller):
         user_id: FromPath[uuid.UUID],
         resources: AppResources,
     ) -> None:
-        """The host removes a guest, or a guest leaves; their items go with them."""
+        """The host removes a guest, or a guest leaves; their items go with them. After lock
+        the host may still remove a guest who hasn't paid or committed: their stock goes back
+        and the cart is priced again, nobody who paid owing a different amount."""
         command = use.RemoveMember(request.user.user_id, str(cart_id), str(user_id))
         await resources.runner.run(use.remove_member, command)
 
@@ -269,6 +314,55 @@ class TeamCartController(Controller):
             raise invalid_field("amount_minor", f"must be at most {MAX_MINOR}")
         command = use.SetTip(request.user.user_id, str(cart_id), data.amount_minor)
         return cart_view(await resources.runner.run(use.set_tip, command))
+
+    @put("/{cart_id:uuid}/payment-mode")
+    async def set_payment_mode(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        data: JSONBody[PaymentModeUpdate],
+        resources: AppResources,
+    ) -> CartView:
+        """Split (each pays their share) or the host pays for everyone (host; open, or locked
+        before any payment)."""
+        command = use.SetPaymentMode(request.user.user_id, str(cart_id), PaymentMode(data.mode))
+        return cart_view(await resources.runner.run(use.set_payment_mode, command))
+
+    @put("/{cart_id:uuid}/allowance")
+    async def set_allowance(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        data: JSONBody[AmountOrNone],
+        resources: AppResources,
+    ) -> CartView:
+        """The host covers up to this much of each guest's share (``null``: no allowance)."""
+        command = use.SetAllowance(request.user.user_id, str(cart_id), data.amount_minor)
+        return cart_view(await resources.runner.run(use.set_allowance, command))
+
+    @put("/{cart_id:uuid}/spending-limit")
+    async def set_spending_limit(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        data: JSONBody[AmountOrNone],
+        resources: AppResources,
+    ) -> CartView:
+        """The most a guest's items may come to while the cart is open (``null``: none)."""
+        command = use.SetSpendingLimit(request.user.user_id, str(cart_id), data.amount_minor)
+        return cart_view(await resources.runner.run(use.set_spending_limit, command))
+
+    @post("/{cart_id:uuid}/members/{user_id:uuid}/cover", status_code=HTTP_200_OK)
+    async def cover_member(
+        self,
+        request: AuthRequest,
+        cart_id: CartId,
+        user_id: FromPath[uuid.UUID],
+        resources: AppResources,
+    ) -> CartView:
+        """The host takes over a guest who hasn't paid (locked): the guest owes nothing."""
+        command = use.CoverMember(request.user.user_id, str(cart_id), str(user_id))
+        return cart_view(await resources.runner.run(use.cover_member, command))
 
     @put("/{cart_id:uuid}/coupon")
     async def apply_coupon(

@@ -30,7 +30,7 @@ from app.use_cases.payments.intents import cancel_quietly
 from app.use_cases.payments.refunds import owe_refund
 from domain.errors import CouponExhausted, NotAMember, OutOfStock
 from domain.order import DeliveryAddress, Order
-from domain.teamcart import DEFAULT_MAX_TIP_BPS, CartStatus, TeamCart
+from domain.teamcart import DEFAULT_MAX_TIP_BPS, CartStatus, PaymentMode, TeamCart
 
 log = structlog.get_logger("teamcart.carts")
 
@@ -171,8 +171,92 @@ class RemoveMember:
 
 
 async def remove_member(command: RemoveMember, uow: UnitOfWork) -> TeamCart:
+    """A guest leaves or the host removes one; after lock (the host removing a guest who
+    hasn't paid) their reserved stock goes back on sale and any failed intent of theirs,
+    which Stripe would still let them pay, is cancelled."""
     cart = await _cart(uow, command.cart_id)
+    locked = cart.status in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM)
+    items = cart.items_of(command.user_id)
+    failed = cart.members[command.user_id].payment if cart.is_member(command.user_id) else None
     cart.remove_member(command.actor_id, command.user_id)
+    if locked:
+        await uow.carts.release_items_stock(cart.id, items)
+        reference = None if failed is None else failed.reference
+        if reference is not None and await cancel_quietly(uow.stripe, reference):
+            await uow.payments.cancel_unpaid_intent(reference)
+    return cart
+
+
+@dataclass(frozen=True, slots=True)
+class RotateInvite:
+    actor_id: str
+    cart_id: str
+
+
+async def rotate_invite(command: RotateInvite, uow: UnitOfWork) -> TeamCart:
+    """A new invite code; the old one answers 404 from now on."""
+    cart = await _cart(uow, command.cart_id)
+    cart.rotate_invite(command.actor_id, new_invite_code())
+    return cart
+
+
+# --- who pays what ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SetPaymentMode:
+    actor_id: str
+    cart_id: str
+    mode: PaymentMode
+
+
+async def set_payment_mode(command: SetPaymentMode, uow: UnitOfWork) -> TeamCart:
+    cart = await _cart(uow, command.cart_id)
+    cart.set_payment_mode(command.actor_id, command.mode)
+    return cart
+
+
+@dataclass(frozen=True, slots=True)
+class SetAllowance:
+    actor_id: str
+    cart_id: str
+    amount_minor: int | None
+
+
+async def set_allowance(command: SetAllowance, uow: UnitOfWork) -> TeamCart:
+    cart = await _cart(uow, command.cart_id)
+    cart.set_allowance(command.actor_id, command.amount_minor)
+    return cart
+
+
+@dataclass(frozen=True, slots=True)
+class SetSpendingLimit:
+    actor_id: str
+    cart_id: str
+    amount_minor: int | None
+
+
+async def set_spending_limit(command: SetSpendingLimit, uow: UnitOfWork) -> TeamCart:
+    cart = await _cart(uow, command.cart_id)
+    cart.set_spending_limit(command.actor_id, command.amount_minor)
+    return cart
+
+
+@dataclass(frozen=True, slots=True)
+class CoverMember:
+    actor_id: str
+    cart_id: str
+    user_id: str
+
+
+async def cover_member(command: CoverMember, uow: UnitOfWork) -> TeamCart:
+    """The host takes over a guest's share; a failed intent of theirs is cancelled."""
+    cart = await _cart(uow, command.cart_id)
+    member = cart.members.get(command.user_id)
+    failed = member.payment.reference if member is not None else None
+    cart.cover(command.actor_id, command.user_id)
+    if failed is not None and await cancel_quietly(uow.stripe, failed):
+        await uow.payments.cancel_unpaid_intent(failed)
     return cart
 
 

@@ -102,6 +102,12 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/v1/teamcarts/{cart_id:uuid}/payments/online/confirm"): Access.MEMBER,
     ("POST", "/api/v1/teamcarts/{cart_id:uuid}/confirm"): Access.HOST,
     ("POST", "/api/v1/teamcarts/{cart_id:uuid}/cancel"): Access.HOST,
+    ("POST", "/api/v1/teamcarts/{cart_id:uuid}/invite/rotate"): Access.HOST,
+    ("GET", "/api/v1/teamcarts/{cart_id:uuid}/invite.svg"): Access.MEMBER,
+    ("PUT", "/api/v1/teamcarts/{cart_id:uuid}/payment-mode"): Access.HOST,
+    ("PUT", "/api/v1/teamcarts/{cart_id:uuid}/allowance"): Access.HOST,
+    ("PUT", "/api/v1/teamcarts/{cart_id:uuid}/spending-limit"): Access.HOST,
+    ("POST", "/api/v1/teamcarts/{cart_id:uuid}/members/{user_id:uuid}/cover"): Access.HOST,
     ("GET", "/api/v1/orders"): Access.SIGNED_IN,
     ("GET", "/api/v1/orders/{order_id:uuid}"): Access.PARTICIPANT,
     ("POST", "/api/v1/orders/{order_id:uuid}/transitions"): Access.STORE,
@@ -149,6 +155,9 @@ BODIES: dict[str, Any] = {
     "/cancel": {"reason": "matrix"},
     "/refunds": {"amount_minor": 1},  # of a cash payment: 422 for those allowed to ask
     "/address": ADDRESS,
+    "/payment-mode": {"mode": "host_pays"},
+    "/allowance": {"amount_minor": 100},
+    "/spending-limit": {"amount_minor": 100_000},
     "/delivery": {"method": "pickup"},
     "/checkout": {},  # before the address: 409 for the cart's owner
     "/staff": {"user_id": str(uuid.uuid4())},

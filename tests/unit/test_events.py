@@ -8,7 +8,7 @@ import pytest
 from domain import events
 from domain.order import Actor, OrderStatus
 from domain.payments import PaymentStatus
-from domain.teamcart import TeamCart
+from domain.teamcart import PaymentMode, TeamCart
 from tests.fakes import copy_order
 
 from .builders import NOW, a_coupon, a_product, a_store, an_address, an_id, an_invite_code
@@ -111,8 +111,20 @@ def _events_of_a_full_flow() -> list[events.DomainEvent]:
     disputed.record_online_payment("h", disputed.share_of("h"), "USD", 1, "pi_2")
     disputed.flag_payment_for_review("h", "pi_2")  # ready → locked again
     disputed.record_refund("h", "pi_2", disputed.share_of("h"))
+    options = TeamCart.open(an_id(), a_store(), "h", "H", an_invite_code(), None, NOW)
+    options.join("g", "G", NOW)
+    options.set_spending_limit("h", 5000)
+    options.add_item("h", "o1", a_product(options.store), 1, [], NOW)
+    options.add_item("g", "o2", a_product(options.store), 1, [], NOW)
+    options.lock("h", NOW)
+    options.set_allowance("h", 100)
+    options.set_payment_mode("h", PaymentMode.HOST_PAYS)
+    options.set_payment_mode("h", PaymentMode.SPLIT)
+    options.cover("h", "g")
+    options.rotate_invite("h", an_invite_code())
     return [
         *recorded,
+        *options.pull_events(),
         *cancelled.pull_events(),
         *expired.pull_events(),
         *disputed.pull_events(),

@@ -181,11 +181,12 @@ def test_removing_needs_a_member_and_an_existing_target() -> None:
     assert not_found.value.code == "member_not_found"
 
 
-def test_members_stay_once_the_cart_is_locked() -> None:
+def test_once_locked_a_guest_cant_leave_and_the_host_removes_only_who_hasnt_paid() -> None:
     cart, host, guest = a_locked_cart()
     with pytest.raises(errors.CartLocked):
         cart.remove_member(guest, guest)
-    with pytest.raises(errors.CartLocked):
+    cart.commit_cod(guest)
+    with pytest.raises(errors.AlreadyPaid):
         cart.remove_member(host, guest)
     assert cart.is_member(guest)
 

@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import RowMapping
 
 from app.failures import (
+    BelowOnlineMinimum,
     ConflictError,
     InvalidFieldError,
     NotFoundError,
@@ -23,7 +24,7 @@ from app.failures import (
     UnprocessableError,
     cart_not_found,
 )
-from app.payments.amounts import from_stripe, to_stripe
+from app.payments.amounts import from_stripe, minimum_charge, to_stripe
 from app.payments.gateway import (
     CardDeclined,
     GatewayError,
@@ -89,6 +90,9 @@ async def _plan(command: StartOnlinePayment, uow: UnitOfWork) -> _Plan:
 
 
 def _stripe_amount(plan: _Plan) -> int:
+    minimum = minimum_charge(plan.currency)
+    if minimum is not None and plan.share < minimum:
+        raise BelowOnlineMinimum(minimum, plan.currency)
     try:
         amount = to_stripe(plan.share, plan.currency)
     except ValueError as exc:
