@@ -131,13 +131,15 @@ const session = {
   get token() { return localStorage.getItem("teamcart.token"); },
   get userId() { return localStorage.getItem("teamcart.user_id"); },
   get name() { return localStorage.getItem("teamcart.name"); },
+  get account() { return localStorage.getItem("teamcart.account"); }, // the email of an account session; none for a guest
   save(body, name) {
     staffStores.clear();
     localStorage.setItem("teamcart.token", body.token);
     localStorage.setItem("teamcart.user_id", body.user_id);
     localStorage.setItem("teamcart.name", name);
+    localStorage.removeItem("teamcart.account");
   },
-  forget() { staffStores.clear(); ["token", "user_id", "name"].forEach((k) => localStorage.removeItem(`teamcart.${k}`)); },
+  forget() { staffStores.clear(); ["token", "user_id", "name", "account", "shopped"].forEach((k) => localStorage.removeItem(`teamcart.${k}`)); },
   // What the token says of its holder (the server checks it; the page only reads it): the
   // stores whose staff it is, and its roles.
   get claims() { return claimsOf(this.token) || { extras: {} }; },
@@ -188,8 +190,10 @@ async function answerOf(request) {
   if (response.status === 204 || response.status === 304) return null;
   const data = await response.json().catch(() => null);
   if (!response.ok) {
-    if (response.status === 401) session.forget();
-    throw new ApiError(response.status, data);
+    if (response.status === 401 && !(data && data.code === "bad_credentials")) session.forget();
+    const error = new ApiError(response.status, data);
+    error.retryAfter = Number(response.headers.get("Retry-After")) || null;
+    throw error;
   }
   return data;
 }
@@ -231,10 +235,10 @@ function words(error, context = {}) {
     coupon_exhausted: "That coupon has been used up.",
     cart_not_ready: "Not everyone has paid or chosen cash yet.",
     invalid_address: "Fill in the address, city, postal code and country.",
-    card_declined: "Your card was declined. Try another card, or pay cash on delivery.",
+    card_declined: context.shop ? "Your card was declined. Try another card, or pay on Stripe's page." : "Your card was declined. Try another card, or pay cash on delivery.",
     card_invalid: "Check the card number, the expiry month and year and the CVC.",
     below_online_minimum: "Your share is too small to pay by card; choose cash on delivery.",
-    rate_limited: "That's a lot of requests at once. Wait a moment and try again.",
+    rate_limited: error.retryAfter ? `Too many tries. Try again ${soon(error.retryAfter)}.` : "That's a lot of requests at once. Wait a moment and try again.",
     service_unavailable: "The server is busy recovering. Try again in a moment.",
     version_conflict: "Someone changed the cart at the same moment. Try again.",
     not_a_participant: "This order isn't yours to see: only the host, the members who paid into it and the store's staff can.",
@@ -255,11 +259,20 @@ function words(error, context = {}) {
       : "That's more than was paid, less what was refunded before.",
     payment_not_refundable: "This payment can't be refunded: it wasn't paid online, or it's refunded in full or disputed.",
     invalid_refund: "Enter the refund as an amount, like 2.50.",
+    email_taken: "There's an account with this email already. Sign in instead, or use another email.",
+    bad_credentials: "The email or the password is wrong.",
+    checkout_step_missing: "Give the address and choose delivery or pickup first.",
+    order_not_payable: "This order takes no payment now: it's paid already, or it was cancelled.",
+    not_your_cart: "This cart belongs to someone else.",
+    payment_provider_unavailable: "Stripe didn't answer. Try again in a moment.",
+    currency_not_payable_online: "This store's currency can't be paid by card.",
   };
+  if (context.shop && error.code === "cart_not_open") return "This cart has become an order: it changes no more.";
   if (error.code === "validation_error" && fieldOf(error) === "amount_minor") return "Enter an amount above zero, like 2.50.";
   if (error.code === "out_of_stock") {
     const gone = (error.body.product_ids || []).map((id) => productName(id)).filter(Boolean);
-    return gone.length ? `Not enough ${names(gone)} left for this cart. Change the quantities and lock again.` : "Some dishes sold out. Change the quantities and lock again.";
+    const then = context.shop ? "try again" : "lock again";
+    return gone.length ? `Not enough ${names(gone)} left for this cart. Change the quantities and ${then}.` : `Some dishes sold out. Change the quantities and ${then}.`;
   }
   if (error.code === "validation_error" && error.body.errors && error.body.errors[0]) {
     const first = error.body.errors[0];
@@ -275,20 +288,29 @@ function fieldOf(error) {
 }
 
 function productName(id) {
-  const product = cartScreen && cartScreen.products && cartScreen.products.find((p) => p.id === id);
+  const state = here();
+  const product = state && state.products && state.products.find((p) => p.id === id);
   return product ? product.name : null;
+}
+
+// "in 40 seconds (at 14:05)": when a refused sign-in may be tried again (Retry-After).
+function soon(seconds) {
+  const at = new Date(Date.now() + seconds * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return `${seconds < 90 ? `in ${seconds} second${seconds === 1 ? "" : "s"}` : `in ${Math.ceil(seconds / 60)} minutes`} (at ${at})`;
 }
 
 // ---------------------------------------------------------------- messages beside their controls
 
 const ui = {
-  screen: "loading", // signin | home | cart | orders | order | store | message
+  screen: "loading", // signin | login | signup | home | cart | shop | orders | order | store | message
   messages: new Map(), // slot key → { text, tone, holds? }
   busy: new Set(), // keys of actions under way
   home: null,
   orders: null,
   staffForms: new Map(), // order id → the inline form open under it: shipped | rejected | cancelled
   notice: null, // { title, text } for the message screen
+  next: "/", // where signing in or up goes on to
+  carried: null, // the cart a guest's cart was merged into, to say so on arrival
 };
 
 // A message stays while `holds()` says it is still true; a good-news one without such a
@@ -372,6 +394,7 @@ function route() {
   closeCart();
   closeOrder();
   closeStore();
+  shop = null;
   ui.messages.clear();
   ui.staffForms.clear();
   // A staff link (#/store/<id>?token=…) signs the browser in as the store's staff; the token
@@ -388,7 +411,19 @@ function route() {
   document.getElementById("whoami").textContent = session.name ? `Signed in as ${session.name}${staffHome ? " (store staff)" : ""}` : "";
   const navStore = document.getElementById("nav-store");
   if (navStore) { navStore.hidden = !staffHome; navStore.href = staffHome ? `/#/store/${staffHome}` : "/"; }
+  const navSignIn = document.getElementById("nav-signin");
+  navSignIn.hidden = Boolean(session.account);
+  navSignIn.href = /^\/(shop|checkout)\//.test(hash) ? `/#/signin?next=${encodeURIComponent(hash)}` : "/#/signin";
   if (store) return showStore(store[1], refused);
+  const auth = hash.match(/^\/(signin|signup)(?:\?next=([\w%/-]*))?$/);
+  if (auth) {
+    const next = decodeURIComponent(auth[2] || "");
+    ui.next = /^\/[\w/-]*$/.test(next) ? next : "/";
+    ui.screen = auth[1] === "signin" ? "login" : "signup";
+    render();
+    focusFirst(auth[1] === "signin" ? "#login-email" : "#signup-display_name");
+    return;
+  }
   if (!session.token) { ui.screen = "signin"; render(); focusFirst("#display-name"); return; }
   const join = path.match(/^\/join\/([A-Za-z0-9_-]+)$/);
   if (join) return joinCart(join[1]);
@@ -396,6 +431,10 @@ function route() {
   if (cart) return openCart(cart[1]);
   const order = hash.match(/^\/orders\/([0-9a-f-]{36})$/);
   if (order) return showOrder(order[1]);
+  const shopAt = hash.match(/^\/shop\/([0-9a-f-]{36})$/);
+  if (shopAt) return openShop({ storeId: shopAt[1] });
+  const checkout = hash.match(/^\/checkout\/([0-9a-f-]{36})$/);
+  if (checkout) return openShop({ cartId: checkout[1] });
   if (hash === "/orders") return showOrders();
   return showHome();
 }
@@ -444,7 +483,7 @@ document.addEventListener("submit", (event) => {
 // ---------------------------------------------------------------- render
 
 function render() {
-  const screens = { loading, signin: signInScreen, home: homeScreen, cart: cartScreenView, orders: ordersScreen, order: orderScreen, store: storeScreen, message: messageScreen };
+  const screens = { loading, signin: signInScreen, login: accountScreen, signup: accountScreen, home: homeScreen, cart: cartScreenView, shop: shopScreen, orders: ordersScreen, order: orderScreen, store: storeScreen, message: messageScreen };
   for (const [key, message] of ui.messages) if (message.holds && !message.holds()) ui.messages.delete(key);
   const content = (screens[ui.screen] || loading)();
   morph(main, h("main", { id: "main", "data-screen": ui.screen }, content));
@@ -471,7 +510,8 @@ function signInScreen() {
       h("div", { class: "row" },
         h("input", { id: "display-name", name: "display_name", autocomplete: "nickname", maxlength: "60", "data-own": true, "aria-describedby": "msg-signin" }),
         h("button", { type: "submit", "aria-disabled": busy("signin") }, "Continue")),
-      slot("signin")));
+      slot("signin")),
+    h("p", {}, "Have an account? ", h("a", { href: "/#/signin", id: "to-signin" }, "Sign in"), " or ", h("a", { href: "/#/signup", id: "to-signup" }, "create one"), "."));
 }
 
 SUBMITS["sign-in"] = (form) => act("signin", async () => {
@@ -493,22 +533,24 @@ async function showHome() {
   if (ui.screen !== "home") return;
   ui.home = { stores: stores.items, carts: carts.items };
   render();
+  if (ui.carried && ui.carried.failed) { say("home", `You're signed in, but your cart couldn't come with you: ${ui.carried.failed}`); ui.carried = null; }
 }
 
 function homeScreen() {
   const { stores, carts } = ui.home || {};
   const start = h("section", { class: "card", "data-key": "start" },
-    h("h1", {}, "Start a group order"),
+    h("h1", {}, "Order from a store"),
     stores === null ? h("p", { class: "muted" }, "Loading the stores…")
       : stores.length ? [
         h("label", { for: "store" }, "Store"),
         h("div", { class: "row" },
           h("select", { id: "store", name: "store", "data-own": true },
             stores.map((store) => h("option", { value: store.id, "data-key": `store-${store.id}` }, `${store.name} (${store.currency})`))),
-          h("button", { id: "open-cart", "data-action": "open-cart", "aria-disabled": busy("open-cart") }, "Open a group cart")),
+          h("button", { id: "open-cart", "data-action": "open-cart", "aria-disabled": busy("open-cart") }, "Open a group cart"),
+          h("button", { id: "shop-alone", class: "secondary", "data-action": "shop-alone" }, "Shop on your own")),
         slot("open-cart"),
       ] : h("p", { class: "muted" }, "No stores yet. An admin can add one, or run teamcart seed-demo."),
-    h("p", { class: "muted" }, "Got an invite link? Just open it."),
+    h("p", { class: "muted" }, "A group cart: everyone adds their own items and pays their own share. Got an invite link? Just open it."),
     slot("home"));
   const mine = h("section", { class: "card", "data-key": "my-carts", id: "my-carts" },
     h("h2", {}, "My carts"),
@@ -525,12 +567,14 @@ function homeScreen() {
               : `your items: ${cart.my_item_count} (${formatMoney(cart.my_subtotal_minor, cart.currency)})`)))));
   const account = h("section", { class: "card", "data-key": "account" },
     h("h2", {}, "You"),
-    h("p", {}, `You're signed in as ${session.name || "a guest"} on this browser.`),
+    h("p", {}, session.account ? `You're signed in as ${session.name} (${session.account}).` : `You're signed in as ${session.name || "a guest"} on this browser, as a guest.`),
+    session.account ? null : h("p", {}, h("a", { href: "/#/signup" }, "Create an account"), " or ", h("a", { href: "/#/signin" }, "sign in"), " to find your orders from any browser."),
     h("button", { class: "secondary", "data-action": "sign-out" }, "Sign out"));
   return [start, mine, account];
 }
 
 ACTIONS["sign-out"] = () => { session.forget(); ui.home = null; route(); };
+ACTIONS["shop-alone"] = () => go(`/shop/${document.getElementById("store").value}`);
 ACTIONS["open-cart"] = () => act("open-cart", async () => {
   const select = document.getElementById("store");
   const cart = await api("POST", "/api/v1/teamcarts", { store_id: select.value });
@@ -550,6 +594,94 @@ async function joinCart(code) {
     ui.screen = "message";
     render();
   }
+}
+
+// ---------------------------------------------------------------- accounts: sign in or up, the guest's cart kept
+
+const ACCOUNT_FIELDS = ["display_name", "email", "password"];
+
+function accountScreen() {
+  const up = ui.screen === "signup";
+  const form = up ? "signup" : "login";
+  const field = (name, label, attrs, hint = null) => {
+    const key = `${form}-${name}`;
+    const message = ui.messages.get(key);
+    return h("div", { "data-key": `f-${key}` },
+      h("label", { for: key }, label),
+      h("input", { id: key, name, class: "wide", "data-own": true, "aria-invalid": message && message.tone === "bad" ? "true" : null,
+        "aria-describedby": [hint ? `${key}-hint` : "", `msg-${key}`].join(" ").trim(), ...attrs }),
+      hint ? h("p", { class: "muted small msg", id: `${key}-hint` }, hint) : null,
+      slot(key));
+  };
+  const carrying = !session.account && localStorage.getItem("teamcart.shopped");
+  const other = `/#/${up ? "signin" : "signup"}${ui.next !== "/" ? `?next=${encodeURIComponent(ui.next)}` : ""}`;
+  return h("section", { class: "card account", id: "account", "data-key": form, "aria-labelledby": "account-title" },
+    h("h1", { id: "account-title" }, up ? "Create an account" : "Sign in"),
+    session.account ? h("p", { class: "muted" }, `You're signed in as ${session.name} (${session.account}). Signing in again changes who you are on this browser.`)
+      : carrying ? h("p", {}, "Your cart comes with you.") : null,
+    h("form", { "data-submit": "account", "data-mode": form, novalidate: true },
+      up ? field("display_name", "Your name", { autocomplete: "name", maxlength: "60" }) : null,
+      field("email", "Email", { type: "email", autocomplete: "email", inputmode: "email", spellcheck: "false" }),
+      field("password", "Password", { type: "password", autocomplete: up ? "new-password" : "current-password", maxlength: "256" }, up ? "At least 8 characters." : null),
+      h("p", {}, h("button", { type: "submit", id: `${form}-submit`, "aria-disabled": busy(form) }, up ? "Create the account" : "Sign in")),
+      slot(form)),
+    h("p", {}, up ? "Have an account already? " : "New here? ", h("a", { href: other, id: "account-other" }, up ? "Sign in" : "Create an account")),
+    session.account ? null : h("p", { class: "muted" }, "No account is needed to order: ",
+      session.token ? h("a", { href: `/#${ui.next}` }, "carry on as a guest") : h("a", { href: "/" }, "give a name and carry on as a guest"), "."));
+}
+
+SUBMITS.account = (form) => {
+  const mode = form.dataset.mode;
+  const data = Object.fromEntries(new FormData(form).entries());
+  const email = String(data.email || "").trim();
+  for (const name of ACCOUNT_FIELDS) unsay(`${mode}-${name}`);
+  const wrong = [];
+  if (mode === "signup" && !String(data.display_name || "").trim()) wrong.push(["display_name", "Type your name: the store sees it on your orders."]);
+  if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email)) wrong.push(["email", "Enter your email address, like ana@example.com."]);
+  const password = String(data.password || "");
+  if (mode === "signup" && password.length < 8) wrong.push(["password", "Choose a password of at least 8 characters."]);
+  if (mode === "login" && !password) wrong.push(["password", "Enter your password."]);
+  if (wrong.length) {
+    for (const [name, text] of wrong) ui.messages.set(`${mode}-${name}`, { text, tone: "bad" });
+    render();
+    focusFirst(`#${mode}-${wrong[0][0]}`);
+    return;
+  }
+  act(mode, async () => {
+    let body;
+    try {
+      body = mode === "signup"
+        ? await api("POST", "/api/v1/accounts", { email, password, display_name: String(data.display_name).trim() })
+        : await api("POST", "/api/v1/sessions/password", { email, password });
+    } catch (error) {
+      const name = error.code === "email_taken" ? "email" : error.code === "validation_error" ? fieldOf(error) : null;
+      if (!ACCOUNT_FIELDS.includes(name)) throw error;
+      say(`${mode}-${name}`, words(error));
+      focusFirst(`#${mode}-${name}`);
+      return;
+    }
+    await signedIn(body, email);
+  });
+};
+
+// The new session replaces the guest's; a guest who shopped here brings their cart along.
+async function signedIn(body, email) {
+  const guest = session.token && !session.account && localStorage.getItem("teamcart.shopped") ? session.token : null;
+  const name = body.display_name || ((claimsOf(body.token) || {}).extras || {}).name || email;
+  session.save(body, name);
+  localStorage.setItem("teamcart.account", email);
+  localStorage.removeItem("teamcart.shopped");
+  let next = ui.next;
+  if (guest) {
+    try {
+      const cart = await api("POST", "/api/v1/carts/merge", { guest_token: guest });
+      if (cart.items.length) { ui.carried = cart.id; next = `/shop/${cart.store_id}`; }
+    } catch (error) {
+      if (error.code !== "cart_not_found") ui.carried = { failed: words(error) };
+    }
+  }
+  ui.home = null;
+  go(next);
 }
 
 // ---------------------------------------------------------------- the cart, live
@@ -579,6 +711,12 @@ async function openCart(cartId) {
   } catch (error) {
     if (cartScreen !== state) return;
     if (error.code === "not_a_member") { removedFromCart(); return; }
+    // Stripe's page sends a buyer who cancels back to #/carts/<id> (the server's default): their own cart.
+    if (error.status === 404 && await api("GET", `/api/v1/carts/${cartId}`).catch(() => null) && cartScreen === state) {
+      history.replaceState(null, "", `/#/checkout/${cartId}`);
+      route();
+      return;
+    }
     ui.notice = { title: error.status === 404 ? "No such cart" : "Can't open this cart", text: words(error) };
     ui.screen = "message";
     closeCart();
@@ -966,8 +1104,23 @@ function resetProduct(block) {
   if (qty) qty.value = "1";
 }
 
+// The cart on screen: a group's (its changes come back over its socket) or your own (the
+// answer is its new state: nobody else changes it).
+const here = () => (ui.screen === "shop" ? shop : cartScreen);
+async function changeCart(state, method, path, body) {
+  const own = state === shop;
+  try {
+    const answer = await api(method, `/api/v1/${own ? "carts" : "teamcarts"}/${state.cartId}${path}`, body);
+    if (own && shop === state && answer && answer.items) state.cart = answer;
+    return answer;
+  } catch (error) {
+    if (own && error.code === "out_of_stock") loadShopCatalog(state);
+    throw error;
+  }
+}
+
 ACTIONS.add = (button) => {
-  const state = cartScreen;
+  const state = here();
   const productId = button.dataset.product;
   const product = state.products.find((p) => p.id === productId);
   const block = button.closest(".product");
@@ -987,14 +1140,14 @@ ACTIONS.add = (button) => {
     if (picked > group.max) { say(key, `Choose at most ${group.max} ${group.name.toLowerCase()}.`); return; }
   }
   act(key, async () => {
-    await api("POST", `/api/v1/teamcarts/${state.cartId}/items`, { product_id: productId, quantity, options });
+    await changeCart(state, "POST", "/items", { product_id: productId, quantity, options });
     resetProduct(block);
     say(key, `Added ${quantity} × ${product.name}.`, "ok");
-  });
+  }, { shop: state === shop });
 };
 
 CHANGES["item-qty"] = (input) => {
-  const state = cartScreen;
+  const state = here();
   const itemId = input.dataset.item;
   const item = state.cart.items.find((i) => i.item_id === itemId);
   const key = `item-${itemId}`;
@@ -1006,17 +1159,25 @@ CHANGES["item-qty"] = (input) => {
     say(key, `Quantities go from 1 to 99; kept ${item.quantity}. To take it out, press Remove.`);
     return;
   }
+  if (quantity === item.quantity) return; // put back after a refusal, or typed as it was: nothing to send
   act(key, async () => {
     try {
-      await api("PATCH", `/api/v1/teamcarts/${state.cartId}/items/${itemId}`, { quantity });
+      await changeCart(state, "PATCH", `/items/${itemId}`, { quantity });
     } catch (error) {
       input.value = String(item.quantity);
       throw error;
     }
-  });
+  }, { shop: state === shop });
 };
 
-ACTIONS["remove-item"] = (button) => act(`item-${button.dataset.item}`, () => api("DELETE", `/api/v1/teamcarts/${cartScreen.cartId}/items/${button.dataset.item}`));
+ACTIONS["remove-item"] = (button) => {
+  const state = here();
+  const item = state.cart.items.find((i) => i.item_id === button.dataset.item);
+  act(`item-${button.dataset.item}`, async () => {
+    await changeCart(state, "DELETE", `/items/${button.dataset.item}`);
+    if (state === shop && item) announce(`Removed ${item.name} from your cart.`);
+  });
+};
 ACTIONS.ready = () => act("ready", () => api("PUT", `/api/v1/teamcarts/${cartScreen.cartId}/ready`, { ready: !mine(cartScreen).ready }));
 ACTIONS.leave = () => act("ready", async () => {
   if (!window.confirm("Leave this cart? Your items go with you.")) return;
@@ -1249,7 +1410,7 @@ SUBMITS["pay-card"] = () => {
   });
 };
 
-async function sendCard(state, payment) {
+async function sendCard(state, payment, confirmPath = `/api/v1/teamcarts/${state.cartId}/payments/online/confirm`) {
   if (payment.confirm_on_server) {
     // The emulator's Stripe.js tokenises the card and the server confirms (ADR 0006). Its
     // year field wants two digits; a person types four.
@@ -1260,12 +1421,316 @@ async function sendCard(state, payment) {
     }
     const { token, error } = await payment.stripe.createToken(payment.card);
     if (error || !token) throw new ApiError(400, { code: "card_invalid", detail: "Check the card number, the expiry month and year (MM and YY) and the CVC." });
-    await api("POST", `/api/v1/teamcarts/${state.cartId}/payments/online/confirm`, { payment_intent_id: payment.payment_intent_id, payment_method: token.card.id });
+    await api("POST", confirmPath, { payment_intent_id: payment.payment_intent_id, payment_method: token.card.id });
   } else {
     const { error } = await payment.stripe.confirmCardPayment(payment.client_secret, { payment_method: { card: payment.card } });
     if (error) throw new ApiError(402, { code: error.code === "card_declined" ? "card_declined" : "card_invalid", detail: error.message || "Check your card details." });
   }
 }
+
+// ---------------------------------------------------------------- shopping on your own: the shop, your cart, the checkout's steps
+
+let shop = null; // { storeId, cartId, cart, store, products, step, payment, declined, order }
+const STEPS = [["cart", "Cart"], ["address", "Address"], ["delivery", "Delivery"], ["payment", "Payment"]];
+const STRIPE_JS = "https://js.stripe.com/v3/";
+const ADDRESS_WORDS = { line1: "address", city: "city", postal_code: "postal code", country: "country" };
+
+// Where a checkout picks up: the step after the last one the cart has done.
+function stepOf(cart) {
+  if (cart.status !== "open" || cart.state === "delivery" || cart.state === "payment") return "payment";
+  if (cart.state === "address") return "delivery";
+  return cart.items.length ? "address" : "cart";
+}
+
+// #/shop/<store>: your open cart there (the same one again) and the store's menu.
+// #/checkout/<cart>: that cart's checkout, at the step it has reached.
+async function openShop({ storeId = null, cartId = null }) {
+  const state = { storeId, cartId, cart: null, store: null, products: null, step: "cart", payment: null, declined: null, order: null };
+  shop = state;
+  ui.screen = "loading";
+  render();
+  try {
+    state.cart = cartId ? await api("GET", `/api/v1/carts/${cartId}`) : await api("POST", "/api/v1/carts", { store_id: storeId });
+    if (state.cart.order_id) state.order = await api("GET", `/api/v1/orders/${state.cart.order_id}`).catch(() => null);
+  } catch (error) {
+    if (shop !== state) return;
+    if (error.code === "unauthorized") { route(); return; }
+    shop = null;
+    ui.notice = { title: error.status === 404 ? "No such store or cart" : "Can't open this cart", text: words(error, { shop: true }) };
+    ui.screen = "message";
+    render();
+    return;
+  }
+  if (shop !== state) return;
+  const cart = state.cart;
+  if (cart.status === "merged") { go(`/shop/${cart.store_id}`); return; } // it moved into an account's cart
+  Object.assign(state, { cartId: cart.id, storeId: cart.store_id, step: cartId ? stepOf(cart) : "cart" });
+  if (!session.account) localStorage.setItem("teamcart.shopped", "1"); // signing in brings it along
+  ui.screen = "shop";
+  render();
+  focusFirst(state.step === "cart" ? "#shop-title" : "#step-title");
+  if (ui.carried === cart.id) say("shop-cart", "Your cart came with you.", "ok", () => shop === state);
+  else if (ui.carried && ui.carried.failed) say("shop-cart", `You're signed in, but your cart couldn't come with you: ${ui.carried.failed}`);
+  ui.carried = null;
+  loadShopCatalog(state);
+}
+
+async function loadShopCatalog(state) {
+  try {
+    const [store, products] = await Promise.all([
+      state.store || api("GET", `/api/v1/stores/${state.storeId}`),
+      api("GET", `/api/v1/stores/${state.storeId}/products`),
+    ]);
+    if (shop !== state) return;
+    state.store = store;
+    state.products = products.items;
+    render();
+  } catch { /* the menu stays as it was; the next out-of-stock answer or visit asks again */ }
+}
+
+function shopScreen() {
+  const state = shop;
+  const cart = state.cart;
+  const money = (minor) => formatMoney(minor, cart.currency);
+  const head = h("section", { class: "card head", "data-key": "shop-head", "aria-labelledby": "shop-title" },
+    h("div", { class: "spread" }, h("h1", { id: "shop-title" }, state.store ? state.store.name : "Your cart"), h("span", { class: "muted" }, "Shopping on your own")),
+    stepper(state));
+  if (state.step === "cart") {
+    const count = cart.items.reduce((n, i) => n + i.quantity, 0);
+    const bar = h("div", { class: "my-bar", id: "my-bar", "data-key": "bar" },
+      h("span", {}, `Your cart: ${count} · ${money(cart.subtotal_minor)}`),
+      h("button", { class: "secondary small", "data-action": "to-cart" }, "Your cart"));
+    return [head, h("div", { class: "layout shop", "data-key": "shop-layout" },
+      h("div", { class: "col", "data-key": "shop-menu" }, menu(state, money)),
+      h("div", { class: "col", "data-key": "shop-side" }, yourCart(state, money, true), session.account ? null : accountNote(state))), bar];
+  }
+  const step = { address: addressStep, delivery: deliveryStep, payment: paymentStep }[state.step](state, money);
+  return [head, h("div", { class: "layout", "data-key": "checkout-layout" },
+    h("div", { class: "col", "data-key": "checkout-step" }, step),
+    h("div", { class: "col", "data-key": "checkout-cart" }, yourCart(state, money, false)))];
+}
+
+function stepper(state) {
+  const at = STEPS.findIndex(([key]) => key === state.step);
+  const back = state.cart.status === "open"; // once paying, the order is made: no going back
+  return h("nav", { class: "steps", "aria-label": "Checkout steps", "data-key": "steps" },
+    h("ol", { id: "steps" }, STEPS.map(([key, label], i) => {
+      const done = i < at;
+      const text = [h("span", { class: "step-n", "aria-hidden": "true" }, done ? "✓" : String(i + 1)),
+        h("span", { class: "visually-hidden" }, `Step ${i + 1}: `), label, done ? h("span", { class: "visually-hidden" }, back ? ", done: go back to it" : ", done") : null];
+      return h("li", { "data-key": `st-${key}`, "data-step": key, class: done ? "done" : i === at ? "now" : null, "aria-current": i === at ? "step" : null },
+        done && back ? h("button", { class: "link", "data-action": "step", "data-step": key, "aria-label": `Step ${i + 1}: ${label}, done: go back to it` }, text) : h("span", {}, text));
+    })));
+}
+
+function yourCart(state, money, editable) {
+  const cart = state.cart;
+  const count = cart.items.reduce((n, i) => n + i.quantity, 0);
+  const open = editable && cart.status === "open";
+  const method = cart.delivery_method;
+  return h("section", { class: "card", id: "shop-cart", "data-key": "shop-cart", "aria-labelledby": "shop-cart-title" },
+    h("h2", { id: "shop-cart-title" }, count ? `Your cart (${count} ${count === 1 ? "item" : "items"})` : "Your cart"),
+    slot("shop-cart"),
+    cart.items.length === 0 ? h("p", { class: "muted", id: "cart-empty" }, "Nothing here yet: add something from the menu.")
+      : h("ul", { class: "plain", id: "cart-items" }, cart.items.map((item) => {
+        const what = `${item.name}${item.options.length ? ` (${item.options.join(", ")})` : ""}`;
+        return h("li", { "data-key": `ci-${item.item_id}`, "data-item-id": item.item_id, "data-name": item.name },
+          h("div", { class: "spread" }, h("span", {}, h("strong", {}, item.name), item.options.length ? ` (${item.options.join(", ")})` : ""), h("span", {}, money(item.line_total_minor))),
+          open ? h("div", { class: "row" },
+            h("label", { for: `qty-${item.item_id}`, class: "inline" }, "Quantity", h("span", { class: "visually-hidden" }, ` of ${what} in your cart`)),
+            h("input", { type: "number", inputmode: "numeric", min: "1", max: "99", value: String(item.quantity), class: "qty", id: `qty-${item.item_id}`, "data-change": "item-qty", "data-item": item.item_id, "aria-describedby": `msg-item-${item.item_id}` }),
+            h("button", { class: "secondary", "data-action": "remove-item", "data-item": item.item_id, "aria-label": `Remove ${what}`, "aria-disabled": busy(`item-${item.item_id}`) }, "Remove"))
+            : h("div", { class: "muted" }, `${item.quantity} × ${money(item.unit_price_minor)}`),
+          slot(`item-${item.item_id}`));
+      })),
+    cart.items.length ? h("table", { class: "totals", id: "shop-totals" }, h("caption", { class: "visually-hidden" }, "Totals"), h("tbody", {},
+      h("tr", {}, h("th", { scope: "row" }, "Subtotal"), h("td", {}, money(cart.subtotal_minor))),
+      h("tr", {}, h("th", { scope: "row" }, method === "pickup" ? "Pickup" : "Delivery"), h("td", { id: "shop-fee" }, cart.delivery_fee_minor ? money(cart.delivery_fee_minor) : "Free")),
+      h("tr", {}, h("th", { scope: "row" }, "Tax"), h("td", {}, money(cart.tax_minor))),
+      h("tr", { class: "total" }, h("th", { scope: "row" }, "Total"), h("td", { id: "shop-total" }, money(cart.total_minor))))) : null,
+    open && cart.items.length && !method && cart.delivery_fee_minor ? h("p", { class: "muted small" }, "Or pick it up for free: you choose at checkout.") : null,
+    open && cart.items.length ? h("p", {}, h("button", { id: "checkout", "data-action": "checkout" }, "Check out")) : null,
+    slot("checkout"));
+}
+
+function accountNote(state) {
+  const next = encodeURIComponent(`/shop/${state.storeId}`);
+  return h("section", { class: "card", id: "shop-account", "data-key": "shop-account", "aria-labelledby": "shop-account-title" },
+    h("h2", { id: "shop-account-title" }, "Have an account?"),
+    h("p", {}, h("a", { href: `/#/signin?next=${next}`, id: "shop-signin" }, "Sign in"), " or ", h("a", { href: `/#/signup?next=${next}`, id: "shop-signup" }, "create one"),
+      " and your cart comes with you. Or carry on as a guest: no account is needed."));
+}
+
+ACTIONS.step = (button) => {
+  const state = shop;
+  if (button.dataset.step === "cart") { go(`/shop/${state.storeId}`); return; }
+  toStep(state, button.dataset.step);
+};
+ACTIONS.checkout = () => go(`/checkout/${shop.cartId}`);
+ACTIONS["to-cart"] = () => {
+  const title = document.getElementById("shop-cart-title");
+  if (title) { title.scrollIntoView({ block: "start" }); title.focus({ preventScroll: true }); }
+};
+
+function toStep(state, step) {
+  if (shop !== state) return;
+  state.step = step;
+  state.payment = null;
+  render();
+  focusFirst("#step-title");
+}
+
+function addressStep(state) {
+  const saved = state.cart.address || {};
+  const field = (name, label, autocomplete, required = true) => h("div", { "data-key": `ship-${name}` },
+    h("label", { for: `ship-${name}` }, label),
+    h("input", { id: `ship-${name}`, name, autocomplete, required, value: saved[name] || "", "data-own": true, class: "wide", "aria-describedby": "msg-address" }));
+  return h("form", { class: "card", id: "address-step", "data-key": "address-step", "data-submit": "ship-address", novalidate: true, "aria-labelledby": "step-title" },
+    h("h2", { id: "step-title" }, "Your address"),
+    h("p", { class: "muted" }, "Where the order goes, or whose it is if you pick it up."),
+    field("line1", "Address", "address-line1"), field("line2", "Address line 2 (optional)", "address-line2", false),
+    field("city", "City", "address-level2"), field("postal_code", "Postal code", "postal-code"), field("country", "Country (2 letters)", "country"),
+    h("div", { class: "row" },
+      h("button", { type: "submit", id: "to-delivery", "aria-disabled": busy("address") }, "Continue to delivery"),
+      h("button", { type: "button", class: "secondary", "data-action": "step", "data-step": "cart" }, "Back to the cart")),
+    slot("address"));
+}
+
+SUBMITS["ship-address"] = (form) => {
+  const state = shop;
+  const data = Object.fromEntries([...new FormData(form).entries()].map(([name, value]) => [name, String(value).trim()]));
+  const missing = ["line1", "city", "postal_code", "country"].filter((name) => !data[name]);
+  if (missing.length) {
+    say("address", `Fill in the ${names(missing.map((name) => ADDRESS_WORDS[name]))}.`);
+    document.getElementById(`ship-${missing[0]}`).focus();
+    return;
+  }
+  if (!data.line2) delete data.line2;
+  act("address", async () => {
+    await changeCart(state, "PUT", "/address", data);
+    toStep(state, "delivery");
+  }, { shop: true });
+};
+
+function deliveryStep(state, money) {
+  const cart = state.cart;
+  const fee = cart.delivery_method !== "pickup" && cart.items.length ? cart.delivery_fee_minor : state.store ? state.store.delivery_fee_minor : 0;
+  const chosen = cart.delivery_method || "delivery";
+  const choice = (value, text, more) => h("label", { class: "choice", for: `method-${value}`, "data-key": `method-${value}` },
+    h("input", { type: "radio", id: `method-${value}`, name: "method", value, checked: chosen === value, "data-own": true }),
+    h("span", {}, h("strong", {}, text), h("br"), h("span", { class: "muted" }, more)));
+  return h("form", { class: "card", id: "delivery-step", "data-key": "delivery-step", "data-submit": "ship-method", novalidate: true, "aria-labelledby": "step-title" },
+    h("h2", { id: "step-title" }, "Delivery or pickup?"),
+    h("fieldset", {}, h("legend", {}, "How you get your order"),
+      choice("delivery", `Delivery: ${fee ? money(fee) : "free"}`, `To ${addressLine(cart.address)}`),
+      choice("pickup", "Pickup: free", fee ? `At the store, ${money(fee)} less than delivery` : "At the store")),
+    h("div", { class: "row" },
+      h("button", { type: "submit", id: "to-payment", "aria-disabled": busy("delivery") }, "Continue to payment"),
+      h("button", { type: "button", class: "secondary", "data-action": "step", "data-step": "address" }, "Back to the address")),
+    slot("delivery"));
+}
+
+SUBMITS["ship-method"] = (form) => {
+  const state = shop;
+  const picked = form.querySelector("input[name=method]:checked");
+  if (!picked) { say("delivery", "Choose delivery or pickup."); return; }
+  act("delivery", async () => {
+    await changeCart(state, "PUT", "/delivery", { method: picked.value });
+    toStep(state, "payment");
+  }, { shop: true });
+};
+
+function paymentStep(state, money) {
+  const { cart, order, payment } = state;
+  if (order && !["awaiting_payment", "payment_failed"].includes(order.status)) {
+    return h("section", { class: "card", id: "payment-step", "data-key": "paid-step", "aria-labelledby": "step-title" },
+      h("h2", { id: "step-title" }, "Paid"),
+      h("p", {}, `This cart is order ${order.number}, ${orderWord(order.status)}.`),
+      h("p", {}, h("a", { href: `/#/orders/${order.id}`, id: "see-order" }, "See the order"), " · ", h("a", { href: `/#/shop/${state.storeId}` }, "Shop again")));
+  }
+  const open = cart.status === "open";
+  return h("section", { class: "card", id: "payment-step", "data-key": "payment-step", "aria-labelledby": "step-title" },
+    h("h2", { id: "step-title" }, `Pay ${money(cart.total_minor)}`),
+    h("p", {}, cart.delivery_method === "pickup" ? "Pickup at the store." : `Delivery to ${addressLine(cart.address)}.`, " ",
+      open ? h("button", { class: "link", "data-action": "step", "data-step": "delivery", "aria-label": "Change delivery or pickup" }, "Change") : null),
+    open ? null : h("p", { class: "muted", id: "order-kept" }, `Order ${order ? order.number : ""}: its items are kept for you while you pay.`),
+    h("div", { class: "row" },
+      h("button", { id: "pay-here", "data-action": "pay-here", "aria-disabled": busy("pay-card") }, state.declined ? "Try another card" : "Pay by card here"),
+      h("button", { id: "pay-stripe", class: "secondary", "data-action": "pay-stripe", "aria-disabled": busy("pay-stripe") }, "Pay on Stripe's page")),
+    slot("pay-stripe"),
+    payment ? h("form", { id: "card-form", "data-key": `card-${payment.id}`, "data-submit": "shop-card" },
+      h("p", { class: "label", id: "card-label" }, "Card"),
+      h("div", { id: "card-element", "data-key": `card-el-${payment.id}`, "data-foreign": true, role: "group", "aria-labelledby": "card-label" }),
+      payment.confirm_on_server ? h("p", { class: "muted small" }, "Test mode: card 4242 4242 4242 4242 pays, 4000 0000 0000 0341 is declined; the year takes two digits.") : null,
+      h("p", {}, h("button", { type: "submit", id: "pay-card", "aria-disabled": busy("pay-card") }, `Pay ${money(cart.total_minor)}`))) : null,
+    slot("pay-card"));
+}
+
+// Check out (again): the order is made the first time, and each time after that pays it
+// again. After a declined card the next attempt is a new intent, once the server has heard
+// the last one failed (the same intent again means it hasn't yet).
+async function payAttempt(state, mode) {
+  const body = { mode, cancel_url: `${window.location.origin}/#/checkout/${state.cartId}` };
+  let started;
+  for (let tries = 0; ; tries += 1) {
+    try {
+      started = await api("POST", `/api/v1/carts/${state.cartId}/checkout`, body);
+    } catch (error) {
+      if (error.code === "order_not_payable" && state.cart.order_id) { go(`/orders/${state.cart.order_id}`); return null; }
+      if (error.code === "out_of_stock") loadShopCatalog(state);
+      throw error;
+    }
+    if (mode !== "payment_intent" || !state.declined || started.payment_intent_id !== state.declined || tries >= 20) break;
+    await new Promise((resolve) => { setTimeout(resolve, 300); });
+  }
+  state.order = { id: started.order_id, number: started.order_number, status: "awaiting_payment" };
+  state.cart = await api("GET", `/api/v1/carts/${state.cartId}`).catch(() => state.cart);
+  return started;
+}
+
+ACTIONS["pay-here"] = () => {
+  const state = shop;
+  act("pay-card", async () => {
+    state.payment = null; // a new attempt gets a new card form: a declined one belonged to the old intent
+    render();
+    const started = await payAttempt(state, "payment_intent");
+    if (!started || shop !== state) return;
+    await loadScript(started.stripe_js_url || STRIPE_JS);
+    const stripe = window.Stripe(started.publishable_key);
+    const card = stripe.elements().create("card");
+    state.payment = { ...started, id: ++paymentSerial, stripe, card };
+    render();
+    const mount = document.getElementById("card-element");
+    card.mount(mount);
+    const first = mount.querySelector("input");
+    if (first) first.focus();
+  }, { shop: true });
+};
+
+SUBMITS["shop-card"] = () => {
+  const state = shop;
+  const payment = state && state.payment;
+  if (!payment) return;
+  act("pay-card", async () => {
+    try {
+      await sendCard(state, payment, `/api/v1/carts/${state.cartId}/checkout/confirm`);
+    } catch (error) {
+      if (error.code === "card_declined" && shop === state) { state.payment = null; state.declined = payment.payment_intent_id; }
+      throw error;
+    }
+    go(`/orders/${payment.order_id}`); // where it becomes placed, live
+  }, { shop: true });
+};
+
+ACTIONS["pay-stripe"] = () => {
+  const state = shop;
+  act("pay-stripe", async () => {
+    const started = await payAttempt(state, "checkout_session");
+    if (!started) return;
+    announce("Going to Stripe's page to pay…");
+    window.location.assign(started.checkout_url); // it comes back to the order page
+  }, { shop: true });
+};
 
 // ---------------------------------------------------------------- orders, in words
 
@@ -1286,6 +1751,7 @@ const ORDER_STATUS = {
 const orderWord = (status) => (ORDER_STATUS[status] || [String(status).replaceAll("_", " ")])[0];
 const BY_ROLE = { host: "by the host", buyer: "by the buyer", staff: "by the store", admin: "by TeamCart", system: "automatically" };
 const PAID = {
+  none: "not paid yet", pending: "being paid", failed: "declined",
   cod_committed: "to pay on delivery", paid_online: "paid", refunded: "refunded in full",
   disputed: "disputed with the bank", won: "paid (dispute won)", lost: "dispute lost",
 };
@@ -1359,7 +1825,7 @@ function ordersScreen() {
             h("a", { href: `/#/orders/${order.id}` }, `${order.store_name ? `${order.store_name} · ` : ""}${order.number}`),
             h("span", {}, `You paid ${formatMoney(order.my_amount_minor || 0, order.currency)}`)),
           h("div", { class: "muted" }, h("span", { class: "cap" }, orderWord(order.status)),
-            ` · ${when(order.created_at)} · group total ${formatMoney(order.total_minor, order.currency)}`,
+            ` · ${when(order.created_at)} · ${order.kind === "single" ? "total" : "group total"} ${formatMoney(order.total_minor, order.currency)}`,
             order.my_refunded_minor ? ` · ${formatMoney(order.my_refunded_minor, order.currency)} refunded to you` : "")))),
     slot("orders"));
 }
@@ -1503,7 +1969,7 @@ function orderScreen() {
       h("span", { class: "muted" }, h("time", { datetime: entry.at }, when(entry.at)), ` · ${BY_ROLE[entry.by_role] || entry.by_role}`),
       entry.reason ? h("div", { class: "reason" }, `“${entry.reason}”`) : null))));
   const what = h("section", { class: "card", id: "order-lines", "data-key": "order-lines", "aria-labelledby": "lines-title" },
-    h("h2", { id: "lines-title" }, "What everyone ordered"),
+    h("h2", { id: "lines-title" }, order.kind === "single" ? "What was ordered" : "What everyone ordered"),
     h("ul", { class: "plain" }, [...byPerson.entries()].map(([userId, lines]) => h("li", { "data-key": `ol-${userId}` },
       h("strong", {}, nameOf(userId)),
       h("ul", { class: "items" }, lines.map((line, i) => h("li", { class: "spread", "data-key": `l-${i}` },
@@ -1517,7 +1983,7 @@ function orderScreen() {
       order.discount_minor ? h("tr", {}, h("th", { scope: "row" }, `Discount${order.coupon_code ? ` (${order.coupon_code})` : ""}`), h("td", {}, `−${money(order.discount_minor)}`)) : null,
       h("tr", { class: "total" }, h("th", { scope: "row" }, "Total"), h("td", {}, money(order.total_minor))))));
   const paid = h("section", { class: "card", id: "paid", "data-key": "paid", "aria-labelledby": "paid-title" },
-    h("h2", { id: "paid-title" }, "Who paid what"),
+    h("h2", { id: "paid-title" }, order.kind === "single" ? "Payment" : "Who paid what"),
     h("ul", { class: "plain", id: "payments" }, order.payments.map((p) => {
       const own = p.user_id === session.userId;
       return h("li", { class: own ? "mine" : null, "data-key": `pay-${p.user_id}-${p.method}`, "data-user-id": p.user_id, "data-status": p.status },
@@ -1545,7 +2011,7 @@ function orderScreen() {
 
 function hostCancel(order) {
   return h("form", { class: "inline-form", "data-submit": "host-cancel", "data-order": order.id, "data-key": "host-cancel", novalidate: true },
-    h("label", { for: "host-cancel-reason" }, "Cancel the order: why? (optional, the group sees it)"),
+    h("label", { for: "host-cancel-reason" }, `Cancel the order: why? (optional${order.kind === "single" ? "" : ", the group sees it"})`),
     h("input", { id: "host-cancel-reason", class: "wide", maxlength: "500", "data-own": true, autocomplete: "off", "aria-describedby": "msg-host-cancel" }),
     h("p", {}, h("button", { type: "submit", class: "danger", id: "host-cancel", "aria-disabled": busy("host-cancel") }, "Cancel the order")),
     h("p", { class: "muted small" }, "While the store hasn't accepted it yet. Online payments are refunded in full."),
