@@ -223,6 +223,33 @@ class Person:
         await card.locator("input[placeholder=postal_code]").fill("12345")
         await self.page.locator("#pay-card").click()
 
+    async def fill_card(self, number: str, *, year: str = "30") -> None:
+        """Type a card into the emulator's card element (``#card-element``) already shown."""
+        card = self.page.locator("#card-element")
+        await card.locator("input[placeholder=number]").fill(number)
+        await card.locator("input[placeholder=exp_month]").fill("12")
+        await card.locator("input[placeholder=exp_year]").fill(year)
+        await card.locator("input[placeholder=cvc]").fill("123")
+        await card.locator("input[placeholder=postal_code]").fill("12345")
+
+    async def pay_on_stripe_page(self, number: str, *, email: str = "") -> None:
+        """On the Stripe add-on's hosted Checkout page: the card, then Pay."""
+        page = self.page
+        if email:
+            await page.get_by_label("Email").fill(email)
+        await page.get_by_label("Card number").fill(number)
+        await page.get_by_label("Expiry date (MM / YY)").fill("12 / 30")
+        await page.get_by_label("Security code (CVC)").fill("123")
+        await page.get_by_role("button", name="Pay").click()
+
+    async def give_address(self, address: dict[str, str]) -> None:
+        """The checkout's address step, filled in (the labels a person reads)."""
+        page = self.page
+        await page.get_by_label("Address", exact=True).fill(address["line1"])
+        await page.get_by_label("City").fill(address["city"])
+        await page.get_by_label("Postal code").fill(address["postal_code"])
+        await page.get_by_label("Country (2 letters)").fill(address["country"])
+
     async def no_horizontal_scroll(self) -> None:
         widths = await self.page.evaluate(
             "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
