@@ -5,13 +5,17 @@ and Redis when they answer, else embedded ones, as the tests do), the Stripe emu
 store of ``app/demo.py`` ("Demo Kitchen"), and three people in Debian's Chromium: Hana hosts on
 her phone, Ana and Ben join by the invite link and add dishes; Ana pays cash on delivery, Ben
 pays online with the emulator's test card; Hana confirms, and the kitchen's staff (signed in by
-a staff link) accept the order, prepare it and ship it. Four pictures come out:
+a staff link) accept the order, prepare it and ship it. Then Cai shops on his own. Six pictures
+come out:
 
 - ``group-cart-live.png``: the open cart on Hana's phone (390 x 844), everyone's items in,
   the menu folded;
 - ``everyone-paying.png``: Hana's page on a laptop (1280 x 800) while the others pay;
 - ``order-live.png``: the shipped order on Ben's phone: status, tracking, what happened;
-- ``store-orders.png``: the kitchen's orders page on a laptop, the order shipped.
+- ``store-orders.png``: the kitchen's orders page on a laptop, the order shipped;
+- ``shop-cart.png``: Cai's own cart at the store on his phone, the menu folded;
+- ``checkout-delivery.png``: his checkout's delivery step (delivery or pickup, the fee's
+  difference), the steps done above it.
 """
 
 from __future__ import annotations
@@ -132,9 +136,31 @@ async def take(base: str, out: Path, jwt_secret: str) -> list[Path]:
         await ben.page.screenshot(path=str(order), full_page=True)
         store = out / "store-orders.png"
         await kitchen.page.screenshot(path=str(store))
+
+        contexts.append(await browser.new_context(viewport=PHONE))  # type: ignore[arg-type]
+        cai = Person("Cai", await contexts[-1].new_page(), out)
+        await cai.sign_in(base + "/")
+        await cai.page.get_by_label("Store").select_option(label="Demo Kitchen (USD)")
+        await cai.page.get_by_role("button", name="Shop on your own").click()
+        await cai.add("Margherita pizza", option="Classic crust")
+        await cai.add("Iced lemon tea", option="Large", quantity=2)
+        await cai.page.locator("#catalog > summary").click()  # the menu folded away
+        await cai.page.wait_for_timeout(6_500)  # "Added …" beside the button has gone
+        await cai.page.evaluate("() => scrollTo(0, document.body.scrollHeight)")  # the bar last
+        shop = out / "shop-cart.png"
+        await cai.page.screenshot(path=str(shop), full_page=True)
+        await cai.page.get_by_role("button", name="Check out").click()
+        await cai.give_address(
+            {"line1": "7 Mill Lane", "city": "Springfield", "postal_code": "12345", "country": "US"}
+        )
+        await cai.page.get_by_role("button", name="Continue to delivery").click()
+        await expect(cai.page.locator("#step-title")).to_have_text("Delivery or pickup?")
+        await cai.page.evaluate("() => scrollTo(0, 0)")
+        step = out / "checkout-delivery.png"
+        await cai.page.screenshot(path=str(step))
         for context in contexts:
             await context.close()
-    return [live, paying, order, store]
+    return [live, paying, order, store, shop, step]
 
 
 def main() -> int:
