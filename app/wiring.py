@@ -175,8 +175,8 @@ def reminders_by_socket(hub: Hub) -> Remind:
     """The sweeper's reminders go to the member's sockets, in every process (this one's
     first, then through Redis)."""
 
-    async def remind(cart_id: str, user_id: str, deadline: datetime) -> None:
-        frame = reminder_frame([user_id], Reminder(deadline=deadline, what="confirm"))
+    async def remind(cart_id: str, user_id: str, deadline: datetime, what: str) -> None:
+        frame = reminder_frame([user_id], Reminder(deadline=deadline, what=what))
         await hub.broadcast(cart_id, frame)
 
     return remind

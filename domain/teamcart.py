@@ -310,6 +310,8 @@ class TeamCart:
         invite_code: str,
         deadline: datetime | None,
         now: datetime,
+        *,
+        reminder_minutes: int = DEFAULT_REMINDER_MINUTES,
     ) -> "TeamCart":
         """A new open cart with the host as its only member (``CartOpened``, version 1).
 
@@ -339,6 +341,7 @@ class TeamCart:
             locked_at=None,
             members=[Member(host_user_id, display_name, MemberRole.HOST, False, now)],
             items=[],
+            reminder_minutes=reminder_minutes,
         )
         cart._record(
             CartOpened(

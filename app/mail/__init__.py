@@ -2,6 +2,8 @@
 
 - ``planner.py``: the outbox consumer. An order event becomes rows in ``emails``, one per
   (event, recipient, kind), rendered once; replays plan nothing new.
+- ``reminders.py``: the ``reminder`` mail, planned by the sweeper in the transaction that
+  claims the reminder (``app.use_cases.reminders``), not from the outbox.
 - ``rendering.py``: amounts in the order's currency, and the Jinja2 templates
   (``templates/``, HTML autoescaped) that make a mail's subject, text and HTML.
 - ``mailer.py``: the worker. It claims due rows with ``SKIP LOCKED``, sends them over SMTP,

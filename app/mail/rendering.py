@@ -33,7 +33,8 @@ SUBJECTS: Final[Mapping[str, str]] = MappingProxyType(
         "order_delivered": "Order {number} was delivered",
     }
 )
-"""The subject of each kind of mail (API.md § Email; ``reminder`` is not sent yet)."""
+"""The subject of each kind of order mail (API.md § Email). ``reminder`` is about a cart, not
+an order, and words its own subject (``app.mail.reminders``)."""
 
 KINDS: Final = frozenset(SUBJECTS)
 

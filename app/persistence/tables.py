@@ -541,10 +541,13 @@ emails = Table(
     "emails",
     metadata,
     Column("id", UUID(as_uuid=False), primary_key=True),  # also the Message-ID's left part
-    Column("outbox_id", BigInteger, nullable=False),
+    # Order mail: the outbox record and order it was planned from. A reminder (migration
+    # 0020) is about a cart instead, planned by the sweeper: ``cart_id``, no outbox or order.
+    Column("outbox_id", BigInteger, nullable=True),
     Column("user_id", UUID(as_uuid=False), nullable=False),
     Column("kind", String(32), nullable=False),
-    Column("order_id", UUID(as_uuid=False), nullable=False, index=True),
+    Column("order_id", UUID(as_uuid=False), nullable=True, index=True),
+    Column("cart_id", UUID(as_uuid=False), nullable=True),
     Column("to_address", Text, nullable=False),
     Column("subject", Text, nullable=False),
     Column("text_body", Text, nullable=False),
@@ -558,6 +561,10 @@ emails = Table(
     Column("sent_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("outbox_id", "user_id", "kind", name="uq_emails_outbox_id_user_id_kind"),
     CheckConstraint("status IN ('pending', 'sent', 'failed')", name="status_known"),
+    CheckConstraint(
+        "(outbox_id IS NOT NULL AND order_id IS NOT NULL) OR cart_id IS NOT NULL",
+        name="about_an_order_or_a_cart",
+    ),
 )
 Index(
     "ix_emails_pending",

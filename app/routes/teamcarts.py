@@ -37,12 +37,17 @@ from app.routes.fields import (
     invalid_field,
 )
 from app.use_cases import teamcarts as use
+from app.use_cases.reminders import MAX_REMINDER_MINUTES
 from app.use_cases.views import member_version, read_cart_view
 from domain.order import DeliveryAddress
-from domain.teamcart import PaymentMode
+from domain.teamcart import DEFAULT_REMINDER_MINUTES, PaymentMode
 from realtime.cart_view import CartView, ItemView, cart_view
 
 AuthRequest = Request[Principal, Token, Any]
+
+ReminderMinutes = Annotated[int, msgspec.Meta(ge=0, le=MAX_REMINDER_MINUTES)]
+"""How long before the deadline, and the payment window's end, members are reminded (0:
+never; at most a day)."""
 
 
 def invite_svg(link: str) -> bytes:
@@ -62,6 +67,7 @@ class OrderCreated(msgspec.Struct):
 class CartCreate(msgspec.Struct, forbid_unknown_fields=True):
     store_id: uuid.UUID
     deadline: Deadline | None = None
+    reminder_minutes: ReminderMinutes = DEFAULT_REMINDER_MINUTES
 
 
 class JoinRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -142,7 +148,13 @@ class TeamCartController(Controller):
         """Open a cart for a store; the caller is its host."""
         check_deadline(data.deadline, datetime.now(UTC))
         actor = request.user
-        command = use.OpenCart(actor.user_id, actor.display_name, str(data.store_id), data.deadline)
+        command = use.OpenCart(
+            actor.user_id,
+            actor.display_name,
+            str(data.store_id),
+            data.deadline,
+            reminder_minutes=data.reminder_minutes,
+        )
         return cart_view(await resources.runner.run(use.open_cart, command))
 
     @get("/")

@@ -30,7 +30,13 @@ from app.use_cases.payments.intents import cancel_quietly
 from app.use_cases.payments.refunds import owe_refund
 from domain.errors import CouponExhausted, NotAMember, OutOfStock
 from domain.order import DeliveryAddress, Order
-from domain.teamcart import DEFAULT_MAX_TIP_BPS, CartStatus, PaymentMode, TeamCart
+from domain.teamcart import (
+    DEFAULT_MAX_TIP_BPS,
+    DEFAULT_REMINDER_MINUTES,
+    CartStatus,
+    PaymentMode,
+    TeamCart,
+)
 
 log = structlog.get_logger("teamcart.carts")
 
@@ -67,6 +73,7 @@ class OpenCart:
     display_name: str
     store_id: str
     deadline: datetime | None
+    reminder_minutes: int = DEFAULT_REMINDER_MINUTES  # 0 to 1440 (the route's bound); 0: none
 
 
 async def open_cart(command: OpenCart, uow: UnitOfWork) -> TeamCart:
@@ -81,6 +88,7 @@ async def open_cart(command: OpenCart, uow: UnitOfWork) -> TeamCart:
         invite_code=new_invite_code(),
         deadline=command.deadline,
         now=utcnow(),
+        reminder_minutes=command.reminder_minutes,
     )
     uow.carts.add(cart)
     log.info("cart_opened", teamcart_id=cart.id, store_id=command.store_id)
@@ -516,8 +524,9 @@ async def _due_cart_ids(payment_window: timedelta, uow: UnitOfWork) -> list[str]
     return await uow.carts.due_ids(payment_window)
 
 
-Remind = Callable[[str, str, datetime], Awaitable[None]]
-"""Tells a member's sockets (cart id, user id) to do something before a deadline."""
+Remind = Callable[[str, str, datetime, str], Awaitable[None]]
+"""Tells a member's sockets (cart id, user id) to do something before a deadline: what
+(``confirm``, ``ready``, ``pay``) is the reminder's ``what``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,7 +549,7 @@ async def remind_hosts_to_confirm(
     due = await runner.without_relay().run(_claim_reminders, _Reminders(payment_window, lead))
     for reminder in due:
         try:
-            await remind(reminder.cart_id, reminder.host_user_id, reminder.deadline)
+            await remind(reminder.cart_id, reminder.host_user_id, reminder.deadline, "confirm")
         except Exception as exc:  # Redis away: the cart still expires on time
             log.warning("confirm_reminder_failed", teamcart_id=reminder.cart_id, error=repr(exc))
     return len(due)

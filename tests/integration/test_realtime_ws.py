@@ -457,11 +457,11 @@ async def test_the_host_of_a_ready_cart_is_reminded_to_confirm_once_and_only_the
     redis = Redis.from_url(redis_url)
     sent: list[tuple[str, str]] = []
 
-    async def remind(cart_id: str, user_id: str, deadline: datetime) -> None:
+    async def remind(cart_id: str, user_id: str, deadline: datetime, what: str) -> None:
         if cart_id != cart["id"]:
             return  # another test's ready cart
         sent.append((cart_id, user_id))
-        frame = reminder_frame([user_id], Reminder(deadline=deadline, what="confirm"))
+        frame = reminder_frame([user_id], Reminder(deadline=deadline, what=what))
         await redis.publish(channel_for(cart_id), frame)
 
     try:

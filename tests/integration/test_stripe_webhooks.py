@@ -689,7 +689,7 @@ async def test_a_cart_that_reopens_and_is_ready_again_reminds_its_host_again(
     )
     reminded: list[str] = []
 
-    async def remind(cart_id: str, user_id: str, deadline: Any) -> None:
+    async def remind(cart_id: str, user_id: str, deadline: Any, what: str) -> None:
         if cart_id == view["id"]:
             reminded.append(user_id)
 

@@ -484,7 +484,7 @@ async def test_the_host_of_a_ready_cart_is_reminded_once_before_its_confirm_wind
     )
     reminded: list[tuple[str, str]] = []
 
-    async def remind(cart_id: str, user_id: str, deadline: datetime) -> None:
+    async def remind(cart_id: str, user_id: str, deadline: datetime, what: str) -> None:
         reminded.append((cart_id, user_id))
 
     window = timedelta(minutes=30)  # confirm window: 60 minutes from the lock; lead: 15
@@ -505,7 +505,7 @@ async def test_a_cart_that_reopens_and_is_ready_again_reminds_its_host_again(sho
     assert shop.cart(party.cart_id).status is CartStatus.READY_TO_CONFIRM
     reminded: list[str] = []
 
-    async def remind(cart_id: str, user_id: str, deadline: datetime) -> None:
+    async def remind(cart_id: str, user_id: str, deadline: datetime, what: str) -> None:
         reminded.append(cart_id)
 
     window = timedelta(minutes=30)
