@@ -155,9 +155,10 @@ async def stock_left(base: str, store_id: str, product: str) -> int:
     return left
 
 
-async def shops_alone(person: Person, base: str, store: dict[str, Any]) -> None:
-    """From the home page, "Shop on your own" at the store."""
-    await person.page.goto(base + "/")
+async def shops_alone(person: Person, store: dict[str, Any]) -> None:
+    """From the home page (signed in: signing in goes there), "Shop on your own" at the
+    store."""
+    await expect(person.page.locator("#my-carts")).to_be_visible()
     await person.page.get_by_label("Store").select_option(label=f"{store['name']} (USD)")
     await person.page.get_by_role("button", name="Shop on your own").click()
     await expect(person.page.locator("#shop-title")).to_have_text(store["name"])
@@ -192,7 +193,7 @@ async def test_a_guest_shops_signs_up_keeps_the_cart_and_pays_by_card_after_a_de
 
     # A guest, shopping on their own: the same menu as a group's, and their cart beside it.
     await ana.sign_in(live_server + "/")
-    await shops_alone(ana, live_server, store)
+    await shops_alone(ana, store)
     await expect(page.locator("#steps > li[aria-current=step]")).to_have_attribute(
         "data-step", "cart"
     )
@@ -398,7 +399,7 @@ async def test_a_buyer_signs_in_pays_on_stripes_page_and_comes_back_to_the_order
     await expect(page.locator("#whoami")).to_have_text("Signed in as Ben")
     await expect(page.locator("#my-carts")).to_be_visible()  # on to the home page
 
-    await shops_alone(ben, live_server, store)
+    await shops_alone(ben, store)
     await expect(page.locator("#shop-account")).to_have_count(0)  # signed in already
     await ben.add("Gyoza", quantity=2)
     found["shop@1280"] = await axe_violations(page, source)
@@ -412,19 +413,10 @@ async def test_a_buyer_signs_in_pays_on_stripes_page_and_comes_back_to_the_order
     found["checkout-payment@1280"] = await axe_violations(page, source)
     await ben.shot("1-payment-step")
 
-    # Stripe's page, left by its cancel link: back at the payment step, the order kept.
+    # Paid on Stripe's page, which sends the buyer to the order: it becomes placed.
     await page.get_by_role("button", name="Pay on Stripe's page").click()
     await page.wait_for_url(f"{stripe_api_base}/checkout/**")
     await expect(page.locator("#amount")).to_have_text("USD 18.76")
-    await page.get_by_role("link", name="Cancel and go back").click()
-    await page.wait_for_url(re.compile(r"/#/checkout/[0-9a-f-]{36}$"))
-    await at_step(page, "payment", "Pay $18.76")
-    await expect(page.locator("#order-kept")).to_contain_text("its items are kept for you")
-    await expect(page.locator("#steps button")).to_have_count(0)
-
-    # Then paid there: Stripe's page sends the buyer to the order, which becomes placed.
-    await page.get_by_role("button", name="Pay on Stripe's page").click()
-    await page.wait_for_url(f"{stripe_api_base}/checkout/**")
     await ben.pay_on_stripe_page(VISA, email=ben_email)
     await page.wait_for_url(re.compile(r"/#/orders/[0-9a-f-]{36}$"))
     await expect(page.locator("#order-status")).to_have_text("placed", timeout=PAID)
@@ -437,3 +429,50 @@ async def test_a_buyer_signs_in_pays_on_stripes_page_and_comes_back_to_the_order
     report("checkout-hosted-axe", {"pages_checked": sorted(found), "serious_or_critical": found})
     assert {name: v for name, v in found.items() if v} == {}
     assert ben.page_errors == [], ben.page_errors
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="server: checking out again in checkout_session mode asks Stripe under the same "
+    "idempotency key with a new expires_at (from now), which Stripe refuses: 502 "
+    "payment_provider_unavailable, every time (reported with issue 16's page)",
+)
+async def test_a_guest_leaves_stripes_page_by_its_cancel_link_and_pays_there_later(
+    browser: Browser,
+    live_server: str,
+    admin_headers: dict[str, str],
+    stripe_api_base: str,
+    contexts: list[BrowserContext],
+    request: pytest.FixtureRequest,
+) -> None:
+    store = await a_shop(live_server, admin_headers, "Second Thoughts Deli")
+    opened, (cai,) = await people_at(browser, PHONE, ARTIFACTS / request.node.name, ("Cai",))
+    contexts += opened
+    page = cai.page
+    await cai.sign_in(live_server + "/")  # a guest: no account is needed to check out
+    await shops_alone(cai, store)
+    await cai.add("Bagel")
+    await page.get_by_role("button", name="Check out").click()
+    await cai.give_address(ADDRESS)
+    await page.get_by_role("button", name="Continue to delivery").click()
+    await page.get_by_role("button", name="Continue to payment").click()
+    await at_step(page, "payment", "Pay $7.32")  # 3.50 + 3.50 + 0.32
+
+    # Left by its cancel link: back at the payment step, the order and its stock kept.
+    await page.get_by_role("button", name="Pay on Stripe's page").click()
+    await page.wait_for_url(f"{stripe_api_base}/checkout/**")
+    await page.get_by_role("link", name="Cancel and go back").click()
+    await page.wait_for_url(re.compile(r"/#/checkout/[0-9a-f-]{36}$"))
+    await at_step(page, "payment", "Pay $7.32")
+    await expect(page.locator("#order-kept")).to_contain_text("its items are kept for you")
+    await expect(page.locator("#steps button")).to_have_count(0)
+    assert await stock_left(live_server, store["id"], "Bagel") == 2
+
+    # A while later (past the second the first session's expiry was computed in), paid there.
+    await page.wait_for_timeout(1_100)
+    await page.get_by_role("button", name="Pay on Stripe's page").click()
+    await page.wait_for_url(f"{stripe_api_base}/checkout/**", timeout=5_000)
+    await cai.pay_on_stripe_page(VISA)
+    await page.wait_for_url(re.compile(r"/#/orders/[0-9a-f-]{36}$"))
+    await expect(page.locator("#order-status")).to_have_text("placed", timeout=PAID)
+    assert cai.page_errors == [], cai.page_errors
