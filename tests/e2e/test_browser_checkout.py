@@ -4,9 +4,10 @@ cart came along (merged), goes through the checkout's steps (address, then deliv
 with the fee's difference shown, back and forth), is declined by card on the page, tries
 another card and lands on the order page, which goes to "placed" by itself. A second buyer
 signs in (a wrong password, then an email out of tries, said beside the form), pays on
-Stripe's hosted Checkout page, comes back once by its cancel link and then as paid, to the
-order page. axe-core finds nothing serious or critical on the shop, sign-up, sign-in and
-checkout steps.
+Stripe's hosted Checkout page and comes back to the order page, placed. A guest who leaves
+Stripe's page by its cancel link is back at the payment step; paying there later is an xfail
+until the server's bug is fixed (see the test). axe-core finds nothing serious or critical on
+the shop, sign-up, sign-in and checkout steps.
 
 A stand-in, until the server has it: paying a personal cart by card *on the page* needs what
 the group flow already has (ADR 0006). The emulator's Stripe.js can only tokenise a card, so
