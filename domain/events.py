@@ -267,6 +267,17 @@ class OnlinePaymentRecorded(MemberPaymentEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentAuthorized(MemberPaymentEvent):
+    """The member's card is held for their share (capture on confirm)."""
+
+    name: ClassVar[str] = "payment_authorized"
+
+    amount_minor: int
+    currency: str
+    payment_intent_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class PaymentStarted(MemberPaymentEvent):
     """A member started paying their share online: a PaymentIntent is open for it."""
 
@@ -509,6 +520,7 @@ EVENT_TYPES: Mapping[str, type[DomainEvent]] = types.MappingProxyType(
                 CartRequoted,
                 CodCommitted,
                 OnlinePaymentRecorded,
+                PaymentAuthorized,
                 PaymentStarted,
                 PaymentCanceled,
                 PaymentFailed,

@@ -20,6 +20,7 @@ class PaymentStatus(StrEnum):
     FAILED = "failed"  # the last online attempt failed; the member may try again
     REFUNDED = "refunded"  # captured, then given back
     REVIEW = "review"  # captured but disputed or partly refunded: for an operator
+    AUTHORIZED = "authorized"  # the card is held (capture on confirm), not charged yet
     # An order's payment only: a dispute opened on it, and how it closed.
     DISPUTED = "disputed"  # the customer's bank is reclaiming it: not counted as paid
     WON = "won"  # the dispute closed in the store's favour: paid again
@@ -27,7 +28,7 @@ class PaymentStatus(StrEnum):
 
 
 SETTLED_STATUSES: frozenset[PaymentStatus] = frozenset(
-    {PaymentStatus.COD_COMMITTED, PaymentStatus.PAID_ONLINE}
+    {PaymentStatus.COD_COMMITTED, PaymentStatus.PAID_ONLINE, PaymentStatus.AUTHORIZED}
 )
 """A member in one of these has done their part for the cart to become ready."""
 

@@ -71,6 +71,7 @@ from domain.events import (
     MemberLeft,
     MemberReadyChanged,
     OnlinePaymentRecorded,
+    PaymentAuthorized,
     PaymentCanceled,
     PaymentFailed,
     PaymentModeSet,
@@ -95,6 +96,7 @@ from domain.pricing import OverCommitted, Quote, compute_quote, owed_amounts
 __all__ = [
     "DEFAULT_MAX_TIP_BPS",
     "DEFAULT_REMINDER_MINUTES",
+    "HOLD_LIFETIME",
     "MAX_DISPLAY_NAME_LENGTH",
     "MAX_MEMBERS",
     "MAX_QUANTITY",
@@ -110,6 +112,7 @@ __all__ = [
     "PaymentMode",
     "PaymentStatus",
     "TeamCart",
+    "hold_window",
     "max_tip_for",
 ]
 
@@ -191,6 +194,7 @@ FIXED_STATUSES: frozenset[PaymentStatus] = frozenset(
         PaymentStatus.COD_COMMITTED,
         PaymentStatus.PAID_ONLINE,
         PaymentStatus.REVIEW,
+        PaymentStatus.AUTHORIZED,
     }
 )
 """A member in one of these has paid, committed or is paying an amount: re-pricing the cart
@@ -219,6 +223,17 @@ def _clean_display_name(display_name: str) -> str:
     if not 1 <= len(cleaned) <= MAX_DISPLAY_NAME_LENGTH:
         raise errors.InvalidDisplayName()
     return cleaned
+
+
+HOLD_LIFETIME = timedelta(days=7)
+"""How long Stripe keeps a card authorised for later capture."""
+
+
+def hold_window(payment_window: timedelta) -> timedelta:
+    """A capture-on-confirm cart's payment window: the settings', but short enough that the
+    cart expires (its payment window and then its confirm window) a day before the first
+    hold can lapse."""
+    return min(payment_window, (HOLD_LIFETIME - timedelta(days=1)) / (CONFIRM_WINDOWS + 1))
 
 
 def max_tip_for(subtotal_minor: int, max_tip_bps: int) -> int:
@@ -311,6 +326,7 @@ class TeamCart:
         deadline: datetime | None,
         now: datetime,
         *,
+        capture: Capture = Capture.AUTOMATIC,
         reminder_minutes: int = DEFAULT_REMINDER_MINUTES,
     ) -> "TeamCart":
         """A new open cart with the host as its only member (``CartOpened``, version 1).
@@ -341,6 +357,7 @@ class TeamCart:
             locked_at=None,
             members=[Member(host_user_id, display_name, MemberRole.HOST, False, now)],
             items=[],
+            capture=capture,
             reminder_minutes=reminder_minutes,
         )
         cart._record(
@@ -733,7 +750,11 @@ class TeamCart:
         member = self._member(actor)
         if member.payment.status is PaymentStatus.COD_COMMITTED:
             return
-        if member.payment.status in (PaymentStatus.PAID_ONLINE, PaymentStatus.REVIEW):
+        if member.payment.status in (
+            PaymentStatus.PAID_ONLINE,
+            PaymentStatus.REVIEW,
+            PaymentStatus.AUTHORIZED,
+        ):
             raise errors.AlreadyPaid()
         if self.status not in (CartStatus.LOCKED, CartStatus.READY_TO_CONFIRM):
             raise errors.CartNotLocked(f"The cart is {self.status}, not locked.")
@@ -765,6 +786,7 @@ class TeamCart:
         *,
         refunded_minor: int = 0,
         disputed: bool = False,
+        authorized: bool = False,
     ) -> CaptureOutcome:
         """Record what Stripe says a member's PaymentIntent captured (from a webhook).
 
@@ -785,6 +807,9 @@ class TeamCart:
         if member is None:
             raise errors.MemberNotFound()
         payment = member.payment
+        held = self._hold_reported(user_id, payment_intent_id, authorized=authorized)
+        if held is not None:
+            return held
         settled_before = self._capture_settled_before(
             user_id, payment_intent_id, amount_minor, refunded_minor, disputed=disputed
         )
@@ -805,14 +830,14 @@ class TeamCart:
             raise errors.NothingOwed()
         if amount_minor != share:
             raise errors.AmountMismatch(f"Paid {amount_minor}, owed {share}.")
+        status = PaymentStatus.AUTHORIZED if authorized else PaymentStatus.PAID_ONLINE
         self._members[user_id] = replace(
             member,
-            payment=MemberPayment(
-                PaymentStatus.PAID_ONLINE, PaymentMethod.ONLINE, share, payment_intent_id
-            ),
+            payment=MemberPayment(status, PaymentMethod.ONLINE, share, payment_intent_id),
         )
+        event_type = PaymentAuthorized if authorized else OnlinePaymentRecorded
         self._record(
-            OnlinePaymentRecorded(
+            event_type(
                 cart_id=self.id,
                 version=self._next_version(),
                 user_id=user_id,
@@ -823,6 +848,67 @@ class TeamCart:
         )
         self._become_ready_if_settled()
         return CaptureOutcome.RECORDED
+
+    def _hold_reported(
+        self, user_id: str, payment_intent_id: str, *, authorized: bool
+    ) -> CaptureOutcome | None:
+        """A report of the member's own hold: told again, or captured (by confirm, or a
+        confirm that stopped half way); ``None`` for anything else."""
+        payment = self._members[user_id].payment
+        if payment.reference != payment_intent_id or payment.status is not PaymentStatus.AUTHORIZED:
+            return None
+        if authorized:
+            return CaptureOutcome.UNCHANGED
+        self.note_captured(user_id, payment_intent_id)
+        return CaptureOutcome.RECORDED
+
+    @property
+    def holds(self) -> tuple[tuple[str, str], ...]:
+        """``(user_id, payment_intent_id)`` of every card authorised and not captured yet."""
+        return tuple(
+            (member.user_id, member.payment.reference)
+            for member in self._members.values()
+            if member.payment.status is PaymentStatus.AUTHORIZED and member.payment.reference
+        )
+
+    def note_captured(self, user_id: str, payment_intent_id: str) -> None:
+        """The member's hold was captured: they have paid (``OnlinePaymentRecorded``)."""
+        member = self._members[user_id]
+        payment = member.payment
+        if payment.status is not PaymentStatus.AUTHORIZED or payment.reference != payment_intent_id:
+            return
+        self._members[user_id] = replace(
+            member, payment=replace(payment, status=PaymentStatus.PAID_ONLINE)
+        )
+        self._record(
+            OnlinePaymentRecorded(
+                cart_id=self.id,
+                version=self._next_version(),
+                user_id=user_id,
+                amount_minor=payment.amount_minor,
+                currency=self.currency,
+                payment_intent_id=payment_intent_id,
+            )
+        )
+
+    def release_holds(self) -> tuple[str, ...]:
+        """A cancelled or expired cart lets every hold go (no refund, no fee): those members
+        owe nothing any more. The intents to cancel at Stripe."""
+        if self.status not in (CartStatus.CANCELLED, CartStatus.EXPIRED):
+            raise errors.CartNotOpen(f"The cart is {self.status}; only an ended cart releases.")
+        released = []
+        for user_id, intent in self.holds:
+            self._members[user_id] = replace(self._members[user_id], payment=NO_PAYMENT)
+            self._record(
+                PaymentCanceled(
+                    cart_id=self.id,
+                    version=self._next_version(),
+                    user_id=user_id,
+                    payment_intent_id=intent,
+                )
+            )
+            released.append(intent)
+        return tuple(released)
 
     def _capture_settled_before(
         self,
@@ -976,11 +1062,13 @@ class TeamCart:
         now: datetime,
         store_name: str = "",
     ) -> Order:
-        """Turn a ready cart into a placed Order (host only); the cart becomes ``converted``."""
-        self._host(actor)
-        if self.status is not CartStatus.READY_TO_CONFIRM or self.quote is None:
-            raise errors.CartNotReady(f"The cart is {self.status}, not ready to confirm.")
+        """Turn a ready cart into a placed Order (host only); the cart becomes ``converted``.
+        Cards held for capture on confirm must have been captured first (``note_captured``)."""
+        self.check_confirmable(actor)
+        if self.holds:
+            raise errors.CartNotReady("Capture the held cards before confirming.")
         quote = self.quote
+        assert quote is not None  # a ready cart is priced
         order = Order.place(
             order_id=order_id,
             number=order_number,
@@ -1030,6 +1118,13 @@ class TeamCart:
             )
         )
         return order
+
+    def check_confirmable(self, actor: str) -> None:
+        """The host may confirm now: the cart is ready (the checks of ``confirm``, made before
+        anything is asked of Stripe)."""
+        self._host(actor)
+        if self.status is not CartStatus.READY_TO_CONFIRM or self.quote is None:
+            raise errors.CartNotReady(f"The cart is {self.status}, not ready to confirm.")
 
     def cancel(self, actor: str, now: datetime) -> None:
         """Cancel the cart (host; open, locked or ready). Refund ``paid_online_members``."""
@@ -1142,6 +1237,8 @@ class TeamCart:
             return True
         if self.locked_at is None:
             return False
+        if self.capture is Capture.ON_CONFIRM:
+            payment_window = hold_window(payment_window)
         if (self.status is CartStatus.LOCKED and now > self.locked_at + payment_window) or (
             self.status is CartStatus.READY_TO_CONFIRM
             and now > self.locked_at + CONFIRM_WINDOWS * payment_window

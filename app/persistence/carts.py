@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from sqlalchemy import bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import bindparam, case, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.persistence import database, outbox
@@ -52,6 +52,7 @@ from domain.teamcart import (
     MemberRole,
     PaymentMode,
     TeamCart,
+    hold_window,
 )
 
 
@@ -476,6 +477,12 @@ async def due_cart_ids(
 ) -> list[str]:
     """Carts the sweeper has work on: open past their deadline, locked past the payment
     window, ready but not confirmed past the confirm window (``CONFIRM_WINDOWS``)."""
+    held = hold_window(payment_window)  # capture on confirm: the cards' holds lapse
+    holding = teamcarts.c.capture == Capture.ON_CONFIRM.value
+    window = case((holding, held), else_=payment_window)
+    confirm_window = case(
+        (holding, CONFIRM_WINDOWS * held), else_=CONFIRM_WINDOWS * payment_window
+    )
     result = await conn.execute(
         select(teamcarts.c.id)
         .where(
@@ -483,9 +490,9 @@ async def due_cart_ids(
                 (teamcarts.c.status == CartStatus.OPEN.value)
                 & (teamcarts.c.deadline <= func.now()),
                 (teamcarts.c.status == CartStatus.LOCKED.value)
-                & (teamcarts.c.locked_at <= func.now() - payment_window),
+                & (teamcarts.c.locked_at <= func.now() - window),
                 (teamcarts.c.status == CartStatus.READY_TO_CONFIRM.value)
-                & (teamcarts.c.locked_at <= func.now() - CONFIRM_WINDOWS * payment_window),
+                & (teamcarts.c.locked_at <= func.now() - confirm_window),
             )
         )
         .order_by(teamcarts.c.updated_at)

@@ -5,20 +5,18 @@ with the fee's difference shown, back and forth), is declined by card on the pag
 another card and lands on the order page, which goes to "placed" by itself. A second buyer
 signs in (a wrong password, then an email out of tries, said beside the form), pays on
 Stripe's hosted Checkout page and comes back to the order page, placed. A guest who leaves
-Stripe's page by its cancel link is back at the payment step; paying there later is an xfail
-until the server's bug is fixed (see the test). axe-core finds nothing serious or critical on
+Stripe's page by its cancel link is back at the payment step, and pays there later (the same
+session, still open). axe-core finds nothing serious or critical on
 the shop, sign-up, sign-in and checkout steps.
 
-A stand-in, until the server has it: paying a personal cart by card *on the page* needs what
-the group flow already has (ADR 0006). The emulator's Stripe.js can only tokenise a card, so
-the page sends the token to the server to confirm. The checkout answer says so
+Paying a personal cart by card *on the page* uses what the group flow has (ADR 0006). The
+emulator's Stripe.js can only tokenise a card, so the page sends the token to the server to
+confirm. The checkout answer says so
 (``stripe_js_url``, ``confirm_on_server``) and a route confirms the buyer's intent
 (``POST /api/v1/carts/{id}/checkout/confirm {payment_intent_id, payment_method}``: 200
-``{payment_intent_id, status}``, 402 ``card_declined``). The server has neither yet.
-:class:`ConfirmStandIn` answers just those two things in the browser, with the emulator's
-own confirm (what the server's route would call). It steps aside by itself once the server
-answers them. Everything else, including the webhook that places the order, is the
-server's.
+``{payment_intent_id, status}``, 402 ``card_declined``). :class:`ConfirmStandIn`, written
+before the server had them, watches those two and the test checks it never had to answer
+either: the server does.
 """
 
 from __future__ import annotations
@@ -351,6 +349,7 @@ async def test_a_guest_shops_signs_up_keeps_the_cart_and_pays_by_card_after_a_de
 
     report("checkout-axe", {"pages_checked": sorted(found), "serious_or_critical": found})
     report("checkout-stand-in", {"stood_in_for": sorted(stand_in.stood_in)})
+    assert stand_in.stood_in == set()  # the server answers both itself now
     assert {name: v for name, v in found.items() if v} == {}
     assert ana.page_errors == [], ana.page_errors
 
@@ -432,12 +431,6 @@ async def test_a_buyer_signs_in_pays_on_stripes_page_and_comes_back_to_the_order
     assert ben.page_errors == [], ben.page_errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server: checking out again in checkout_session mode asks Stripe under the same "
-    "idempotency key with a new expires_at (from now), which Stripe refuses: 502 "
-    "payment_provider_unavailable, every time (reported with issue 16's page)",
-)
 async def test_a_guest_leaves_stripes_page_by_its_cancel_link_and_pays_there_later(
     browser: Browser,
     live_server: str,

@@ -16,6 +16,7 @@ from tests.integration.test_group_flow import ADDRESS
 from tests.integration.test_online_payments import DECLINED_ON_CHARGE as DECLINED
 from tests.integration.test_online_payments import VISA, pay_with_card
 from tests.integration.test_order_lifecycle import a_store, member
+from tests.integration.test_order_lifecycle import emulator as emulator_client
 from tests.stripe_events import body_and_headers, event
 
 pytestmark = pytest.mark.usefixtures("live_server")
@@ -318,3 +319,43 @@ async def test_an_expired_checkout_session_gives_the_stock_back(
     assert (await order_of(http, buyer, session["order_id"], "cancelled"))["version"] == cancelled[
         "version"
     ]
+
+
+async def test_a_card_confirmed_through_the_server_and_a_checkout_page_left_and_resumed(
+    http: httpx.AsyncClient, admin_headers: dict[str, str], stripe_api_base: str
+) -> None:
+    store = await a_store(http, admin_headers)
+    bagel = await a_product(http, admin_headers, store["id"], price=500, stock=None)
+    buyer = await member(http, "Fay")
+    url = await ready_cart(http, buyer, store["id"], bagel["id"], 1)
+    first = (
+        await http.post(url + "/checkout", json={"mode": "checkout_session"}, headers=buyer)
+    ).json()
+    again = await http.post(url + "/checkout", json={"mode": "checkout_session"}, headers=buyer)
+    assert again.status_code == 201, again.text  # back from Stripe's page: the same session
+    assert again.json()["checkout_session_id"] == first["checkout_session_id"]
+    card = await http.post(url + "/checkout", json={"mode": "payment_intent"}, headers=buyer)
+    assert card.status_code == 201, card.text
+    started = card.json()
+    assert started["confirm_on_server"] is True  # the emulator's Stripe.js only tokenises
+    async with emulator_client(stripe_api_base) as stripe_api:
+        method = await stripe_api.v1.payment_methods.create_async(
+            params={
+                "type": "card",
+                "card": {"number": VISA, "exp_month": 12, "exp_year": 2030, "cvc": "123"},
+            }
+        )
+    confirmed = await http.post(
+        url + "/checkout/confirm",
+        json={"payment_intent_id": started["payment_intent_id"], "payment_method": method.id},
+        headers=buyer,
+    )
+    assert confirmed.status_code == 200, confirmed.text
+    await order_of(http, buyer, started["order_id"], "placed")
+    stranger = await member(http, "Gus")
+    other = await http.post(
+        url + "/checkout/confirm",
+        json={"payment_intent_id": started["payment_intent_id"], "payment_method": method.id},
+        headers=stranger,
+    )
+    assert other.status_code == 403

@@ -122,6 +122,9 @@ def _events_of_a_full_flow() -> list[events.DomainEvent]:
     options.set_payment_mode("h", PaymentMode.SPLIT)
     options.cover("h", "g")
     options.rotate_invite("h", an_invite_code())
+    options.record_online_payment(
+        "h", options.share_of("h"), "USD", options.quote_version, "pi_hold", authorized=True
+    )
     return [
         *recorded,
         *options.pull_events(),
