@@ -34,6 +34,8 @@ from typing import Final
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.teamcart import hold_window
+
 MAX_REMINDER_MINUTES: Final = 1440
 """The longest lead a cart may ask for (a day): bounds the scan of open carts' deadlines."""
 
@@ -49,13 +51,17 @@ WITH due AS (
        AND t.deadline - t.reminder_minutes * interval '1 minute' <= now()
        AND NOT m.ready
     UNION ALL
-    SELECT t.id, m.user_id, 'pay', t.locked_at + CAST(:window AS interval)
+    SELECT t.id, m.user_id, 'pay', t.locked_at + w.span
       FROM teamcarts AS t
       JOIN teamcart_members AS m ON m.cart_id = t.id
+     CROSS JOIN LATERAL (
+           -- a capture-on-confirm cart's window is shorter: its holds lapse (hold_window)
+           SELECT CASE WHEN t.capture = 'on_confirm' THEN CAST(:held AS interval)
+                       ELSE CAST(:window AS interval) END AS span
+          ) AS w
      WHERE t.status = 'locked'
-       AND t.locked_at + CAST(:window AS interval) > now()
-       AND t.locked_at + CAST(:window AS interval) - t.reminder_minutes * interval '1 minute'
-           <= now()
+       AND t.locked_at + w.span > now()
+       AND t.locked_at + w.span - t.reminder_minutes * interval '1 minute' <= now()
        AND m.owes_minor > 0
        AND m.payment_status <> ALL(CAST(:settled AS text[]))
 ), unclaimed AS (
@@ -141,7 +147,13 @@ async def claim_member_reminders(
     longest = timedelta(minutes=MAX_REMINDER_MINUTES)  # only these deadlines can be due
     result = await conn.execute(
         _CLAIM,
-        {"window": payment_window, "settled": sorted(settled), "lim": limit, "longest": longest},
+        {
+            "window": payment_window,
+            "held": hold_window(payment_window),
+            "settled": sorted(settled),
+            "lim": limit,
+            "longest": longest,
+        },
     )
     rows = result.mappings().all()
     return [
