@@ -571,3 +571,123 @@ Index(
     emails.c.next_attempt_at,
     postgresql_where=emails.c.status == "pending",
 )
+
+# --- referrals (migration 0018, app.referrals, ADR 0017) ---------------------------------
+
+# A user's referral code; the code a cart was created with (fixed then), by cart id: a
+# TeamCart's (kind ``teamcart``) or a shop cart's (``shop``).
+referral_codes = Table(
+    "referral_codes",
+    metadata,
+    Column("user_id", UUID(as_uuid=False), primary_key=True),
+    Column("code", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    UniqueConstraint("code", name="uq_referral_codes_code"),
+)
+referral_attributions = Table(
+    "referral_attributions",
+    metadata,
+    Column("cart_id", UUID(as_uuid=False), primary_key=True),
+    Column("cart_kind", String(16), nullable=False),
+    Column("referrer_user_id", UUID(as_uuid=False), nullable=False, index=True),
+    Column("referred_user_id", UUID(as_uuid=False), nullable=False),
+    Column("code", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("cart_kind IN ('teamcart', 'shop')", name="cart_kind_known"),
+)
+
+# At most one commission per order; ``reversed_minor`` is what refunds took back so far (the
+# sum of its ``commission_reversals``), ``order_version`` the order version it reflects.
+commissions = Table(
+    "commissions",
+    metadata,
+    Column("id", UUID(as_uuid=False), primary_key=True),
+    Column("order_id", UUID(as_uuid=False), ForeignKey("orders.id"), nullable=False),
+    Column("referrer_user_id", UUID(as_uuid=False), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("reversed_minor", BigInteger, nullable=False, server_default=text("0")),
+    Column("status", String(16), nullable=False),
+    Column("order_version", Integer, nullable=False),
+    Column("order_placed_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("paid_at", DateTime(timezone=True), nullable=True),
+    Column("paid_by", UUID(as_uuid=False), nullable=True),
+    UniqueConstraint("order_id", name="uq_commissions_order_id"),
+    CheckConstraint("status IN ('pending', 'approved', 'paid', 'void')", name="status_known"),
+    CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
+    CheckConstraint("reversed_minor BETWEEN 0 AND amount_minor", name="reversed_in_range"),
+)
+Index(
+    "ix_commissions_referrer_user_id",
+    commissions.c.referrer_user_id,
+    commissions.c.order_placed_at,
+)
+Index("ix_commissions_created_at", commissions.c.created_at)
+commission_reversals = Table(
+    "commission_reversals",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("commission_id", UUID(as_uuid=False), ForeignKey("commissions.id"), nullable=False),
+    Column("outbox_id", BigInteger, nullable=False),
+    Column("order_version", Integer, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),  # negative: a failed refund's share back
+    Column("refunded_minor", BigInteger, nullable=False),  # the order's, as of that version
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    UniqueConstraint(
+        "commission_id",
+        "order_version",
+        name="uq_commission_reversals_commission_id_order_version",
+    ),
+)
+
+# The cards (Stripe's fingerprints) each user paid an order with: a referrer's own cards.
+referral_fingerprints = Table(
+    "referral_fingerprints",
+    metadata,
+    Column("user_id", UUID(as_uuid=False), primary_key=True),
+    Column("fingerprint", Text, primary_key=True, index=True),
+    Column("order_id", UUID(as_uuid=False), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# The outbox records the accrual consumed: a replay finds its id here and does nothing.
+referral_consumed = Table(
+    "referral_consumed",
+    metadata,
+    Column("outbox_id", BigInteger, primary_key=True),
+    Column("order_id", UUID(as_uuid=False), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("consumed_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# The decision log: what was decided about each order's commission and why. Append-only: a
+# trigger of migration 0018 refuses UPDATE, DELETE and TRUNCATE. One accrual decision per
+# order (``subject``: its id), whatever else is logged about it.
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("subject", Text, nullable=False, index=True),
+    Column("referrer_user_id", UUID(as_uuid=False), nullable=True, index=True),
+    Column("decision", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("amount_minor", BigInteger, nullable=True),
+    Column("commission_id", UUID(as_uuid=False), nullable=True),
+    Column("outbox_id", BigInteger, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint(
+        "decision IN ('accrued', 'no_code', 'self_referral', 'below_minimum', 'velocity', "
+        "'duplicate', 'reversed', 'voided')",
+        name="decision_known",
+    ),
+)
+Index(
+    "ix_audit_one_accrual_decision",
+    audit.c.subject,
+    unique=True,
+    postgresql_where=audit.c.decision.in_(
+        ["accrued", "no_code", "self_referral", "below_minimum", "velocity"]
+    ),
+)
