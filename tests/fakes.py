@@ -1597,3 +1597,20 @@ class FakeGateway:
             )
             if session.payment_intent_id is not None:
                 await self.cancel_payment_intent(session.payment_intent_id)
+
+    # Card fingerprints (``app.referrals``): which card paid each intent, as Stripe's latest
+    # charge would say.
+
+    @property
+    def card_fingerprints(self) -> dict[str, str]:
+        """The card that paid each intent, by intent id: set one to say which (none: an
+        intent paid without a card Stripe can tell about)."""
+        cards: dict[str, str] = vars(self).setdefault("_card_fingerprints", {})
+        return cards
+
+    async def card_fingerprint(self, payment_intent_id: str) -> str | None:
+        """As Stripe's: nothing charged yet, no card."""
+        self._answer()
+        if self._intent(payment_intent_id).status != "succeeded":
+            return None
+        return self.card_fingerprints.get(payment_intent_id)
