@@ -17,6 +17,8 @@ from email.utils import parseaddr
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from app.secrets import decode_key
+
 PREFIX = "TEAMCART_"
 DEFAULT_MAIL_FROM = "TeamCart <orders@teamcart.localhost>"
 
@@ -59,6 +61,9 @@ class Settings:
     mail_catcher_dir: Path | None = None
     """Set (by ``teamcart serve``, for its workers) while the embedded SMTP catcher runs: the
     folder it keeps caught mail in, which ``GET /dev/mail`` lists. Never set otherwise."""
+    secrets_keys: tuple[str, ...] = ()
+    """AES-256 keys (base64url) sealing the secrets kept in the database (``app.secrets``):
+    the first seals, any opens. Empty: a key generated once under the data folder."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -103,6 +108,7 @@ class Settings:
             smtp_url=_smtp_url("SMTP_URL", get("SMTP_URL")),
             mail_from=_mail_from("MAIL_FROM", get("MAIL_FROM")),
             mail_catcher_dir=_path(get("MAIL_CATCHER_DIR")),
+            secrets_keys=_secrets_keys("SECRETS_KEY", get("SECRETS_KEY")),
         )
 
     def replace(self, **changes: object) -> Settings:
@@ -186,6 +192,23 @@ def _webhook_secrets(variable: str, value: str | None) -> tuple[str, ...]:
     if not secrets or not all(secret.startswith("whsec_") for secret in secrets):
         raise SettingsError(PREFIX + variable, "expected whsec_… secrets, comma-separated")
     return secrets
+
+
+def _secrets_keys(variable: str, value: str | None) -> tuple[str, ...]:
+    """One or more base64url-encoded 32-byte keys, comma-separated (the newest first)."""
+    if value is None:
+        return ()
+    keys = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not keys:
+        raise SettingsError(PREFIX + variable, "expected one or more keys, comma-separated")
+    for position, key in enumerate(keys, start=1):
+        try:
+            decode_key(key)
+        except ValueError as exc:
+            raise SettingsError(PREFIX + variable, f"key {position}: {exc}") from None
+    if len(set(keys)) != len(keys):
+        raise SettingsError(PREFIX + variable, "the same key is listed twice")
+    return keys
 
 
 def _smtp_url(variable: str, value: str | None) -> str | None:
@@ -299,5 +322,6 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         "MAIL_CATCHER_DIR": None
         if settings.mail_catcher_dir is None
         else str(settings.mail_catcher_dir),
+        "SECRETS_KEY": ",".join(settings.secrets_keys) or None,
     }
     return {PREFIX + name: value for name, value in values.items() if value is not None}
