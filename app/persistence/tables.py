@@ -691,3 +691,140 @@ Index(
         ["accrued", "no_code", "self_referral", "below_minimum", "velocity"]
     ),
 )
+
+
+# --- Stores get paid: Stripe Connect and per-store payment settings (migration 0019) --------
+
+# What a store takes and what the platform keeps (app.connect). The two Stripe secrets are
+# sealed (app.secrets: AES-GCM, the key's id inside the token), never stored in clear.
+store_payment_configs = Table(
+    "store_payment_configs",
+    metadata,
+    Column(
+        "store_id",
+        UUID(as_uuid=False),
+        ForeignKey("stores.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("cod_enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("online_enabled", Boolean, nullable=False, server_default=text("true")),
+    Column("platform_fee_bps", Integer, nullable=False, server_default=text("0")),
+    Column("stripe_secret_key_sealed", Text, nullable=True),
+    Column("stripe_webhook_secret_sealed", Text, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    CheckConstraint("platform_fee_bps BETWEEN 0 AND 10000", name="platform_fee_in_range"),
+)
+
+# A store's Connect account and where its onboarding stands, as account.updated says
+# (``state_as_of``: the newest event's ``created`` applied, so an older one never wins).
+store_accounts = Table(
+    "store_accounts",
+    metadata,
+    Column(
+        "store_id",
+        UUID(as_uuid=False),
+        ForeignKey("stores.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("account_id", Text, nullable=False, unique=True),
+    Column("charges_enabled", Boolean, nullable=False, server_default=text("false")),
+    Column("payouts_enabled", Boolean, nullable=False, server_default=text("false")),
+    Column("details_submitted", Boolean, nullable=False, server_default=text("false")),
+    Column("requirements_due", JSONB, nullable=False, server_default=text("'[]'")),
+    Column("state_as_of", BigInteger, nullable=False, server_default=text("0")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+
+# The store's money from one order, once per order (the primary key): a transfer of a group
+# order's online money less the fee, or the destination charge of a single-payer order.
+# Pending until Stripe made it (retried with backoff, the same idempotency key each time).
+store_transfers = Table(
+    "store_transfers",
+    metadata,
+    Column("order_id", UUID(as_uuid=False), ForeignKey("orders.id"), primary_key=True),
+    Column("store_id", UUID(as_uuid=False), ForeignKey("stores.id"), nullable=False),
+    Column("account_id", Text, nullable=False),
+    Column("kind", String(16), nullable=False),  # transfer | destination
+    Column("currency", String(3), nullable=False),
+    Column("gross_minor", BigInteger, nullable=False),
+    Column("fee_minor", BigInteger, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("transfer_group", Text, nullable=True),
+    Column("payment_intent_id", Text, nullable=True),
+    Column("stripe_transfer_id", Text, nullable=True, unique=True),
+    Column("application_fee_id", Text, nullable=True),
+    Column("status", String(16), nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text, nullable=True),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("paid_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("kind IN ('transfer', 'destination')", name="kind_known"),
+    CheckConstraint("status IN ('pending', 'paid', 'skipped')", name="status_known"),
+    CheckConstraint(
+        "fee_minor >= 0 AND amount_minor >= 0 AND amount_minor = gross_minor - fee_minor",
+        name="amounts_add_up",
+    ),
+)
+Index(
+    "ix_store_transfers_store_id_created_at",
+    store_transfers.c.store_id,
+    store_transfers.c.created_at,
+)
+Index(
+    "ix_store_transfers_pending",
+    store_transfers.c.next_attempt_at,
+    postgresql_where=store_transfers.c.status == "pending",
+)
+
+# One refund's part of the store's transfer given back (and the fee's part), once per refund
+# event (``id``: the order and the event's version).
+store_transfer_reversals = Table(
+    "store_transfer_reversals",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column(
+        "order_id",
+        UUID(as_uuid=False),
+        ForeignKey("store_transfers.order_id"),
+        nullable=False,
+        index=True,
+    ),
+    Column("refunded_minor", BigInteger, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("fee_minor", BigInteger, nullable=False),
+    Column("stripe_reversal_id", Text, nullable=True),
+    Column("application_fee_refund_id", Text, nullable=True),
+    Column("status", String(16), nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text, nullable=True),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+    Column("done_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("status IN ('pending', 'done')", name="status_known"),
+    CheckConstraint("amount_minor >= 0 AND fee_minor >= 0", name="amounts_not_negative"),
+)
+Index(
+    "ix_store_transfer_reversals_pending",
+    store_transfer_reversals.c.next_attempt_at,
+    postgresql_where=store_transfer_reversals.c.status == "pending",
+)
+
+# A connected account's payouts to its bank, as payout.* events say (by Stripe's id).
+store_payouts = Table(
+    "store_payouts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("store_id", UUID(as_uuid=False), ForeignKey("stores.id"), nullable=False),
+    Column("account_id", Text, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("arrival_date", DateTime(timezone=True), nullable=True),
+    Column("failure_code", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("state_as_of", BigInteger, nullable=False, server_default=text("0")),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=NOW),
+)
+Index("ix_store_payouts_store_id_created_at", store_payouts.c.store_id, store_payouts.c.created_at)
