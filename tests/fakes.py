@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import itertools
 import time
 from collections import Counter
@@ -44,9 +45,15 @@ from app.payments.gateway import (
     AlreadyRefunded,
     CardDeclined,
     CheckoutSessionInfo,
+    ConnectAccountInfo,
+    ConnectCharge,
+    DestinationChargeInfo,
     GatewayError,
     IntentInfo,
+    PayoutInfo,
     RefundInfo,
+    TransferInfo,
+    TransferReversalInfo,
 )
 from app.persistence import catalog as catalog_rows
 from app.persistence.carts import ConfirmReminder
@@ -1440,7 +1447,13 @@ class FakeGateway:
         return [refund.payment_intent_id for refund in self.refunds]
 
     async def create_payment_intent(
-        self, *, amount: int, currency: str, metadata: Mapping[str, str], idempotency_key: str
+        self,
+        *,
+        amount: int,
+        currency: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+        connect: ConnectCharge | None = None,
     ) -> IntentInfo:
         self._answer()
         known = self._by_key.get(idempotency_key)
@@ -1458,6 +1471,8 @@ class FakeGateway:
         )
         self.intents[intent_id] = intent
         self._by_key[idempotency_key] = intent
+        if connect is not None:  # Stripe Connect: kept for the fake's destination charges
+            self.connect.charges[intent_id] = connect
         return intent
 
     async def retrieve_payment_intent(self, intent_id: str) -> IntentInfo:
@@ -1550,6 +1565,7 @@ class FakeGateway:
         cancel_url: str,
         idempotency_key: str,
         expires_at: int | None = None,
+        connect: ConnectCharge | None = None,
     ) -> CheckoutSessionInfo:
         self._answer()
         known = self._checkout_by_key.get(idempotency_key)
@@ -1560,6 +1576,7 @@ class FakeGateway:
             currency=currency,
             metadata=metadata,
             idempotency_key=f"{idempotency_key}-checkout-intent",
+            connect=connect,
         )
         session_id = f"cs_fake_{next(self._checkout_numbers)}"
         session = CheckoutSessionInfo(
@@ -1614,3 +1631,170 @@ class FakeGateway:
         if self._intent(payment_intent_id).status != "succeeded":
             return None
         return self.card_fingerprints.get(payment_intent_id)
+
+    # Stripe Connect (app.connect): accounts ``acct_fake_N`` that ``complete_onboarding``
+    # enables, transfers ``tr_fake_N`` (the same one again for a key used before), their
+    # reversals, destination charges settled as the intent is captured, payouts per account.
+
+    @functools.cached_property
+    def connect(self) -> FakeConnect:
+        return FakeConnect()
+
+    def complete_onboarding(self, account_id: str) -> ConnectAccountInfo:
+        """The store finished Stripe's onboarding: charges and payouts are enabled."""
+        account = dataclasses.replace(
+            self.connect.account(account_id),
+            charges_enabled=True,
+            payouts_enabled=True,
+            details_submitted=True,
+            requirements_due=(),
+        )
+        self.connect.accounts[account_id] = account
+        return account
+
+    async def create_connect_account(
+        self, *, store_id: str, idempotency_key: str
+    ) -> ConnectAccountInfo:
+        self._answer()
+        known = self.connect.by_key.get(idempotency_key)
+        if isinstance(known, ConnectAccountInfo):
+            return self.connect.accounts[known.id]
+        account = ConnectAccountInfo(
+            id=f"acct_fake_{next(self.connect.numbers)}",
+            charges_enabled=False,
+            payouts_enabled=False,
+            details_submitted=False,
+            requirements_due=("business_profile.url", "external_account"),
+        )
+        self.connect.accounts[account.id] = account
+        self.connect.by_key[idempotency_key] = account
+        return account
+
+    async def retrieve_connect_account(self, account_id: str) -> ConnectAccountInfo:
+        self._answer()
+        return self.connect.account(account_id)
+
+    async def create_account_link(
+        self, account_id: str, *, refresh_url: str, return_url: str
+    ) -> str:
+        self._answer()
+        self.connect.account(account_id)
+        return f"https://connect.fake/setup/{account_id}/{next(self.connect.numbers)}"
+
+    async def create_transfer(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        destination: str,
+        transfer_group: str | None,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> TransferInfo:
+        self._answer()
+        known = self.connect.by_key.get(idempotency_key)
+        if isinstance(known, TransferInfo):
+            return self.connect.transfers[known.id]
+        if not self.connect.account(destination).charges_enabled:
+            raise GatewayError(f"{destination} can't take transfers before onboarding")
+        transfer = TransferInfo(
+            id=f"tr_fake_{next(self.connect.numbers)}",
+            amount=amount,
+            currency=currency.upper(),
+            destination=destination,
+            transfer_group=transfer_group,
+            amount_reversed=0,
+        )
+        self.connect.transfers[transfer.id] = transfer
+        self.connect.by_key[idempotency_key] = transfer
+        return transfer
+
+    async def create_transfer_reversal(
+        self, transfer_id: str, *, amount: int, metadata: Mapping[str, str], idempotency_key: str
+    ) -> TransferReversalInfo:
+        self._answer()
+        known = self.connect.by_key.get(idempotency_key)
+        if isinstance(known, TransferReversalInfo):
+            return known
+        transfer = self.connect.transfers.get(transfer_id)
+        if transfer is None:
+            raise GatewayError(f"No such transfer: '{transfer_id}'")
+        if amount > transfer.amount - transfer.amount_reversed:
+            raise GatewayError("Reversal amount exceeds what is left of the transfer")
+        self.connect.transfers[transfer_id] = dataclasses.replace(
+            transfer, amount_reversed=transfer.amount_reversed + amount
+        )
+        reversal = TransferReversalInfo(
+            id=f"trr_fake_{next(self.connect.numbers)}", transfer_id=transfer_id, amount=amount
+        )
+        self.connect.by_key[idempotency_key] = reversal
+        return reversal
+
+    async def retrieve_destination_charge(self, intent_id: str) -> DestinationChargeInfo:
+        """As the emulator's add-on: a captured destination charge has its transfer of the
+        whole amount to the account and its application fee (made the first time asked)."""
+        self._answer()
+        intent = self._intent(intent_id)
+        charge = self.connect.charges.get(intent_id) or ConnectCharge()
+        settled = self.connect.settled.get(intent_id)
+        if settled is None and charge.destination is not None and intent.status == "succeeded":
+            transfer = TransferInfo(
+                id=f"tr_fake_{next(self.connect.numbers)}",
+                amount=intent.amount,
+                currency=intent.currency,
+                destination=charge.destination,
+                transfer_group=charge.transfer_group,
+                amount_reversed=0,
+            )
+            self.connect.transfers[transfer.id] = transfer
+            settled = (transfer.id, f"fee_fake_{next(self.connect.numbers)}")
+            self.connect.settled[intent_id] = settled
+        return DestinationChargeInfo(
+            payment_intent_id=intent_id,
+            destination=charge.destination,
+            application_fee_amount=charge.application_fee_amount,
+            transfer_id=None if settled is None else settled[0],
+            application_fee_id=None if settled is None else settled[1],
+        )
+
+    async def refund_application_fee(
+        self, fee_id: str, *, amount: int, idempotency_key: str
+    ) -> str:
+        self._answer()
+        known = self.connect.fee_refunds.get(idempotency_key)
+        if known is not None:
+            return known[0]
+        refund_id = f"fr_fake_{next(self.connect.numbers)}"
+        self.connect.fee_refunds[idempotency_key] = (refund_id, fee_id, amount)
+        return refund_id
+
+    async def list_payouts(self, account_id: str, *, limit: int = 100) -> list[PayoutInfo]:
+        self._answer()
+        return list(self.connect.payouts.get(account_id, []))[:limit]
+
+    async def list_transfers(self, *, transfer_group: str) -> list[TransferInfo]:
+        self._answer()
+        return [t for t in self.connect.transfers.values() if t.transfer_group == transfer_group]
+
+
+@dataclass
+class FakeConnect:
+    """The fake gateway's Connect objects, by id."""
+
+    accounts: dict[str, ConnectAccountInfo] = field(default_factory=dict)
+    transfers: dict[str, TransferInfo] = field(default_factory=dict)
+    charges: dict[str, ConnectCharge] = field(default_factory=dict)
+    settled: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Destination charges' transfer and application fee, by intent."""
+    fee_refunds: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    payouts: dict[str, list[PayoutInfo]] = field(default_factory=dict)
+    by_key: dict[str, ConnectAccountInfo | TransferInfo | TransferReversalInfo] = field(
+        default_factory=dict
+    )
+    numbers: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def account(self, account_id: str) -> ConnectAccountInfo:
+        account = self.accounts.get(account_id)
+        if account is None:
+            raise GatewayError(f"No such account: '{account_id}'")
+        return account

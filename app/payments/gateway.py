@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import stripe
-from stripe.params import PaymentIntentListParams, RefundCreateParams
+from stripe.params import (
+    AccountCreateParams,
+    PaymentIntentCreateParams,
+    PaymentIntentListParams,
+    PayoutListParams,
+    RefundCreateParams,
+    TransferCreateParams,
+    TransferListParams,
+)
 from stripe.params.checkout import SessionCreateParams
 
 
@@ -74,9 +82,80 @@ class CheckoutSessionInfo:
     expires_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectCharge:
+    """How a charge pays a store through Stripe Connect (``app.connect``): a destination
+    charge (``transfer_data[destination]`` and ``application_fee_amount``, Stripe's units),
+    or a charge of a group whose money reaches the store by a transfer (``transfer_group``)."""
+
+    destination: str | None = None
+    application_fee_amount: int | None = None
+    transfer_group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectAccountInfo:
+    """A store's Connect account, as far as onboarding goes."""
+
+    id: str
+    charges_enabled: bool
+    payouts_enabled: bool
+    details_submitted: bool
+    requirements_due: tuple[str, ...]  # requirements.currently_due and past_due
+
+
+@dataclass(frozen=True, slots=True)
+class TransferInfo:
+    id: str
+    amount: int  # Stripe's units
+    currency: str  # upper case
+    destination: str
+    transfer_group: str | None
+    amount_reversed: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferReversalInfo:
+    id: str
+    transfer_id: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationChargeInfo:
+    """What Connect made of a PaymentIntent's charge: where it went (``None``: the
+    platform's own charge), the fee it kept, the transfer to the account and the
+    application fee object (both ``None`` until the charge succeeded)."""
+
+    payment_intent_id: str
+    destination: str | None
+    application_fee_amount: int | None
+    transfer_id: str | None
+    application_fee_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutInfo:
+    """A payout from a connected account's balance to its bank."""
+
+    id: str
+    amount: int  # Stripe's units
+    currency: str  # upper case
+    status: str  # pending | in_transit | paid | failed | canceled
+    created: int
+    arrival_date: int | None
+    failure_code: str | None
+
+
 class PaymentGateway(Protocol):
     async def create_payment_intent(
-        self, *, amount: int, currency: str, metadata: Mapping[str, str], idempotency_key: str
+        self,
+        *,
+        amount: int,
+        currency: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+        connect: ConnectCharge | None = None,
     ) -> IntentInfo: ...
 
     async def retrieve_payment_intent(self, intent_id: str) -> IntentInfo: ...
@@ -105,6 +184,7 @@ class PaymentGateway(Protocol):
         cancel_url: str,
         idempotency_key: str,
         expires_at: int | None = None,
+        connect: ConnectCharge | None = None,
     ) -> CheckoutSessionInfo:
         """A hosted Checkout page for one line (``name``) of ``amount`` (Stripe's units);
         ``metadata`` on the session and on its PaymentIntent, so either's events route."""
@@ -114,10 +194,46 @@ class PaymentGateway(Protocol):
     async def expire_checkout_session(self, session_id: str) -> None:
         """Close an open session to payment; one expired already counts as done."""
 
-    async def card_fingerprint(self, payment_intent_id: str) -> str | None:
-        """The fingerprint of the card that paid the intent (its latest charge's), the same
-        for one card number whoever holds it: referrals compare it (``app.referrals``).
-        ``None`` when nothing was charged, or not by card."""
+    # --- Stripe Connect (app.connect) -----------------------------------------------------
+
+    async def create_connect_account(
+        self, *, store_id: str, idempotency_key: str
+    ) -> ConnectAccountInfo:
+        """A new Express account for the store (card payments and transfers requested)."""
+
+    async def retrieve_connect_account(self, account_id: str) -> ConnectAccountInfo: ...
+
+    async def create_account_link(
+        self, account_id: str, *, refresh_url: str, return_url: str
+    ) -> str:
+        """A fresh single-use onboarding link (its URL) for the account."""
+
+    async def create_transfer(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        destination: str,
+        transfer_group: str | None,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> TransferInfo: ...
+
+    async def create_transfer_reversal(
+        self, transfer_id: str, *, amount: int, metadata: Mapping[str, str], idempotency_key: str
+    ) -> TransferReversalInfo: ...
+
+    async def retrieve_destination_charge(self, intent_id: str) -> DestinationChargeInfo: ...
+
+    async def refund_application_fee(
+        self, fee_id: str, *, amount: int, idempotency_key: str
+    ) -> str:
+        """Give ``amount`` of an application fee back to the account; the fee refund's id."""
+
+    async def list_payouts(self, account_id: str, *, limit: int = 100) -> list[PayoutInfo]:
+        """The connected account's newest payouts (``Stripe-Account``)."""
+
+    async def list_transfers(self, *, transfer_group: str) -> list[TransferInfo]: ...
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -137,6 +253,61 @@ def _intent(obj: Any) -> IntentInfo:
         metadata=dict(obj["metadata"] or {}),
         created=int(obj["created"]),
     )
+
+
+def _connect_params(params: PaymentIntentCreateParams, connect: ConnectCharge) -> None:
+    if connect.destination is not None:
+        params["transfer_data"] = {"destination": connect.destination}
+    if connect.application_fee_amount is not None:
+        params["application_fee_amount"] = connect.application_fee_amount
+    if connect.transfer_group is not None:
+        params["transfer_group"] = connect.transfer_group
+
+
+def _account(obj: Any) -> ConnectAccountInfo:
+    account = _plain(obj)
+    requirements = account.get("requirements") or {}
+    due = [*(requirements.get("currently_due") or []), *(requirements.get("past_due") or [])]
+    return ConnectAccountInfo(
+        id=str(account["id"]),
+        charges_enabled=bool(account.get("charges_enabled")),
+        payouts_enabled=bool(account.get("payouts_enabled")),
+        details_submitted=bool(account.get("details_submitted")),
+        requirements_due=tuple(dict.fromkeys(str(item) for item in due)),
+    )
+
+
+def _transfer(obj: Any) -> TransferInfo:
+    transfer = _plain(obj)
+    return TransferInfo(
+        id=str(transfer["id"]),
+        amount=int(transfer["amount"]),
+        currency=str(transfer["currency"]).upper(),
+        destination=str(transfer["destination"]),
+        transfer_group=transfer.get("transfer_group"),
+        amount_reversed=int(transfer.get("amount_reversed") or 0),
+    )
+
+
+def _payout(obj: Any) -> PayoutInfo:
+    payout = _plain(obj)
+    arrival = payout.get("arrival_date")
+    return PayoutInfo(
+        id=str(payout["id"]),
+        amount=int(payout["amount"]),
+        currency=str(payout["currency"]).upper(),
+        status=str(payout["status"]),
+        created=int(payout["created"]),
+        arrival_date=None if arrival is None else int(arrival),
+        failure_code=payout.get("failure_code"),
+    )
+
+
+def _id_of(value: Any) -> str | None:
+    """An id Stripe may give as a string or, expanded, as the object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return str(value) if value else None
 
 
 def _checkout_session(obj: Any) -> CheckoutSessionInfo:
@@ -176,16 +347,24 @@ class StripeGateway:
         await self._http.close_async()  # type: ignore[no-untyped-call]
 
     async def create_payment_intent(
-        self, *, amount: int, currency: str, metadata: Mapping[str, str], idempotency_key: str
+        self,
+        *,
+        amount: int,
+        currency: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+        connect: ConnectCharge | None = None,
     ) -> IntentInfo:
+        params: PaymentIntentCreateParams = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "metadata": dict(metadata),
+        }
+        if connect is not None:
+            _connect_params(params, connect)
         try:
             intent = await self._client.v1.payment_intents.create_async(
-                params={
-                    "amount": amount,
-                    "currency": currency.lower(),
-                    "metadata": dict(metadata),
-                },
-                options={"idempotency_key": idempotency_key},
+                params=params, options={"idempotency_key": idempotency_key}
             )
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
@@ -283,6 +462,7 @@ class StripeGateway:
         cancel_url: str,
         idempotency_key: str,
         expires_at: int | None = None,
+        connect: ConnectCharge | None = None,
     ) -> CheckoutSessionInfo:
         params: SessionCreateParams = {
             "mode": "payment",
@@ -303,6 +483,14 @@ class StripeGateway:
         }
         if expires_at is not None:
             params["expires_at"] = expires_at
+        if connect is not None:
+            intent_data = params["payment_intent_data"]
+            if connect.destination is not None:
+                intent_data["transfer_data"] = {"destination": connect.destination}
+            if connect.application_fee_amount is not None:
+                intent_data["application_fee_amount"] = connect.application_fee_amount
+            if connect.transfer_group is not None:
+                intent_data["transfer_group"] = connect.transfer_group
         try:
             session = await self._client.v1.checkout.sessions.create_async(
                 params=params, options={"idempotency_key": idempotency_key}
@@ -330,27 +518,137 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
 
-    async def card_fingerprint(self, payment_intent_id: str) -> str | None:
-        """The latest charge's ``payment_method_details.card.fingerprint``, read with the
-        intent (``expand=["latest_charge"]``: one call). Where the charge doesn't carry its
-        details (the emulator's don't), the card's payment method has the same fingerprint."""
+    # --- Stripe Connect -------------------------------------------------------------------
+
+    async def create_connect_account(
+        self, *, store_id: str, idempotency_key: str
+    ) -> ConnectAccountInfo:
+        params: AccountCreateParams = {
+            "type": "express",
+            "capabilities": {
+                "card_payments": {"requested": True},
+                "transfers": {"requested": True},
+            },
+            "metadata": {"store_id": store_id},
+        }
+        try:
+            account = await self._client.v1.accounts.create_async(
+                params=params, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return _account(account)
+
+    async def retrieve_connect_account(self, account_id: str) -> ConnectAccountInfo:
+        try:
+            return _account(await self._client.v1.accounts.retrieve_async(account_id))
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+
+    async def create_account_link(
+        self, account_id: str, *, refresh_url: str, return_url: str
+    ) -> str:
+        try:
+            link = await self._client.v1.account_links.create_async(
+                params={
+                    "account": account_id,
+                    "refresh_url": refresh_url,
+                    "return_url": return_url,
+                    "type": "account_onboarding",
+                }
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return str(_plain(link)["url"])
+
+    async def create_transfer(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        destination: str,
+        transfer_group: str | None,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> TransferInfo:
+        params: TransferCreateParams = {
+            "amount": amount,
+            "currency": currency.lower(),
+            "destination": destination,
+            "metadata": dict(metadata),
+        }
+        if transfer_group is not None:
+            params["transfer_group"] = transfer_group
+        try:
+            transfer = await self._client.v1.transfers.create_async(
+                params=params, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return _transfer(transfer)
+
+    async def create_transfer_reversal(
+        self, transfer_id: str, *, amount: int, metadata: Mapping[str, str], idempotency_key: str
+    ) -> TransferReversalInfo:
+        try:
+            reversal = await self._client.v1.transfers.reversals.create_async(
+                transfer_id,
+                params={"amount": amount, "metadata": dict(metadata)},
+                options={"idempotency_key": idempotency_key},
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        made = _plain(reversal)
+        return TransferReversalInfo(
+            id=str(made["id"]), transfer_id=transfer_id, amount=int(made["amount"])
+        )
+
+    async def retrieve_destination_charge(self, intent_id: str) -> DestinationChargeInfo:
         try:
             intent = _plain(
                 await self._client.v1.payment_intents.retrieve_async(
-                    payment_intent_id, params={"expand": ["latest_charge"]}
+                    intent_id, params={"expand": ["latest_charge"]}
                 )
             )
-            charge = intent.get("latest_charge")
-            if not isinstance(charge, dict):
-                return None  # nothing charged yet
-            card = (charge.get("payment_method_details") or {}).get("card") or {}
-            if card.get("fingerprint"):
-                return str(card["fingerprint"])
-            method_id = charge.get("payment_method") or intent.get("payment_method")
-            if not isinstance(method_id, str) or not method_id:
-                return None
-            method = _plain(await self._client.v1.payment_methods.retrieve_async(method_id))
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
-        fingerprint = (method.get("card") or {}).get("fingerprint")
-        return str(fingerprint) if fingerprint else None
+        charge = intent.get("latest_charge")
+        charge = charge if isinstance(charge, dict) else {}
+        transfer_data = intent.get("transfer_data") or {}
+        fee = intent.get("application_fee_amount")
+        return DestinationChargeInfo(
+            payment_intent_id=intent_id,
+            destination=_id_of(transfer_data.get("destination")),
+            application_fee_amount=None if fee is None else int(fee),
+            transfer_id=_id_of(charge.get("transfer")),
+            application_fee_id=_id_of(charge.get("application_fee")),
+        )
+
+    async def refund_application_fee(
+        self, fee_id: str, *, amount: int, idempotency_key: str
+    ) -> str:
+        try:
+            refund = await self._client.v1.application_fees.refunds.create_async(
+                fee_id, params={"amount": amount}, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return str(_plain(refund)["id"])
+
+    async def list_payouts(self, account_id: str, *, limit: int = 100) -> list[PayoutInfo]:
+        params: PayoutListParams = {"limit": limit}
+        try:
+            page = await self._client.v1.payouts.list_async(
+                params=params, options={"stripe_account": account_id}
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return [_payout(obj) for obj in page.data]
+
+    async def list_transfers(self, *, transfer_group: str) -> list[TransferInfo]:
+        params: TransferListParams = {"transfer_group": transfer_group, "limit": 100}
+        try:
+            page = await self._client.v1.transfers.list_async(params=params)
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return [_transfer(obj) for obj in page.data]
