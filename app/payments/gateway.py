@@ -235,6 +235,11 @@ class PaymentGateway(Protocol):
 
     async def list_transfers(self, *, transfer_group: str) -> list[TransferInfo]: ...
 
+    async def card_fingerprint(self, payment_intent_id: str) -> str | None:
+        """The fingerprint of the card that paid the intent (its latest charge's), the same
+        for one card number whoever holds it: referrals compare it (``app.referrals``).
+        ``None`` when nothing was charged, or not by card."""
+
 
 def _plain(obj: Any) -> dict[str, Any]:
     """The SDK's StripeObject as a plain dict (it is not a Mapping)."""
@@ -517,6 +522,31 @@ class StripeGateway:
                 raise GatewayError(str(exc)) from exc
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
+
+    async def card_fingerprint(self, payment_intent_id: str) -> str | None:
+        """The latest charge's ``payment_method_details.card.fingerprint``, read with the
+        intent (``expand=["latest_charge"]``: one call). Where the charge doesn't carry its
+        details (the emulator's don't), the card's payment method has the same fingerprint."""
+        try:
+            intent = _plain(
+                await self._client.v1.payment_intents.retrieve_async(
+                    payment_intent_id, params={"expand": ["latest_charge"]}
+                )
+            )
+            charge = intent.get("latest_charge")
+            if not isinstance(charge, dict):
+                return None  # nothing charged yet
+            card = (charge.get("payment_method_details") or {}).get("card") or {}
+            if card.get("fingerprint"):
+                return str(card["fingerprint"])
+            method_id = charge.get("payment_method") or intent.get("payment_method")
+            if not isinstance(method_id, str) or not method_id:
+                return None
+            method = _plain(await self._client.v1.payment_methods.retrieve_async(method_id))
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        fingerprint = (method.get("card") or {}).get("fingerprint")
+        return str(fingerprint) if fingerprint else None
 
     # --- Stripe Connect -------------------------------------------------------------------
 
