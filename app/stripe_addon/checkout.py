@@ -15,11 +15,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.stripe_addon.connect import ChargeTerms, Connect
 from app.stripe_addon.events import WebhookSender, event_envelope
 from app.stripe_addon.forms import FormValue
 from app.stripe_addon.sessions import (
     CheckoutSession,
     SessionNotOpen,
+    SessionRequest,
     SessionStatus,
     StripeApiError,
     new_id,
@@ -83,8 +85,12 @@ class Checkout:
         public_base: str,
         api_version: str,
         clock: Callable[[], float] = time.time,
+        connect: Connect | None = None,
     ) -> None:
         self._upstream = upstream
+        self._connect = connect
+        """Where a session's destination-charge terms are checked and kept (``None``: the
+        add-on takes none, and refuses them as unknown parameters)."""
         self._sender = sender
         self._public_base = public_base.rstrip("/")
         self._api_version = api_version
@@ -112,6 +118,7 @@ class Checkout:
                 code="amount_too_small",
                 param="line_items",
             )
+        terms = self._charge_terms(request)
         try:
             intent = await self._upstream.create_payment_intent(
                 api_key=asked.api_key,
@@ -122,6 +129,8 @@ class Checkout:
         except UpstreamError as exc:
             kind = "api_error" if exc.status >= 500 else "invalid_request_error"
             raise StripeApiError(exc.status, exc.message, code=exc.code, error_type=kind) from exc
+        if terms is not None and self._connect is not None:
+            self._connect.record_charge(str(intent["id"]), terms)
         session_id = new_id("cs_test_", 58)
         session = CheckoutSession(
             id=session_id,
@@ -135,6 +144,21 @@ class Checkout:
         )
         self._sessions[session_id] = session
         return session
+
+    def _charge_terms(self, request: SessionRequest) -> ChargeTerms | None:
+        """The session's destination-charge terms, checked before anything is made."""
+        if not request.payment_intent_connect:
+            return None
+        if self._connect is None:
+            name = f"payment_intent_data[{next(iter(request.payment_intent_connect))}]"
+            raise StripeApiError(
+                400, f"Received unknown parameter: {name}", code="parameter_unknown", param=name
+            )
+        return self._connect.read_charge(
+            request.payment_intent_connect,
+            amount=request.amount_total,
+            prefix="payment_intent_data",
+        )
 
     def get(self, session_id: str) -> CheckoutSession:
         session = self._sessions.get(session_id)

@@ -12,6 +12,14 @@ Routes, in the order they are matched:
   (so Checkout events go where localstripe's go, signed with the same secret) and forwarded;
 - ``DELETE /_config/data``: localstripe's flush, which forgets the sessions too;
 - ``GET /_addon/health``: answers once the add-on serves (what ``app.embedded`` waits for);
+- Connect (``connect.py``): ``/v1/accounts``, ``/v1/accounts/{id}``, ``/v1/account_links``
+  and the onboarding page it links to (``/connect/onboarding/{token}``), ``/v1/transfers``
+  (create, list, retrieve) and ``…/{id}/reversals``, ``/v1/application_fees/{id}`` and
+  ``…/refunds``, ``GET /v1/payouts`` of a connected account (``Stripe-Account``; the
+  platform's own go to localstripe), ``POST /_addon/connect/accounts/{id}/payouts`` (a test
+  hook: a payout paid or failed, and its events); PaymentIntents with Connect parameters
+  (created here without them at localstripe, every answer about them given them back) and
+  their charges;
 - everything else: passed to localstripe unchanged (``Upstream.forward``).
 
 API errors are Stripe's shape, ``{"error": {"type", "message", "code"?, "param"?}}``, with
@@ -36,9 +44,11 @@ import stripe
 from aiohttp import web
 
 from app.stripe_addon.checkout import ApiRequest, Checkout, Paid
+from app.stripe_addon.connect import CHARGE_PARAMS, Connect
 from app.stripe_addon.events import Webhook, WebhookSender
 from app.stripe_addon.forms import FormError, FormValue, form_list, parse_form
 from app.stripe_addon.hosted_page import CardForm, HostedPage, read_card
+from app.stripe_addon.onboarding import OnboardingPage
 from app.stripe_addon.sessions import (
     CheckoutSession,
     SessionNotOpen,
@@ -54,6 +64,8 @@ CHECKOUT: web.AppKey[Checkout] = web.AppKey("checkout", Checkout)
 UPSTREAM: web.AppKey[Upstream] = web.AppKey("upstream", Upstream)
 SENDER: web.AppKey[WebhookSender] = web.AppKey("sender", WebhookSender)
 PAGE: web.AppKey[HostedPage] = web.AppKey("page", HostedPage)
+CONNECT: web.AppKey[Connect] = web.AppKey("connect", Connect)
+ONBOARDING: web.AppKey[OnboardingPage] = web.AppKey("onboarding", OnboardingPage)
 
 _PAGE_HEADERS = MappingProxyType(
     {
@@ -73,6 +85,7 @@ def create_addon(
     unless the creating request sent ``Stripe-Version``."""
     app = web.Application(middlewares=[_stripe_errors], client_max_size=1024**2)
     app[PAGE] = HostedPage()
+    app[ONBOARDING] = OnboardingPage()
     app[ANSWERS] = IdempotentAnswers()
 
     async def services(app: web.Application) -> AsyncIterator[None]:
@@ -82,11 +95,15 @@ def create_addon(
         ):
             app[UPSTREAM] = Upstream(upstream_base, proxied)
             app[SENDER] = WebhookSender(deliveries)
+            app[CONNECT] = Connect(
+                app[SENDER], public_base=public_base, api_version=api_version or stripe.api_version
+            )
             app[CHECKOUT] = Checkout(
                 app[UPSTREAM],
                 app[SENDER],
                 public_base=public_base,
                 api_version=api_version or stripe.api_version,
+                connect=app[CONNECT],
             )
             expiry = asyncio.create_task(app[CHECKOUT].run_expiry())
             try:
@@ -111,8 +128,30 @@ def create_addon(
     routes.add_post("/_config/webhooks/{id}", register_webhook)
     routes.add_delete("/_config/data", flush_data)
     routes.add_get("/_addon/health", health)
+    _connect_routes(routes)
     routes.add_route("*", "/{tail:.*}", proxy)
     return app
+
+
+def _connect_routes(routes: web.UrlDispatcher) -> None:
+    routes.add_post("/v1/accounts", create_account)
+    routes.add_get("/v1/accounts/{id}", retrieve_account)
+    routes.add_post("/v1/account_links", create_account_link)
+    routes.add_get("/connect/onboarding/{token}", show_onboarding)
+    routes.add_post("/connect/onboarding/{token}", submit_onboarding)
+    routes.add_post("/v1/transfers", create_transfer)
+    routes.add_get("/v1/transfers", list_transfers)
+    routes.add_get("/v1/transfers/{id}", retrieve_transfer)
+    routes.add_post("/v1/transfers/{id}/reversals", create_reversal)
+    routes.add_get("/v1/transfers/{id}/reversals", list_reversals)
+    routes.add_get("/v1/application_fees/{id}", retrieve_fee)
+    routes.add_post("/v1/application_fees/{id}/refunds", refund_fee)
+    routes.add_get("/v1/payouts", list_payouts)
+    routes.add_post("/v1/payment_intents", create_payment_intent)
+    routes.add_route("*", "/v1/payment_intents/{id}", payment_intent_call)
+    routes.add_route("*", "/v1/payment_intents/{id}/{action}", payment_intent_call)
+    routes.add_get("/v1/charges/{id}", retrieve_charge)
+    routes.add_post("/_addon/connect/accounts/{id}/payouts", emit_payout)
 
 
 # --- the API -----------------------------------------------------------------------------
@@ -342,7 +381,8 @@ async def unrecognized(request: web.Request) -> web.StreamResponse:
 
 
 async def retrieve_event(request: web.Request) -> web.StreamResponse:
-    event = request.app[CHECKOUT].events.get(request.match_info["id"])
+    event_id = request.match_info["id"]
+    event = request.app[CHECKOUT].events.get(event_id) or request.app[CONNECT].events.get(event_id)
     if event is None:
         return await request.app[UPSTREAM].forward(request)
     api_key_of(request)
@@ -435,6 +475,7 @@ async def flush_data(request: web.Request) -> web.StreamResponse:
     answer = await request.app[UPSTREAM].forward(request)
     if 200 <= answer.status < 300:
         request.app[CHECKOUT].clear()
+        request.app[CONNECT].clear()
     return answer
 
 
@@ -444,3 +485,216 @@ async def health(request: web.Request) -> web.StreamResponse:
 
 async def proxy(request: web.Request) -> web.StreamResponse:
     return await request.app[UPSTREAM].forward(request)
+
+
+# --- Connect (connect.py) ----------------------------------------------------------------
+
+
+async def _idempotent(
+    request: web.Request, build: Callable[[dict[str, FormValue]], Awaitable[Any]]
+) -> web.Response:
+    """A creating call with Stripe's ``Idempotency-Key``: ``build`` makes the object from
+    the form's parameters."""
+    api_key_of(request)
+    body = await request.read()
+    params = parse_form(body)
+
+    async def run() -> web.Response:
+        return stripe_json(request, await build(params))
+
+    return await request.app[ANSWERS].answer(request, body, run)
+
+
+async def create_account(request: web.Request) -> web.StreamResponse:
+    async def build(params: dict[str, FormValue]) -> Any:
+        account = request.app[CONNECT].create_account(params)
+        log.info("created account %s", account.id)
+        return account.to_stripe()
+
+    return await _idempotent(request, build)
+
+
+async def retrieve_account(request: web.Request) -> web.StreamResponse:
+    api_key_of(request)
+    return stripe_json(request, request.app[CONNECT].account(request.match_info["id"]).to_stripe())
+
+
+async def create_account_link(request: web.Request) -> web.StreamResponse:
+    async def build(params: dict[str, FormValue]) -> Any:
+        return request.app[CONNECT].create_link(params)
+
+    return await _idempotent(request, build)
+
+
+async def show_onboarding(request: web.Request) -> web.StreamResponse:
+    """The page an account link opens; a used or expired link goes to its ``refresh_url``,
+    as Stripe sends it (the platform then makes a fresh link)."""
+    connect = request.app[CONNECT]
+    token = request.match_info["token"]
+    link = connect.usable_link(token)
+    if link is None:
+        known = connect.links.get(token)
+        if known is not None:
+            raise web.HTTPSeeOther(known.refresh_url)
+        return _page(request.app[ONBOARDING].render_missing(), status=404)
+    return _page(request.app[ONBOARDING].render(link))
+
+
+async def submit_onboarding(request: web.Request) -> web.StreamResponse:
+    """Onboarding submitted: the account is enabled (``account.updated`` on it) and the
+    browser goes back to the platform's ``return_url`` (303)."""
+    connect = request.app[CONNECT]
+    token = request.match_info["token"]
+    link = connect.links.get(token)
+    if link is None:
+        return _page(request.app[ONBOARDING].render_missing(), status=404)
+    form = {name: str(value) for name, value in (await request.post()).items()}
+    name = form.get("business_name", "").strip()
+    if connect.usable_link(token) is not None and not name:
+        page = request.app[ONBOARDING].render(link, error="Enter the business's name.")
+        return _page(page, status=422)
+    raise web.HTTPSeeOther(connect.complete_onboarding(token, business_name=name))
+
+
+async def create_transfer(request: web.Request) -> web.StreamResponse:
+    async def build(params: dict[str, FormValue]) -> Any:
+        transfer = request.app[CONNECT].create_transfer(params, request_id=_request_id(request))
+        log.info("transfer %s of %d to %s", transfer.id, transfer.amount, transfer.destination)
+        return transfer.to_stripe()
+
+    return await _idempotent(request, build)
+
+
+async def list_transfers(request: web.Request) -> web.StreamResponse:
+    api_key_of(request)
+    params = parse_form(request.query_string)
+    return stripe_json(request, request.app[CONNECT].list_transfers(params))
+
+
+async def retrieve_transfer(request: web.Request) -> web.StreamResponse:
+    api_key_of(request)
+    transfer = request.app[CONNECT].transfer(request.match_info["id"])
+    return stripe_json(request, transfer.to_stripe())
+
+
+async def create_reversal(request: web.Request) -> web.StreamResponse:
+    async def build(params: dict[str, FormValue]) -> Any:
+        return request.app[CONNECT].create_reversal(
+            request.match_info["id"], params, request_id=_request_id(request)
+        )
+
+    return await _idempotent(request, build)
+
+
+async def list_reversals(request: web.Request) -> web.StreamResponse:
+    api_key_of(request)
+    transfer = request.app[CONNECT].transfer(request.match_info["id"])
+    return stripe_json(request, transfer.to_stripe()["reversals"])
+
+
+async def retrieve_fee(request: web.Request) -> web.StreamResponse:
+    api_key_of(request)
+    return stripe_json(request, request.app[CONNECT].fee(request.match_info["id"]).to_stripe())
+
+
+async def refund_fee(request: web.Request) -> web.StreamResponse:
+    async def build(params: dict[str, FormValue]) -> Any:
+        return request.app[CONNECT].refund_fee(
+            request.match_info["id"], params, request_id=_request_id(request)
+        )
+
+    return await _idempotent(request, build)
+
+
+async def list_payouts(request: web.Request) -> web.StreamResponse:
+    """A connected account's payouts (``Stripe-Account``); the platform's own are
+    localstripe's."""
+    account = request.headers.get("Stripe-Account")
+    if not account:
+        return await request.app[UPSTREAM].forward(request)
+    api_key_of(request)
+    params = parse_form(request.query_string)
+    return stripe_json(request, request.app[CONNECT].list_payouts(account, params))
+
+
+async def emit_payout(request: web.Request) -> web.StreamResponse:
+    """The test hook: ``amount``, ``currency``, ``status`` (``paid`` or ``failed``) and
+    ``failure_code``, as a form or JSON; the payout, after its events are on their way."""
+    body = await request.read()
+    fields = _registration_fields(request.content_type, body)
+    amount = fields.get("amount")
+    if not isinstance(amount, str) or not amount.isdigit():
+        raise StripeApiError(400, "amount must be a whole number", param="amount")
+    currency, status = fields.get("currency", "usd"), fields.get("status", "paid")
+    failure = fields.get("failure_code")
+    payout = request.app[CONNECT].pay_out(
+        request.match_info["id"],
+        amount=int(amount),
+        currency=currency if isinstance(currency, str) else "usd",
+        status=status if isinstance(status, str) else "",
+        failure_code=failure if isinstance(failure, str) else None,
+    )
+    return stripe_json(request, payout)
+
+
+async def create_payment_intent(request: web.Request) -> web.StreamResponse:
+    """A PaymentIntent with Connect parameters is made at localstripe without them (which
+    refuses them) and answered with them; any other is localstripe's, unchanged."""
+    body = await request.read()
+    params = parse_form(body)
+    if not CHARGE_PARAMS & set(params) and "on_behalf_of" not in params:
+        return await request.app[UPSTREAM].forward(request, body)
+    asked = _asked(request)
+    connect = request.app[CONNECT]
+
+    async def run() -> web.Response:
+        amount = params.get("amount")
+        terms = connect.read_charge(
+            params, amount=int(amount) if isinstance(amount, str) and amount.isdigit() else 0
+        )
+        plain = {name: value for name, value in params.items() if name not in CHARGE_PARAMS}
+        try:
+            intent = await request.app[UPSTREAM].call(
+                "POST", "/v1/payment_intents", api_key=asked.api_key, params=plain
+            )
+        except UpstreamError as exc:
+            kind = "api_error" if exc.status >= 500 else "invalid_request_error"
+            raise StripeApiError(exc.status, exc.message, code=exc.code, error_type=kind) from exc
+        if terms is not None:
+            connect.record_charge(str(intent["id"]), terms)
+        return stripe_json(request, connect.decorate_intent(intent))
+
+    return await request.app[ANSWERS].answer(request, body, run)
+
+
+async def payment_intent_call(request: web.Request) -> web.StreamResponse:
+    """Any other call on a PaymentIntent: localstripe's answer, with the Connect fields put
+    back for an intent made with them (and a destination charge settled once it
+    succeeded)."""
+    connect = request.app[CONNECT]
+    if request.match_info["id"] not in connect.charges:
+        return await request.app[UPSTREAM].forward(request)
+    answer = await request.app[UPSTREAM].forward(request)
+    return _rewritten(request, answer, connect.decorate_intent)
+
+
+async def retrieve_charge(request: web.Request) -> web.StreamResponse:
+    answer = await request.app[UPSTREAM].forward(request)
+    return _rewritten(request, answer, request.app[CONNECT].decorate_charge)
+
+
+def _rewritten(
+    request: web.Request, answer: web.Response, change: Callable[[dict[str, Any]], Any]
+) -> web.Response:
+    """localstripe's JSON answer changed by ``change``; anything else as it came."""
+    if not 200 <= answer.status < 300 or "Content-Encoding" in answer.headers:
+        return answer
+    if not isinstance(answer.body, bytes):
+        return answer
+    try:
+        obj = json.loads(answer.body)
+    except ValueError:
+        return answer
+    if not isinstance(obj, dict):
+        return answer
+    return stripe_json(request, change(obj), status=answer.status)

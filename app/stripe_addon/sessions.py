@@ -7,7 +7,8 @@ Stripe's own error shape) and what the object looks like, so unit tests can hold
 Stripe's shapes.
 
 What is emulated: ``mode=payment`` with ``price_data`` line items (no Price objects), the
-session's metadata, ``payment_intent_data[metadata]``, ``expires_at``,
+session's metadata, ``payment_intent_data[metadata]`` (and its Connect terms:
+``application_fee_amount``, ``transfer_data``, ``transfer_group``), ``expires_at``,
 ``client_reference_id``, ``customer_email``. Anything else in the body is refused as Stripe
 refuses an unknown parameter, so product code can't come to rely on something the emulator
 silently ignores.
@@ -50,7 +51,11 @@ _TOP_LEVEL = frozenset(
         "ui_mode",
     }
 )
-_PAYMENT_INTENT_DATA = frozenset({"metadata"})
+_PAYMENT_INTENT_DATA = frozenset(
+    {"metadata", "application_fee_amount", "transfer_data", "transfer_group"}
+)
+"""The intent's metadata, and Connect's destination-charge terms (``connect.py`` checks
+those, as it does on a PaymentIntent)."""
 _ALPHANUMERIC = string.ascii_letters + string.digits
 
 
@@ -133,6 +138,8 @@ class SessionRequest:
     expires_at: int
     client_reference_id: str | None
     customer_email: str | None
+    payment_intent_connect: Mapping[str, FormValue] = field(default_factory=dict)
+    """``payment_intent_data``'s Connect parameters, as given (``Connect.read_charge``)."""
 
     @property
     def currency(self) -> str:
@@ -180,6 +187,7 @@ def read_create_params(params: Mapping[str, FormValue], *, now: int) -> SessionR
         expires_at=_expires_at(params, now),
         client_reference_id=_text(params, "client_reference_id"),
         customer_email=_text(params, "customer_email"),
+        payment_intent_connect={k: v for k, v in intent_data.items() if k != "metadata"},
     )
 
 
