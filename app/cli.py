@@ -1,4 +1,5 @@
-"""The ``teamcart`` command: ``serve``, ``migrate``, ``seed-demo``, ``token``, ``reconcile``.
+"""The ``teamcart`` command: ``serve``, ``migrate``, ``seed-demo``, ``token``, ``reconcile``,
+``secrets rotate``.
 
 Each command reads the same ``TEAMCART_*`` settings as the server. Where the database or Redis
 URL is unset, the command starts (or joins) the embedded ones under the data folder, so
@@ -26,6 +27,8 @@ from app.embedded import EMULATOR_SECRET_KEY, embedded_services, ensure_jwt_secr
 from app.persistence import schema
 
 if TYPE_CHECKING:
+    from app.connect.settings import Rotation
+    from app.secrets import Keyring
     from app.use_cases.payments.reconcile import Unrecorded
 
 log = logging.getLogger("teamcart.cli")
@@ -49,6 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     reconcile.add_argument("--since", default="3d", type=_duration, help="e.g. 3d, 12h, 90m")
     reconcile.add_argument("--fix", action="store_true", help="record or refund each one")
+
+    secrets = commands.add_parser("secrets", help="stores' secrets kept in the database")
+    secret_commands = secrets.add_subparsers(dest="secrets_command", required=True)
+    secret_commands.add_parser(
+        "rotate", help="re-encrypt every store's secrets under the first TEAMCART_SECRETS_KEY"
+    )
 
     token = commands.add_parser("token", help="print a bearer token")
     token.add_argument("--admin", action="store_true", help="with the admin role")
@@ -88,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "reconcile":
         return _reconcile(settings, args.since, fix=args.fix)
+    if args.command == "secrets":
+        return _rotate_secrets(settings)
     if args.command == "token":
         from app.auth import issue_token
 
@@ -220,6 +231,52 @@ async def _reconcile_async(settings: Settings, since: timedelta, *, fix: bool) -
         return await reconcile(runner, since=started, fix=fix)
     finally:
         await gateway.close()
+        await engine.dispose()
+
+
+def _rotate_secrets(settings: Settings) -> int:
+    """``teamcart secrets rotate``: every store's secrets re-sealed under the first key
+    (run after putting a new key first in ``TEAMCART_SECRETS_KEY``); 1 if any could not be
+    opened with the keys configured (they are left as they were)."""
+    from app.secrets import SecretsError, keyring_for
+
+    with embedded_services(settings, redis=False) as resolved:
+        assert resolved.database_url is not None
+        schema.upgrade(resolved.database_url)
+        try:
+            keyring = keyring_for(resolved.secrets_keys, resolved.data_dir)
+        except SecretsError as exc:
+            print(f"teamcart secrets rotate: {exc}", file=sys.stderr)
+            return 2
+        rotation = asyncio.run(_rotate_async(resolved.database_url, keyring))
+    print(
+        json.dumps(
+            {
+                "key_id": keyring.primary_id,
+                "resealed": rotation.resealed,
+                "already_current": rotation.current,
+                "unreadable_stores": list(rotation.unreadable),
+            }
+        )
+    )
+    if rotation.unreadable:
+        print(
+            f"{len(rotation.unreadable)} store(s) hold secrets no configured key opens: keep "
+            "the key they were sealed with in TEAMCART_SECRETS_KEY, or set them again",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+async def _rotate_async(database_url: str, keyring: Keyring) -> Rotation:
+    from app.connect.settings import rotate_secrets
+    from app.persistence.database import create_engine
+
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        return await rotate_secrets(engine, keyring)
+    finally:
         await engine.dispose()
 
 

@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.auth import build_jwt_auth
 from app.config import Settings
+from app.connect.service import StorePayments
+from app.connect.transfers import StoreTransfers
 from app.dispatcher import Handler, OutboxDispatcher, each_of, project_outbox_record
 from app.embedded import EMULATOR_SECRET_KEY
 from app.errors import problem_details_config, unexpected_exception_handler
@@ -56,10 +58,12 @@ from app.routes.orders import OrderController, StoreOrderController
 from app.routes.payments import PaymentController
 from app.routes.sessions import SessionController
 from app.routes.shop_carts import ShopCartController
+from app.routes.store_payments import StorePaymentsController, StoreWebhookController
 from app.routes.teamcarts import TeamCartController
 from app.routes.web import index, invite, static_files
 from app.routes.webhooks import StripeWebhookController
 from app.routes.ws import cart_socket, order_socket
+from app.secrets import keyring_for
 from app.unit_of_work import UnitOfWorkRunner
 from app.use_cases.accounts import Accounts, Passwords, SignInLimits
 from app.use_cases.order_views import event_payloads
@@ -126,7 +130,10 @@ def build_resources(settings: Settings) -> tuple[Resources, Mailer | None]:
 
     mailer = build_mailer(settings, engine)
     planner = MailPlanner(engine, wake=mailer.wake if mailer else lambda: None)
-    live = build_live(redis, settings.database_url, load_view, engine, consumers=[planner])
+    transfers = StoreTransfers(engine, gateway)  # stores get paid (app.connect)
+    live = build_live(
+        redis, settings.database_url, load_view, engine, consumers=[planner, transfers]
+    )
     runner = build_runner(engine, gateway, relay=live.dispatcher)
     resources = Resources(
         settings=settings,
@@ -243,6 +250,19 @@ def build_accounts(resources: Resources) -> Accounts:
     return Accounts(rows=SqlAccounts(resources.engine), passwords=Passwords(), limits=limits)
 
 
+def build_store_payments(resources: Resources) -> StorePayments:
+    """Stores' payments: the keys that seal their secrets (``TEAMCART_SECRETS_KEY``, or the
+    data folder's own), and the loop that retries the transfers and reversals Stripe has not
+    made yet, every sweep interval."""
+    settings = resources.settings
+    return StorePayments(
+        runner=resources.runner,
+        keyring=keyring_for(settings.secrets_keys, settings.data_dir),
+        transfers=StoreTransfers(resources.engine, resources.gateway),
+        retry_interval=settings.sweep_interval_seconds,
+    )
+
+
 GC_THRESHOLDS = (20_000, 20, 20)
 
 
@@ -271,12 +291,16 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
     jwt_auth = build_jwt_auth(resources.jwt_secret)
     metrics = prometheus_config()
     accounts = build_accounts(resources)
+    store_payments = build_store_payments(resources)
 
     async def provide_resources() -> Resources:
         return resources
 
     async def provide_accounts() -> Accounts:
         return accounts
+
+    async def provide_store_payments() -> StorePayments:
+        return store_payments
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
@@ -290,6 +314,7 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
             ),
             resources.live.running(),
             mailer.running() if mailer else contextlib.nullcontext(),
+            store_payments.running(),
         ):
             if server:
                 tune_garbage_collector()
@@ -313,6 +338,8 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
             StoreOrderController,
             PaymentController,
             StripeWebhookController,
+            StorePaymentsController,
+            StoreWebhookController,
             cart_socket,
             order_socket,
             index,
@@ -322,6 +349,7 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
         dependencies={
             "resources": Provide(provide_resources),
             "accounts": Provide(provide_accounts),
+            "store_payments": Provide(provide_store_payments),
         },
         plugins=[
             ProblemDetailsPlugin(problem_details_config()),

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from app.connect.charges import order_charge
 from app.failures import ForbiddenError, NotFoundError, ProviderUnavailableError, UnprocessableError
 from app.payments.amounts import from_stripe, to_stripe
 from app.payments.gateway import GatewayError
@@ -286,6 +287,9 @@ async def ask_stripe(
     order = checked_out.order
     amount = _stripe_total(order)
     key = f"order-{order.id}-{mode}-a{checked_out.attempt}"
+    # Stripe Connect (app.connect): a store that takes no online payments refuses (409
+    # online_disabled); an onboarded store's order is a destination charge less the fee.
+    connect = await runner.run(order_charge, order)
     try:
         if mode == "payment_intent":
             intent = await runner.stripe.create_payment_intent(
@@ -293,6 +297,7 @@ async def ask_stripe(
                 currency=order.currency,
                 metadata=payment_metadata(order),
                 idempotency_key=key,
+                connect=connect,
             )
             return Attempt(order, intent.id, intent.client_secret)
         minutes = max(CHECKOUT_SESSION_MINUTES[0], int(payment_window.total_seconds() // 60))
@@ -306,6 +311,7 @@ async def ask_stripe(
             cancel_url=cancel_url,
             idempotency_key=key,
             expires_at=int((_now() + timedelta(minutes=minutes)).timestamp()),
+            connect=connect,
         )
         return Attempt(
             order,

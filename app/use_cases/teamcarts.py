@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from app.connect.charges import require_cod, store_terms
 from app.failures import NotFoundError, cart_not_found
 from app.payments.amounts import to_stripe
 from app.persistence.carts import ConfirmReminder
@@ -380,6 +381,7 @@ async def commit_cod(command: CommitCod, uow: UnitOfWork) -> TeamCart:
     cart = await _cart(uow, command.cart_id)
     pending = dict(cart.pending_payments).get(command.actor_id)
     cart.commit_cod(command.actor_id)
+    require_cod(await store_terms(uow, cart.store.store_id))  # Connect: 409 cod_disabled
     if pending is not None and await cancel_quietly(uow.stripe, pending):
         await uow.payments.close_open_intent(pending, IntentStatus.CANCELED)
     return cart

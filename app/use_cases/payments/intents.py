@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import structlog
 from sqlalchemy import RowMapping
 
+from app.connect.charges import group_charge, require_online, store_terms
 from app.failures import (
     BelowOnlineMinimum,
     ConflictError,
@@ -27,6 +28,7 @@ from app.failures import (
 from app.payments.amounts import from_stripe, minimum_charge, to_stripe
 from app.payments.gateway import (
     CardDeclined,
+    ConnectCharge,
     GatewayError,
     IntentInfo,
     PaymentGateway,
@@ -65,6 +67,7 @@ class _Plan:
     quote_version: int
     attempt: int
     reuse: OnlinePayment | None
+    connect: ConnectCharge | None = None  # the store's Connect terms (app.connect.charges)
 
 
 def _online_payment(row: RowMapping) -> OnlinePayment:
@@ -81,12 +84,25 @@ async def _plan(command: StartOnlinePayment, uow: UnitOfWork) -> _Plan:
     if cart is None:
         raise cart_not_found(command.cart_id)
     share = cart.payable_share(command.actor_id)
+    # Stripe Connect (app.connect): a store may take no online payments (409
+    # online_disabled); a store paid by transfer has its members' charges in the cart's
+    # transfer group (the order doesn't exist yet).
+    terms = await store_terms(uow, cart.store.store_id)
+    require_online(terms)
     existing = await uow.payments.latest_intent(cart.id, command.actor_id, cart.quote_version)
     reuse = None
     if existing is not None and existing["status"] == IntentStatus.OPEN:
         reuse = _online_payment(existing)
     attempt = 1 if existing is None else existing["attempt"] + 1
-    return _Plan(command, share, cart.currency, cart.quote_version, attempt, reuse)
+    return _Plan(
+        command,
+        share,
+        cart.currency,
+        cart.quote_version,
+        attempt,
+        reuse,
+        connect=group_charge(terms, cart.id),
+    )
 
 
 def _stripe_amount(plan: _Plan) -> int:
@@ -124,6 +140,7 @@ async def _create_intent(gateway: PaymentGateway, plan: _Plan) -> IntentInfo:
                 f"teamcart-{command.cart_id}-{command.actor_id}"
                 f"-q{plan.quote_version}-a{plan.attempt}"
             ),
+            connect=plan.connect,
         )
     except GatewayError as exc:
         log.warning("payment_intent_create_failed", teamcart_id=command.cart_id, error=str(exc))

@@ -31,6 +31,7 @@ import structlog
 from prometheus_client import Counter, Histogram
 from sqlalchemy.exc import DBAPIError
 
+from app.connect.events import CONNECT_EVENTS, apply_connect_event, malformed_connect
 from app.failures import (
     ServiceUnavailableError,
     VersionConflictError,
@@ -113,8 +114,10 @@ async def take_in_event(event: Mapping[str, Any], uow: UnitOfWork) -> Outcome:
     if not await uow.payments.claim_event(event_id, event_type):
         return Outcome(EventOutcome.DUPLICATE)
     problem = malformed(event_type, obj)
+    if event_type in CONNECT_EVENTS:  # Stripe Connect (app.connect): it reads the envelope too
+        problem = malformed_connect(event_type, obj, event)
     if problem is None:
-        outcome = await _apply(uow, event_type, obj)
+        outcome = await _apply(uow, event_type, obj, event)
     else:
         outcome = _rejected(event_id, event_type, problem)
     await uow.payments.record_outcome(
@@ -133,7 +136,12 @@ async def take_in_event(event: Mapping[str, Any], uow: UnitOfWork) -> Outcome:
     return outcome
 
 
-async def _apply(uow: UnitOfWork, event_type: str, obj: Mapping[str, Any]) -> Outcome:
+async def _apply(
+    uow: UnitOfWork, event_type: str, obj: Mapping[str, Any], event: Mapping[str, Any]
+) -> Outcome:
+    if event_type in CONNECT_EVENTS:  # a store's Connect account or its payouts (app.connect)
+        connected = await apply_connect_event(uow, event)
+        return Outcome(EventOutcome(connected.outcome), connected.reason)
     if event_type.startswith("payment_intent."):
         metadata = _metadata(obj)
         intent_id = str(obj.get("id"))
