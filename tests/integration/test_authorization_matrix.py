@@ -115,6 +115,13 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("POST", "/api/v1/orders/{order_id:uuid}/refunds"): Access.STORE,
     ("GET", "/api/v1/stores/{store_id:uuid}/orders"): Access.STORE,
     ("POST", "/api/v1/stores/{store_id:uuid}/staff"): Access.ADMIN,
+    ("POST", "/api/v1/stores/{store_id:uuid}/connect"): Access.STORE,
+    ("GET", "/api/v1/stores/{store_id:uuid}/connect"): Access.STORE,
+    ("GET", "/api/v1/stores/{store_id:uuid}/payouts"): Access.STORE,
+    ("GET", "/api/v1/stores/{store_id:uuid}/payment-config"): Access.ADMIN,
+    ("PUT", "/api/v1/stores/{store_id:uuid}/payment-config"): Access.ADMIN,
+    ("GET", "/api/v1/stores/{store_id:uuid}/payment-methods"): Access.SIGNED_IN,
+    ("POST", "/api/v1/webhooks/stripe/stores/{store_id:uuid}"): Access.PUBLIC,  # its signature
     ("PATCH", "/api/v1/me"): Access.SIGNED_IN,
     ("POST", "/api/v1/carts"): Access.SIGNED_IN,
     ("POST", "/api/v1/carts/merge"): Access.SIGNED_IN,
@@ -161,6 +168,7 @@ BODIES: dict[str, Any] = {
     "/delivery": {"method": "pickup"},
     "/checkout": {},  # before the address: 409 for the cart's owner
     "/staff": {"user_id": str(uuid.uuid4())},
+    "/payment-config": {"cod_enabled": True, "online_enabled": True, "platform_fee_bps": 100},
     "/api/v1/me": {"display_name": "Me"},
 }
 
