@@ -11,6 +11,8 @@
 //   closures, so a patched node never runs a stale handler.
 // - Every message sits in a slot beside the control that caused it, is announced (aria-live),
 //   scrolled into view, and goes away when it no longer holds.
+// - Who pays is the server's (ADR 0019): each member's share and what they owe come with the
+//   cart; the page only shows how one becomes the other (allowance, a cover, the host paying).
 
 performance.mark("teamcart:module-start");
 const main = document.getElementById("main");
@@ -113,6 +115,14 @@ export function parseAmount(text, currency) {
   return Number(match[1]) * 10 ** digits + Number((match[2] || "").padEnd(digits, "0") || 0);
 }
 
+// 1250 in USD → "12.50" (what an amount field shows): no floats either.
+function plainAmount(minor, currency) {
+  const digits = minorDigits(currency);
+  if (!digits) return String(minor);
+  const text = String(minor).padStart(digits + 1, "0");
+  return `${text.slice(0, -digits)}.${text.slice(-digits)}`;
+}
+
 // The largest-remainder split the server uses for shares (domain/pricing.py), for showing
 // each member's part of the fee, tax, tip and discount.
 export function split(total, weights) {
@@ -204,6 +214,8 @@ const names = (list) => (list.length <= 2 ? list.join(" and ") : `${list.slice(0
 
 function words(error, context = {}) {
   const host = context.isHost;
+  const amount = (field) => (error.body[field] !== undefined && context.currency ? formatMoney(error.body[field], context.currency) : null);
+  const heldBy = String(error.message || "").match(/^(.+?)'s card could not be charged/);
   const said = {
     offline: OFFLINE,
     unauthorized: "Your session ended. Sign in again to carry on.",
@@ -212,7 +224,7 @@ function words(error, context = {}) {
       : host ? "The cart is locked. Unlock it first to change items." : "The host has locked the cart, so items can't change now.",
     cart_not_open: "This cart is closed: nothing can change any more.",
     removed_from_cart: "The host removed you from this cart, so this invite no longer lets you in. Ask the host if you should be in it.",
-    invite_not_found: "This invite link doesn't work: the cart is gone, or the link is mistyped.",
+    invite_not_found: "There's no such invite: the host may have made a new link, the cart may be gone, or the link is mistyped. Ask the host for the link.",
     cart_full: "This cart is full (50 people).",
     not_a_member: "You're no longer a member of this cart.",
     host_only: "Only the host can do that.",
@@ -222,7 +234,7 @@ function words(error, context = {}) {
     invalid_quantity: "Choose a quantity from 1 to 99.",
     invalid_options: "Those choices don't fit this dish; check the options.",
     payment_activity_started: "Someone has already paid or chosen cash, so the bill can't change now.",
-    already_paid: "You've already paid.",
+    already_paid: context.about ? `${context.about} has already paid or chosen cash, so that can't change now.` : "You've already paid.",
     nothing_owed: "You have nothing to pay.",
     tip_too_high: error.body.max_tip_minor !== undefined && context.currency
       ? `That tip is more than this store allows: at most ${formatMoney(error.body.max_tip_minor, context.currency)}.`
@@ -237,7 +249,15 @@ function words(error, context = {}) {
     invalid_address: "Fill in the address, city, postal code and country.",
     card_declined: context.shop ? "Your card was declined. Try another card, or pay on Stripe's page." : "Your card was declined. Try another card, or pay cash on delivery.",
     card_invalid: "Check the card number, the expiry month and year and the CVC.",
-    below_online_minimum: "Your share is too small to pay by card; choose cash on delivery.",
+    below_online_minimum: amount("minimum_minor")
+      ? `Stripe can't take less than ${amount("minimum_minor")} online: pay cash${host ? " on delivery" : ", or ask the host to cover it"}.`
+      : `That's too little to pay by card: pay cash${host ? " on delivery" : ", or ask the host to cover it"}.`,
+    over_spending_limit: amount("limit_minor") ? `Your items would pass the host's limit of ${amount("limit_minor")}.` : "Your items would pass the host's spending limit.",
+    would_change_paid_amounts: "That would change what someone has already paid or chosen to pay in cash, so it can't be done now.",
+    capture_failed: `${heldBy ? `${heldBy[1]}'s` : "A held"} card couldn't be charged, so the order isn't placed yet: they can pay again, or you can cover them.`,
+    invalid_allowance: "Enter an amount of zero or more, like 10.00, or leave it empty for none.",
+    cart_not_locked: "That can only be done while the cart is locked for paying.",
+    member_not_found: "That person isn't in the cart any more.",
     rate_limited: error.retryAfter ? `Too many tries. Try again ${soon(error.retryAfter)}.` : "That's a lot of requests at once. Wait a moment and try again.",
     service_unavailable: "The server is busy recovering. Try again in a moment.",
     version_conflict: "Someone changed the cart at the same moment. Try again.",
@@ -548,6 +568,9 @@ function homeScreen() {
             stores.map((store) => h("option", { value: store.id, "data-key": `store-${store.id}` }, `${store.name} (${store.currency})`))),
           h("button", { id: "open-cart", "data-action": "open-cart", "aria-disabled": busy("open-cart") }, "Open a group cart"),
           h("button", { id: "shop-alone", class: "secondary", "data-action": "shop-alone" }, "Shop on your own")),
+        h("label", { class: "choice", for: "hold-cards" },
+          h("input", { type: "checkbox", id: "hold-cards", "data-own": true, "aria-describedby": "hold-cards-hint" }), " Hold cards until I confirm"),
+        h("p", { class: "muted small msg", id: "hold-cards-hint" }, "For a group cart: a card paying online is only held, and charged when you confirm the order."),
         slot("open-cart"),
       ] : h("p", { class: "muted" }, "No stores yet. An admin can add one, or run teamcart seed-demo."),
     h("p", { class: "muted" }, "A group cart: everyone adds their own items and pays their own share. Got an invite link? Just open it."),
@@ -577,7 +600,8 @@ ACTIONS["sign-out"] = () => { session.forget(); ui.home = null; route(); };
 ACTIONS["shop-alone"] = () => go(`/shop/${document.getElementById("store").value}`);
 ACTIONS["open-cart"] = () => act("open-cart", async () => {
   const select = document.getElementById("store");
-  const cart = await api("POST", "/api/v1/teamcarts", { store_id: select.value });
+  const hold = document.getElementById("hold-cards");
+  const cart = await api("POST", "/api/v1/teamcarts", { store_id: select.value, ...(hold && hold.checked ? { capture: "on_confirm" } : {}) });
   go(`/carts/${cart.id}`);
 });
 
@@ -590,7 +614,7 @@ async function joinCart(code) {
     route();
   } catch (error) {
     if (error.code === "unauthorized") { route(); return; }
-    ui.notice = { title: "You can't join this cart", text: words(error, { joining: true }) };
+    ui.notice = { title: error.code === "invite_not_found" ? "No such invite" : "You can't join this cart", text: words(error, { joining: true }) };
     ui.screen = "message";
     render();
   }
@@ -695,12 +719,14 @@ function closeCart() {
   clearInterval(cartScreen.pinger);
   clearInterval(cartScreen.stockTimer);
   clearTimeout(cartScreen.retry);
+  if (cartScreen.qr.url) URL.revokeObjectURL(cartScreen.qr.url);
   cartScreen = null;
 }
 
 async function openCart(cartId) {
   const state = { cartId, cart: null, version: 0, store: null, products: null, online: new Set(), conn: "connecting",
-    attempts: 0, payment: null, lockAnyway: false, tipDraft: null, left: false, firstRender: false };
+    attempts: 0, payment: null, lockAnyway: false, tipDraft: null, left: false, firstRender: false,
+    qr: { open: false, code: null, url: null, loading: null }, modeDraft: null };
   cartScreen = state;
   ui.screen = "loading";
   render();
@@ -808,7 +834,7 @@ function receive(state, message) {
   } else if (message.type === "presence") {
     state.online = new Set(message.online);
   } else if (message.type === "reminder") {
-    say("strip", message.what === "confirm" ? "Reminder: confirm the order soon, or the cart expires and payments are refunded." : "Reminder: the deadline is near.", "info");
+    remind(state, message);
     return;
   } else if (message.type === "error") {
     say("strip", message.detail || "The server refused a message.", "bad");
@@ -817,11 +843,40 @@ function receive(state, message) {
     return;
   }
   if (!state.cart.members.some((m) => m.user_id === session.userId)) { removedFromCart(); return; }
+  if (state.qr.open && state.qr.code !== state.cart.invite_code && state.cart.status === "open") loadQr(state).catch(() => {});
   if (before && before.status !== state.cart.status) {
     state.lockAnyway = false;
     if (["open", "locked", "cancelled", "expired"].includes(state.cart.status)) loadCatalog(state);
   }
   render();
+}
+
+// A reminder from the server, said in words; it stays while it still holds.
+function remind(state, message) {
+  const at = message.deadline ? new Date(message.deadline).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : null;
+  const me = () => mine(cartScreen);
+  const still = (status) => cartScreen === state && state.cart.status === status;
+  if (message.what === "ready") {
+    say("strip", `Reminder: the cart closes ${at ? `at ${at}` : "soon"}. Add what you'd like, then press "I'm ready".`, "info", () => still("open") && !me().ready);
+  } else if (message.what === "pay") {
+    const owes = formatMoney(me().owes_minor, state.cart.currency);
+    say("strip", `Reminder: pay your ${owes} ${at ? `before ${at}` : "soon"}, online or by choosing cash on delivery.`, "info",
+      () => still("locked") && me().owes_minor > 0 && !SETTLED.has(me().payment.status));
+  } else if (message.what === "confirm") {
+    say("strip", "Reminder: confirm the order soon, or the cart expires and payments are refunded.", "info", () => still("ready_to_confirm"));
+  } else {
+    say("strip", "Reminder: the deadline is near.", "info");
+  }
+}
+
+// A cart view a command answered with: shown at once when it is newer than the one on screen
+// (the socket's update for it then is already seen).
+function adopt(state, view) {
+  if (cartScreen !== state || !view || !Array.isArray(view.members) || view.version <= state.version) return;
+  const before = state.cart;
+  state.cart = view;
+  state.version = view.version;
+  if (before.status !== view.status && ["open", "locked", "cancelled", "expired"].includes(view.status)) loadCatalog(state);
 }
 
 // Say what changed, in words, for screen readers (and the person's own payment, in place).
@@ -838,12 +893,24 @@ function noteUpdate(state, before, message) {
     for (const m of cart.members) if (!oldMembers.has(m.user_id)) said.push(`${m.display_name} joined`);
     for (const m of before.members) if (!cart.members.some((x) => x.user_id === m.user_id)) said.push(`${m.display_name} left`);
     if (before.status !== cart.status) said.push(`The cart is now ${STATUS_LABEL[cart.status] || cart.status}`);
+    const money = (minor) => formatMoney(minor, cart.currency);
+    const host = cart.host_user_id === session.userId ? "You" : who(cart.host_user_id);
+    if (before.payment_mode !== cart.payment_mode) said.push(cart.payment_mode === "host_pays" ? `${host} ${host === "You" ? "pay" : "pays"} for everyone now` : "Everyone pays their own share again");
+    if (before.allowance_minor !== cart.allowance_minor) said.push(cart.allowance_minor === null ? "No allowance any more" : `${host} ${host === "You" ? "cover" : "covers"} up to ${money(cart.allowance_minor)} of each guest's share`);
+    if (before.spending_limit_minor !== cart.spending_limit_minor) said.push(cart.spending_limit_minor === null ? "No spending limit any more" : `Each guest's items may come to at most ${money(cart.spending_limit_minor)}`);
+    for (const m of cart.members) {
+      const was = before.members.find((x) => x.user_id === m.user_id);
+      if (was && !was.covered && m.covered) said.push(`${host} ${host === "You" ? "cover" : "covers"} ${m.user_id === session.userId ? "your" : `${m.display_name}'s`} share`);
+      if (was && m.user_id === session.userId && cart.status !== "open" && was.owes_minor !== m.owes_minor) said.push(`You pay ${money(m.owes_minor)} now`);
+    }
+    if (before.invite_code !== cart.invite_code) said.push("There's a new invite link; the old one no longer works");
   }
   if (message.event === "member_payment_updated" && message.payment) {
     said.push(`${who(message.user_id)}: ${(PAYMENT_LABEL[message.payment.status] || [message.payment.status])[0].toLowerCase()}`);
     if (message.user_id === session.userId) {
       const status = message.payment.status;
       if (status === "paid_online") { state.payment = null; say("pay", "Your payment went through. Thank you!", "ok", () => mine(cartScreen).payment.status === "paid_online"); }
+      else if (status === "authorized") { state.payment = null; say("pay", "Thank you! Your card is held.", "ok", () => mine(cartScreen).payment.status === "authorized"); }
       else if (status === "failed") { state.payment = null; say("pay", "Your card was declined. Try another card, or pay cash on delivery.", "bad", () => mine(cartScreen).payment.status === "failed"); }
       else if (status === "refunded") say("pay", "Your payment was refunded.", "info");
     }
@@ -865,7 +932,7 @@ function removedFromCart() {
 }
 
 const PAYMENT_LABEL = {
-  none: ["Not paid yet", ""], pending: ["Paying…", "warn"], authorized: ["Card authorised", "ok"],
+  none: ["Not paid yet", ""], pending: ["Paying…", "warn"], authorized: ["Card held", "ok"],
   cod_committed: ["Cash on delivery", "ok"], paid_online: ["Paid online", "ok"], failed: ["Payment failed", "bad"],
   refunded: ["Refunded", "warn"], review: ["Under review", "bad"],
 };
@@ -876,9 +943,11 @@ const STATUS_LABEL = {
 };
 
 const SETTLED = new Set(["cod_committed", "paid_online", "authorized"]);
+const INACTIVE = new Set(["none", "failed", "refunded"]); // nobody has paid, committed or is paying
+const UNPAID = new Set(["none", "failed"]); // a guest the host may still cover or remove
 
 function mine(state) {
-  return (state && state.cart && state.cart.members.find((m) => m.user_id === session.userId)) || { payment: { status: "none" }, share_minor: 0, subtotal_minor: 0 };
+  return (state && state.cart && state.cart.members.find((m) => m.user_id === session.userId)) || { payment: { status: "none" }, share_minor: 0, owes_minor: 0, subtotal_minor: 0 };
 }
 
 function cartContext() {
@@ -914,16 +983,17 @@ function statusStrip(cart, me, isHost, money) {
     else if (isHost) headline = ready.length === cart.members.length ? `${count}. Everyone is ready: lock the cart to split the bill.` : `${count}. ${notReady.length ? `Waiting for ${names(notReady)} to be ready` : "Mark yourself ready"}, or lock now if you're all done.`;
     else headline = me.ready ? `${count}. You're ready; ${notReady.length ? `waiting for ${names(notReady)}, then ` : ""}${hostName} locks the cart.` : `${count}. Add your items, then press "I'm ready". ${hostName} locks the cart when everyone's done.`;
   } else if (cart.status === "locked") {
-    const owing = cart.members.filter((m) => m.share_minor > 0 && !SETTLED.has(m.payment.status));
-    const settled = cart.members.filter((m) => m.share_minor > 0).length - owing.length;
+    const owing = cart.members.filter((m) => m.owes_minor > 0 && !SETTLED.has(m.payment.status));
+    const settled = cart.members.filter((m) => m.owes_minor > 0).length - owing.length;
     headline = `${settled} of ${settled + owing.length} paid or paying cash.${owing.length ? ` Waiting for ${names(owing.map((m) => (m.user_id === session.userId ? "you" : m.display_name)))}.` : ""}`;
     for (const m of owing) {
       const state = m.payment.status === "pending" ? "paying now" : m.payment.status === "failed" ? "card declined" : "unpaid";
-      lines.push(h("li", { "data-key": `owe-${m.user_id}`, "data-owing": m.display_name }, `${m.user_id === session.userId ? "You" : m.display_name}: ${money(m.share_minor)} ${state}`));
+      lines.push(h("li", { "data-key": `owe-${m.user_id}`, "data-owing": m.display_name }, `${m.user_id === session.userId ? "You" : m.display_name}: ${money(m.owes_minor)} ${state}`));
     }
   } else if (cart.status === "ready_to_confirm") {
-    const cash = cart.members.filter((m) => m.payment.status === "cod_committed").length;
-    const everyone = cash ? "Everyone has paid or chosen cash on delivery" : "Everyone has paid";
+    const cash = cart.members.some((m) => m.payment.status === "cod_committed");
+    const held = cart.members.some((m) => m.payment.status === "authorized");
+    const everyone = `Everyone has paid${held ? cash ? ", had their card held" : " or had their card held" : ""}${cash ? " or chosen cash on delivery" : ""}`;
     headline = isHost ? `${everyone}. Enter the delivery address below and confirm the order.` : `${everyone}. Waiting for ${hostName} to confirm the order.`;
   } else if (cart.status === "converted") headline = "The order is placed.";
   else if (cart.status === "cancelled") headline = `${hostName} cancelled this cart. Online payments are refunded.`;
@@ -949,28 +1019,80 @@ function cartScreenView() {
       h("span", { class: "badge", id: "cart-status", "data-status": cart.status }, STATUS_LABEL[cart.status] || cart.status)),
     h("p", { class: `conn ${conn[1]}`, id: "conn", "data-conn": state.conn, role: "status" }, h("span", { class: "dot", "aria-hidden": "true" }), conn[0]),
     cart.deadline ? h("p", { class: "muted" }, `Closes ${new Date(cart.deadline).toLocaleString()}`) : null);
-  const invite = cart.status === "open" ? h("section", { class: "card", "data-key": "invite" },
+  const qr = state.qr;
+  const invite = cart.status === "open" ? h("section", { class: "card", id: "invite", "data-key": "invite" },
     h("label", { for: "invite-link" }, "Invite link: send it to the group"),
     h("div", { class: "row nowrap" },
       h("input", { id: "invite-link", readonly: true, value: `${window.location.origin}/join/${cart.invite_code}`, class: "invite" }),
       h("button", { class: "secondary", "data-action": "copy-invite" }, "Copy")),
+    h("div", { class: "row" },
+      h("button", { class: "link", id: "show-qr", "data-action": "toggle-qr", "aria-expanded": String(qr.open), "aria-controls": qr.open ? "invite-qr" : null }, qr.open ? "Hide the QR code" : "Show a QR code"),
+      isHost ? h("button", { class: "link", id: "rotate-invite", "data-action": "rotate-invite", "aria-disabled": busy("invite") }, "New invite link") : null),
+    qr.open ? h("div", { class: "qr", id: "invite-qr", "data-key": "invite-qr" },
+      qr.url && qr.code === cart.invite_code
+        ? h("img", { src: qr.url, id: "invite-qr-img", width: "180", height: "180", alt: "QR code of the invite link: scan it with a phone's camera to join" })
+        : h("p", { class: "muted small" }, "Drawing the QR code…"),
+      slot("qr")) : null,
     slot("invite")) : null;
   const sideCol = h("div", { class: "col col-side", "data-key": "col-side" },
-    head, statusStrip(cart, me, isHost, money), invite, youSection(state, me, isHost, money), isHost ? hostTools(state, me, money) : null);
+    head, statusStrip(cart, me, isHost, money), invite, youSection(state, me, isHost, money),
+    isHost ? whoPays(state, money) : null, isHost ? hostTools(state, me, money) : null);
   const restCol = h("div", { class: "col col-rest", "data-key": "col-rest" },
     cart.status === "open" ? menu(state, money) : null, group(state, isHost, money), totals(cart, money));
   const bar = h("div", { class: "my-bar", id: "my-bar", "data-key": "bar" },
     h("span", {}, cart.status === "open"
       ? `Your items: ${cart.items.filter((i) => i.user_id === session.userId).reduce((n, i) => n + i.quantity, 0)} · ${money(me.subtotal_minor)}`
-      : me.share_minor === 0 && me.payment.status === "none" ? "You have nothing to pay"
-        : `Your share: ${money(me.share_minor)} · ${(PAYMENT_LABEL[me.payment.status] || [me.payment.status])[0]}`),
-    h("button", { class: "secondary small", "data-action": "to-you" }, cart.status === "locked" && me.share_minor > 0 && !SETTLED.has(me.payment.status) ? "Pay" : "Your items"));
+      : me.owes_minor === 0 && me.payment.status === "none" ? "You have nothing to pay"
+        : `You pay: ${money(me.owes_minor)} · ${(PAYMENT_LABEL[me.payment.status] || [me.payment.status])[0]}`),
+    h("button", { class: "secondary small", "data-action": "to-you" }, cart.status === "locked" && me.owes_minor > 0 && !SETTLED.has(me.payment.status) ? "Pay" : "Your items"));
   return [h("div", { class: "layout", "data-key": "layout" }, sideCol, restCol), bar];
 }
 
 ACTIONS["to-you"] = () => {
   const you = document.getElementById("you-title");
   if (you) { you.scrollIntoView({ block: "start" }); you.focus({ preventScroll: true }); }
+};
+
+ACTIONS["toggle-qr"] = () => {
+  const state = cartScreen;
+  state.qr.open = !state.qr.open;
+  unsay("qr");
+  render();
+  if (state.qr.open && state.qr.code !== state.cart.invite_code) act("qr", () => loadQr(state));
+};
+
+// The invite's QR code is an image the server draws (members only, so it is fetched with the
+// token and shown from a blob URL).
+async function loadQr(state) {
+  const code = state.cart.invite_code;
+  if (state.qr.loading === code) return;
+  state.qr.loading = code;
+  try {
+    let response;
+    try {
+      response = await fetch(`/api/v1/teamcarts/${state.cartId}/invite.svg`, { headers: { Authorization: `Bearer ${session.token}` } });
+    } catch {
+      throw new ApiError(0, { code: "offline", detail: OFFLINE });
+    }
+    if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+    const blob = new Blob([await response.text()], { type: "image/svg+xml" });
+    if (cartScreen !== state) return;
+    if (state.qr.url) URL.revokeObjectURL(state.qr.url);
+    Object.assign(state.qr, { code, url: URL.createObjectURL(blob) });
+    render();
+  } finally {
+    if (state.qr.loading === code) state.qr.loading = null;
+  }
+}
+
+ACTIONS["rotate-invite"] = () => {
+  if (!window.confirm("Make a new invite link? The old link stops working; everyone already in the cart stays.")) return;
+  const state = cartScreen;
+  act("invite", async () => {
+    adopt(state, await api("POST", `/api/v1/teamcarts/${state.cartId}/invite/rotate`));
+    if (state.qr.open) loadQr(state).catch(() => {});
+    say("invite", "New invite link made: the old one no longer works. Send the group this one.", "ok");
+  });
 };
 
 ACTIONS["copy-invite"] = async () => {
@@ -999,19 +1121,72 @@ function youSection(state, me, isHost, money) {
     children.push(h("div", { class: "row" },
       h("button", { class: "secondary", id: "ready", "data-action": "ready", "aria-pressed": me.ready ? "true" : "false", "aria-disabled": busy("ready") }, me.ready ? "I'm ready ✓" : "I'm ready"),
       !isHost ? h("button", { class: "link", "data-action": "leave", id: "leave" }, "Leave the cart") : null), slot("ready"));
-  } else if (me.share_minor > 0 || me.payment.status !== "none") {
-    children.push(shareBreakdown(cart, me, money));
-    children.push(payArea(state, me, isHost, money));
+    if (!isHost) children.push(guestTerms(cart, me, money));
+  } else {
+    if (me.share_minor > 0 || me.owes_minor > 0 || me.payment.status !== "none") children.push(shareBreakdown(cart, me, isHost, money));
+    if (me.owes_minor === 0 && me.payment.status === "none") {
+      if (cart.status !== "converted") children.push(h("p", { class: "ok-text", id: "nothing-to-pay" }, nothingToPay(cart, me, isHost)));
+    } else {
+      children.push(payArea(state, me, isHost, money));
+    }
   }
-  if (!open && me.share_minor === 0 && me.payment.status === "none" && cart.status !== "converted") children.push(h("p", { class: "muted" }, "You have nothing to pay."));
   return h("section", { class: "card you", id: "you", "data-key": "you", "aria-labelledby": "you-title" }, children);
 }
 
-function shareBreakdown(cart, me, money) {
-  const b = breakdowns(cart).get(me.user_id);
-  return h("table", { class: "totals", id: "my-share", "data-key": "my-share" }, h("caption", { class: "visually-hidden" }, "Your share"), h("tbody", {},
-    breakdownRows(b, money),
-    h("tr", { class: "total" }, h("th", { scope: "row" }, "Your share"), h("td", {}, money(me.share_minor)))));
+// While the cart is open, what the host decided about who pays, as it bears on a guest.
+function guestTerms(cart, me, money) {
+  const lines = [];
+  if (cart.payment_mode === "host_pays") lines.push("The host pays for everyone: you won't pay anything.");
+  else if (cart.allowance_minor !== null && cart.allowance_minor > 0) lines.push(`The host pays up to ${money(cart.allowance_minor)} of your share.`);
+  if (cart.spending_limit_minor !== null) lines.push(`Your items may come to at most ${money(cart.spending_limit_minor)} (now ${money(me.subtotal_minor)}).`);
+  if (cart.capture === "on_confirm") lines.push("Paying by card only holds the amount; it's charged when the host confirms the order.");
+  return lines.length ? h("ul", { class: "terms", id: "my-terms", "data-key": "my-terms" }, lines.map((line, i) => h("li", { "data-key": `t-${i}` }, line))) : null;
+}
+
+function nothingToPay(cart, me, isHost) {
+  if (me.covered) return "The host covers your share: you have nothing to pay.";
+  if (!isHost && cart.payment_mode === "host_pays") return "The host pays for everyone: you have nothing to pay.";
+  if (!isHost && cart.allowance_minor && me.share_minor > 0) return "The host's allowance covers your share: you have nothing to pay.";
+  return "You have nothing to pay.";
+}
+
+const signed = (minor, money) => (minor < 0 ? `−${money(-minor)}` : money(minor));
+
+// What a member pays against their share: the host paying for everyone, a cover or the
+// allowance (for a guest), what the host takes on for the guests, and an amount kept as it was
+// paid or committed before the bill changed. [label, amount] pairs summing to owes − share.
+function adjustments(cart, m, you) {
+  const rows = [];
+  const share = m.share_minor;
+  if (m.role === "host") {
+    const more = m.owes_minor - share;
+    if (more > 0) rows.push([you ? "What you pay for the guests" : "Paying for the guests", more]);
+    else if (more < 0) rows.push(["Evened out against what others already paid", more]);
+    return rows;
+  }
+  let expected = share;
+  if (m.covered) { rows.push(["Covered by the host", -share]); expected = 0; }
+  else if (cart.payment_mode === "host_pays") { rows.push(["The host pays for everyone", -share]); expected = 0; }
+  else if (cart.allowance_minor) {
+    expected = Math.max(0, share - cart.allowance_minor);
+    if (expected !== share) rows.push(["Allowance from the host", expected - share]);
+  }
+  if (m.owes_minor !== expected) rows.push([you ? "Kept at what you already paid or chose" : "Kept at what they already paid or chose", m.owes_minor - expected]);
+  return rows;
+}
+
+// Your items, your part of the rest, then what the host takes off: what you pay.
+function shareBreakdown(cart, me, isHost, money) {
+  const extra = me.share_minor - me.subtotal_minor;
+  const parts = [["delivery_fee_minor", "delivery"], ["tax_minor", "tax"], ["tip_minor", "tip"]].filter(([name]) => cart[name]).map(([, word]) => word);
+  const rest = parts.length ? `${names(parts)}${cart.discount_minor ? ", less the discount" : ""}` : cart.discount_minor ? "the discount" : "the rest";
+  const moves = adjustments(cart, me, true);
+  const row = (label, value, cls = null, key = label) => h("tr", { class: cls, "data-key": key }, h("th", { scope: "row" }, label), h("td", {}, value));
+  return h("table", { class: "totals", id: "my-share", "data-key": "my-share" }, h("caption", { class: "visually-hidden" }, "What you pay"), h("tbody", {},
+    row("Your items", money(me.subtotal_minor), null, "items"),
+    extra ? row(`Your part of ${rest}`, signed(extra, money), null, "extra") : null,
+    moves.length ? [row("Your share", money(me.share_minor), "sub", "share"), moves.map(([label, value]) => row(label, signed(value, money), "move"))] : null,
+    row("You pay", money(me.owes_minor), "total", "owes")));
 }
 
 function breakdownRows(b, money, itemsLabel = "Your items") {
@@ -1032,8 +1207,12 @@ function payArea(state, me, isHost, money) {
   if (status === "cod_committed") box.push(h("p", { class: "ok-text" }, `You'll pay ${money(me.payment.amount_minor)} in cash on delivery.`));
   if (status === "paid_online") box.push(h("p", { class: "ok-text" }, `You paid ${money(me.payment.amount_minor)} online.`));
   if (status === "pending") box.push(h("p", { class: "muted" }, "Your card payment is being processed…"));
-  const canPay = cart.status === "locked" && me.share_minor > 0 && ["none", "pending", "failed", "refunded"].includes(status);
+  if (status === "authorized") {
+    box.push(h("p", { class: "ok-text", id: "card-held" }, `Card held — charged when ${isHost ? "you confirm" : "the host confirms"}: ${money(me.payment.amount_minor)}.`));
+  }
+  const canPay = cart.status === "locked" && me.owes_minor > 0 && ["none", "pending", "failed", "refunded"].includes(status);
   if (canPay) {
+    if (cart.capture === "on_confirm") box.push(h("p", { class: "muted small" }, `Paying online only holds the amount on your card; it's charged when ${isHost ? "you confirm" : "the host confirms"} the order.`));
     box.push(h("div", { class: "row" },
       h("button", { id: "pay-cod", "data-action": "pay-cod", "aria-disabled": busy("pay") }, "Pay cash on delivery"),
       h("button", { id: "pay-online", class: "secondary", "data-action": "pay-online", "aria-disabled": busy("pay") }, "Pay online")));
@@ -1045,7 +1224,7 @@ function payArea(state, me, isHost, money) {
         h("p", {}, h("button", { type: "submit", id: "pay-card", "aria-disabled": busy("pay") }, `Pay ${money(state.payment.amount_minor)}`))));
     }
   }
-  if (status === "paid_online" || status === "cod_committed") {
+  if (SETTLED.has(status)) {
     if (cart.status === "locked") box.push(h("p", { class: "muted" }, isHost ? "You're settled. Once everyone is, you confirm the order." : "You're settled. The host confirms once everyone is."));
   }
   box.push(slot("pay"));
@@ -1197,9 +1376,12 @@ function group(state, isHost, money) {
     h("ul", { class: "plain", id: "members" }, cart.members.map((member) => {
       const online = state.online.has(member.user_id);
       const items = cart.items.filter((i) => i.user_id === member.user_id);
-      const owesNothing = cart.status !== "open" && member.share_minor === 0 && member.payment.status === "none";
-      const [label, tone] = owesNothing ? ["Nothing to pay", "ok"] : PAYMENT_LABEL[member.payment.status] || [member.payment.status, ""];
+      const owesNothing = cart.status !== "open" && member.owes_minor === 0 && member.payment.status === "none";
+      const free = member.covered ? "Covered by the host" : member.role !== "host" && cart.payment_mode === "host_pays" ? "The host pays" : "Nothing to pay";
+      const [label, tone] = owesNothing ? [free, "ok"] : PAYMENT_LABEL[member.payment.status] || [member.payment.status, ""];
       const b = parts && parts.get(member.user_id);
+      const you = member.user_id === session.userId;
+      const moves = b ? adjustments(cart, member, you) : [];
       return h("li", { "data-key": `m-${member.user_id}`, "data-user-id": member.user_id, "data-name": member.display_name, class: "member" },
         h("div", { class: "spread" },
           h("span", { class: "who" },
@@ -1208,7 +1390,7 @@ function group(state, isHost, money) {
             h("span", { class: "muted presence" }, online ? " online" : " offline"),
             member.role === "host" ? h("span", { class: "muted" }, " · host") : null,
             member.user_id === session.userId ? h("span", { class: "muted" }, " · you") : null),
-          h("span", {}, money(cart.status === "open" ? member.subtotal_minor : member.share_minor))),
+          h("span", {}, money(cart.status === "open" ? member.subtotal_minor : member.owes_minor))),
         h("div", { class: "row tags" },
           cart.status === "open" ? h("span", { class: `badge ${member.ready ? "ok" : ""} ready-badge` }, member.ready ? "Ready" : "Still choosing") : h("span", { class: `badge payment ${tone}` }, label),
           isHost && cart.status === "open" && member.role !== "host"
@@ -1217,9 +1399,13 @@ function group(state, isHost, money) {
         items.length ? h("ul", { class: "items" }, items.map((item) => h("li", { "data-key": `i-${item.item_id}`, "data-item-id": item.item_id, class: "spread" },
           h("span", {}, `${item.quantity} × ${item.name}${item.options.length ? ` (${item.options.join(", ")})` : ""}`),
           h("span", { class: "muted" }, money(item.line_total_minor))))) : null,
-        b && member.share_minor > 0 ? h("details", { class: "breakdown", "data-key": `bd-${member.user_id}`, "data-own": true },
-          h("summary", {}, `How ${member.user_id === session.userId ? "your" : `${member.display_name}'s`} ${money(member.share_minor)} adds up`),
-          h("table", { class: "totals" }, h("tbody", {}, breakdownRows(b, money, "Items")))) : null,
+        b && (member.share_minor > 0 || member.owes_minor > 0) ? h("details", { class: "breakdown", "data-key": `bd-${member.user_id}`, "data-own": true },
+          h("summary", {}, `How ${you ? "your" : `${member.display_name}'s`} ${money(member.owes_minor)} adds up`),
+          h("table", { class: "totals" }, h("tbody", {}, breakdownRows(b, money, "Items"),
+            moves.length ? [
+              h("tr", { class: "sub" }, h("th", { scope: "row" }, "Share"), h("td", {}, money(member.share_minor))),
+              moves.map(([text, value]) => h("tr", {}, h("th", { scope: "row" }, text), h("td", {}, signed(value, money)))),
+              h("tr", { class: "total" }, h("th", { scope: "row" }, you ? "You pay" : "Pays"), h("td", {}, money(member.owes_minor)))] : null))) : null,
         slot(`member-${member.user_id}`));
     })));
 }
@@ -1241,6 +1427,134 @@ function totals(cart, money) {
       h("tr", { class: "total" }, h("th", { scope: "row" }, cart.status === "open" ? "So far" : "Total"), h("td", {}, money(cart.total_minor))))),
     cart.status === "open" ? h("p", { class: "muted small" }, "Tax and each person's share are worked out when the host locks the cart.") : null);
 }
+
+// ---------------------------------------------------------------- who pays (the host's)
+
+// Split or the host pays for everyone, an allowance per guest, a spending limit while open;
+// after lock, each guest who hasn't paid can be covered or removed.
+function whoPays(state, money) {
+  const cart = state.cart;
+  if (!["open", "locked", "ready_to_confirm"].includes(cart.status)) return null;
+  const open = cart.status === "open";
+  const changeable = open || (cart.status === "locked" && cart.members.every((m) => INACTIVE.has(m.payment.status)));
+  const box = [h("h2", { id: "who-pays-title" }, "Who pays")];
+  if (changeable) {
+    const mode = state.modeDraft || cart.payment_mode;
+    const choice = (value, text) => h("label", { class: "choice", for: `mode-${value}`, "data-key": `mode-${value}` },
+      h("input", { type: "radio", id: `mode-${value}`, name: "payment-mode", value, checked: mode === value, "data-change": "payment-mode", "aria-describedby": "msg-mode" }), ` ${text}`);
+    box.push(h("fieldset", { "data-key": "mode", id: "payment-mode" },
+      h("legend", {}, "The bill"), choice("split", "Everyone pays their own share"), choice("host_pays", "I pay for everyone")), slot("mode"));
+    if (mode === "split") box.push(amountSetting(state, "allowance", money));
+    if (open) box.push(amountSetting(state, "limit", money));
+  } else {
+    box.push(h("p", { id: "who-pays-now" }, cart.payment_mode === "host_pays" ? "You pay for everyone."
+      : cart.allowance_minor ? `Everyone pays their own share; you pay up to ${money(cart.allowance_minor)} of each guest's.` : "Everyone pays their own share."),
+    cart.status === "locked" ? h("p", { class: "muted small" }, "Someone has paid or chosen cash, so this can't change now.") : null);
+  }
+  if (!open) {
+    const guests = cart.members.filter((m) => m.role !== "host" && UNPAID.has(m.payment.status));
+    box.push(h("h3", { id: "unpaid-title" }, "Guests who haven't paid"),
+      guests.length === 0 ? h("p", { class: "muted" }, "Every guest has paid or chosen cash.")
+        : h("ul", { class: "plain", id: "unpaid-guests", "aria-labelledby": "unpaid-title" }, guests.map((m) => {
+          const key = `guest-${m.user_id}`;
+          return h("li", { "data-key": `ug-${m.user_id}`, "data-name": m.display_name },
+            h("div", { class: "spread" }, h("strong", {}, m.display_name),
+              h("span", {}, m.covered ? "Covered by you" : m.owes_minor ? `owes ${money(m.owes_minor)}${m.payment.status === "failed" ? " · card declined" : ""}` : "owes nothing")),
+            h("div", { class: "row" },
+              cart.status === "locked" && !m.covered && m.owes_minor > 0
+                ? h("button", { class: "secondary small", "data-action": "cover", "data-user": m.user_id, "aria-label": `Cover ${m.display_name}'s share`, "aria-disabled": busy(key) }, "Cover") : null,
+              h("button", { class: "secondary small danger", "data-action": "remove-guest", "data-user": m.user_id, "aria-label": `Remove ${m.display_name} from the cart`, "aria-disabled": busy(key) }, "Remove")),
+            slot(key));
+        })),
+      slot("guests"));
+  }
+  return h("section", { class: "card", id: "who-pays", "data-key": "who-pays", "aria-labelledby": "who-pays-title" }, box);
+}
+
+const SETTINGS = {
+  allowance: { path: "allowance", field: "allowance_minor", label: "Allowance per guest", clear: "No allowance",
+    now: (m) => (m ? `You pay up to ${m} of each guest's share.` : "None now: each guest pays their whole share."),
+    done: (m) => (m ? `Each guest now gets up to ${m} from you.` : "No allowance now: each guest pays their whole share.") },
+  limit: { path: "spending-limit", field: "spending_limit_minor", label: "Spending limit per guest", clear: "No limit",
+    now: (m) => (m ? `Each guest's items may come to at most ${m}.` : "None now: guests may add as much as they like."),
+    done: (m) => (m ? `Each guest's items may now come to at most ${m}.` : "No spending limit now.") },
+};
+
+function amountSetting(state, kind, money) {
+  const cart = state.cart;
+  const setting = SETTINGS[kind];
+  const current = cart[setting.field];
+  return h("form", { "data-submit": "amount-setting", "data-kind": kind, novalidate: true, "data-key": `${kind}-form`, class: "setting" },
+    h("label", { for: kind }, `${setting.label} (${cart.currency})`),
+    h("div", { class: "row" },
+      h("input", { id: kind, inputmode: "decimal", class: "qty", autocomplete: "off", "data-own": true, value: current === null ? "" : plainAmount(current, cart.currency), "aria-describedby": `${kind}-now msg-${kind}` }),
+      h("button", { type: "submit", class: "secondary", "aria-disabled": busy(kind) }, kind === "allowance" ? "Set allowance" : "Set limit"),
+      current !== null ? h("button", { type: "button", class: "link", "data-action": "clear-setting", "data-kind": kind, "aria-disabled": busy(kind) }, setting.clear) : null),
+    h("p", { class: "muted small msg", id: `${kind}-now` }, setting.now(current === null ? null : money(current))),
+    slot(kind));
+}
+
+CHANGES["payment-mode"] = (input) => {
+  const state = cartScreen;
+  if (ui.busy.has("mode")) { render(); return; } // one change at a time: the radios show what's on its way
+  if (!input.checked || input.value === state.cart.payment_mode) return;
+  state.modeDraft = input.value;
+  act("mode", async () => {
+    try {
+      adopt(state, await api("PUT", `/api/v1/teamcarts/${state.cartId}/payment-mode`, { mode: input.value }));
+    } finally {
+      state.modeDraft = null;
+    }
+    say("mode", input.value === "host_pays" ? "You pay for everyone now: the guests owe nothing." : "Everyone pays their own share now.", "ok");
+  });
+};
+
+SUBMITS["amount-setting"] = (form) => {
+  const cart = cartScreen.cart;
+  const kind = form.dataset.kind;
+  const input = form.querySelector("input");
+  const text = input.value.trim();
+  const amount = text === "" ? null : parseAmount(text, cart.currency);
+  if (text !== "" && amount === null) {
+    say(kind, `Enter the amount in ${cart.currency}, like ${plainAmount(10 ** (minorDigits(cart.currency) + 1), cart.currency)}, or leave it empty for none.`);
+    return;
+  }
+  setAmount(kind, amount, input);
+};
+ACTIONS["clear-setting"] = (button) => setAmount(button.dataset.kind, null, document.getElementById(button.dataset.kind));
+
+function setAmount(kind, amount, input) {
+  const state = cartScreen;
+  const setting = SETTINGS[kind];
+  act(kind, async () => {
+    adopt(state, await api("PUT", `/api/v1/teamcarts/${state.cartId}/${setting.path}`, { amount_minor: amount }));
+    if (input) input.value = amount === null ? "" : plainAmount(amount, state.cart.currency);
+    say(kind, setting.done(amount === null ? null : formatMoney(amount, state.cart.currency)), "ok");
+  });
+}
+
+ACTIONS.cover = (button) => {
+  const state = cartScreen;
+  const guest = state.cart.members.find((m) => m.user_id === button.dataset.user);
+  if (!guest) return;
+  const money = formatMoney(guest.owes_minor, state.cart.currency);
+  if (!window.confirm(`Pay ${guest.display_name}'s ${money} yourself? ${guest.display_name} will owe nothing, and what you pay goes up by ${money}.`)) return;
+  act(`guest-${guest.user_id}`, async () => {
+    adopt(state, await api("POST", `/api/v1/teamcarts/${state.cartId}/members/${guest.user_id}/cover`));
+    say(`guest-${guest.user_id}`, `You cover ${guest.display_name}'s share now.`, "ok");
+  }, { about: guest.display_name });
+};
+
+ACTIONS["remove-guest"] = (button) => {
+  const state = cartScreen;
+  const guest = state.cart.members.find((m) => m.user_id === button.dataset.user);
+  if (!guest) return;
+  if (!window.confirm(`Remove ${guest.display_name} from the cart? Their items come out, the bill is split again among the rest, and the invite won't let them back in.`)) return;
+  act(`guest-${guest.user_id}`, async () => {
+    await api("DELETE", `/api/v1/teamcarts/${state.cartId}/members/${guest.user_id}`);
+    say("guests", `${guest.display_name} is out of the cart; the bill is split again.`, "ok");
+  }, { about: guest.display_name });
+};
 
 // ---------------------------------------------------------------- the host's tools
 
@@ -1276,7 +1590,7 @@ function hostTools(state, me, money) {
       h("form", { "data-submit": "tip", novalidate: true, "data-key": "tip-form" },
         h("label", { for: "tip" }, `Tip (${cart.currency}, shared like the bill)`),
         h("div", { class: "row nowrap" },
-          h("input", { id: "tip", inputmode: "decimal", value: (cart.tip_minor / 10 ** minorDigits(cart.currency)).toFixed(minorDigits(cart.currency)), class: "qty wide", "data-own": true, "data-input": "tip", "aria-describedby": "tip-hint msg-tip", autocomplete: "off" }),
+          h("input", { id: "tip", inputmode: "decimal", value: plainAmount(cart.tip_minor, cart.currency), class: "qty wide", "data-own": true, "data-input": "tip", "aria-describedby": "tip-hint msg-tip", autocomplete: "off" }),
           h("button", { class: "secondary", type: "submit", "aria-disabled": busy("tip") }, "Set tip")),
         h("p", { id: "tip-hint", class: `msg ${hint ? hint[1] : ""}`, "aria-live": "polite" }, hint ? hint[0] : ""),
         slot("tip")),
@@ -1289,7 +1603,7 @@ function hostTools(state, me, money) {
         slot("coupon")),
       h("p", {}, h("button", { class: "secondary", id: "unlock", "data-action": "unlock", "aria-disabled": busy("unlock") }, "Unlock to change items")), slot("unlock"));
   }
-  if (cart.status === "ready_to_confirm") box.push(addressForm());
+  if (cart.status === "ready_to_confirm") box.push(addressForm(cart));
   if (["open", "locked", "ready_to_confirm"].includes(cart.status)) {
     box.push(h("p", {}, h("button", { class: "danger", id: "cancel", "data-action": "cancel", "aria-disabled": busy("cancel") }, "Cancel the cart")), slot("cancel"));
   }
@@ -1333,7 +1647,7 @@ ACTIONS.cancel = () => {
   act("cancel", () => api("POST", `/api/v1/teamcarts/${cartScreen.cartId}/cancel`));
 };
 
-function addressForm() {
+function addressForm(cart) {
   const field = (name, label, autocomplete, required = true) => [
     h("label", { for: `addr-${name}` }, label),
     h("input", { id: `addr-${name}`, name, required, autocomplete, "data-own": true, class: "wide" })];
@@ -1342,6 +1656,7 @@ function addressForm() {
     field("line1", "Address", "address-line1"), field("line2", "Address line 2 (optional)", "address-line2", false),
     field("city", "City", "address-level2"), field("postal_code", "Postal code", "postal-code"),
     field("country", "Country (2 letters)", "country"),
+    cart.capture === "on_confirm" ? h("p", { class: "muted small" }, "Confirming charges the cards held for this order.") : null,
     h("p", {}, h("button", { type: "submit", id: "confirm", "aria-disabled": busy("confirm") }, "Confirm the order")),
     slot("confirm"));
 }

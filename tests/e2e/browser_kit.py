@@ -61,8 +61,10 @@ __all__ = [
     "ARTIFACTS",
     "DESKTOP",
     "LIVE",
+    "MINUS",
     "PHONE",
     "ROOT",
+    "ApiMember",
     "Browser",
     "BrowserContext",
     "Locator",
@@ -74,6 +76,7 @@ __all__ = [
     "axe_violations",
     "expect",
     "launch",
+    "money",
     "people_at",
     "report",
 ]
@@ -283,6 +286,63 @@ class Person:
             near["y"] - (box["y"] + box["height"]),
         )
         assert gap <= within, f"{self.name}: message {gap:.0f} px from its control"
+
+
+class ApiMember:
+    """A member acting through the HTTP API (what they do reaches the browsers live), or
+    the API as a person in a browser would call it, with that browser's session."""
+
+    def __init__(self, http: httpx.AsyncClient, name: str, user_id: str, token: str) -> None:
+        self.http = http
+        self.name = name
+        self.user_id = user_id
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    @classmethod
+    async def sign_in(cls, http: httpx.AsyncClient, name: str) -> ApiMember:
+        response = await http.post("/api/v1/sessions", json={"display_name": name})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return cls(http, name, body["user_id"], body["token"])
+
+    @classmethod
+    async def of(cls, http: httpx.AsyncClient, person: Person) -> ApiMember:
+        """The session of ``person``'s browser."""
+        user_id, token = await person.page.evaluate(
+            """() => [localStorage.getItem('teamcart.user_id'),
+                      localStorage.getItem('teamcart.token')]"""
+        )
+        return cls(http, person.name, user_id, token)
+
+    async def call(self, method: str, path: str, body: Any = None, *, expect: int = 200) -> Any:
+        response = await self.http.request(method, path, json=body, headers=self.headers)
+        assert response.status_code == expect, response.text
+        return response.json() if response.content else None
+
+    async def join(self, invite_code: str) -> dict[str, Any]:
+        cart: dict[str, Any] = await self.call(
+            "POST", "/api/v1/teamcarts/join", {"invite_code": invite_code}
+        )
+        return cart
+
+    async def add(self, cart_id: str, product_id: str, quantity: int = 1, *options: str) -> None:
+        body = {"product_id": product_id, "quantity": quantity, "options": list(options)}
+        await self.call("POST", f"/api/v1/teamcarts/{cart_id}/items", body, expect=201)
+
+    async def products(self, store_id: str) -> dict[str, str]:
+        """The store's product ids by name."""
+        listed = await self.call("GET", f"/api/v1/stores/{store_id}/products")
+        return {product["name"]: product["id"] for product in listed["items"]}
+
+
+MINUS = "\N{MINUS SIGN}"
+"""What the page puts before an amount taken off (a minus sign, not a hyphen)."""
+
+
+def money(minor: int) -> str:
+    """An amount in USD cents as the page shows it (en-US): 1234 → "$12.34"."""
+    sign = MINUS if minor < 0 else ""
+    return f"{sign}${abs(minor) // 100:,}.{abs(minor) % 100:02d}"
 
 
 def fresh_folder(path: Path) -> None:
