@@ -1416,6 +1416,7 @@ class FakeGateway:
         self.checkout_sessions: dict[str, CheckoutSessionInfo] = {}
         self._checkout_by_key: dict[str, str] = {}
         self._checkout_numbers = itertools.count(1)
+        self.manual_capture: set[str] = set()  # idempotency keys of manual-capture intents
 
     def fail(self, message: str = "Stripe did not answer (fake)") -> None:
         self._failure = message
@@ -1454,11 +1455,14 @@ class FakeGateway:
         metadata: Mapping[str, str],
         idempotency_key: str,
         connect: ConnectCharge | None = None,
+        manual_capture: bool = False,
     ) -> IntentInfo:
         self._answer()
         known = self._by_key.get(idempotency_key)
         if isinstance(known, IntentInfo):
             return self.intents[known.id]
+        if manual_capture:
+            self.manual_capture.add(idempotency_key)
         intent_id = f"pi_fake_{next(self._intent_numbers)}"
         intent = IntentInfo(
             id=intent_id,
@@ -1474,6 +1478,17 @@ class FakeGateway:
         if connect is not None:  # Stripe Connect: kept for the fake's destination charges
             self.connect.charges[intent_id] = connect
         return intent
+
+    async def capture_payment_intent(self, intent_id: str, *, idempotency_key: str) -> str:
+        """As Stripe's: an authorised intent becomes ``succeeded``; anything else refuses."""
+        self._answer()
+        intent = self._intent(intent_id)
+        if intent.status == "succeeded":
+            return "succeeded"
+        if intent.status != "requires_capture":
+            raise GatewayError(f"PaymentIntent {intent_id} has status {intent.status}")
+        self.intents[intent_id] = dataclasses.replace(intent, status="succeeded")
+        return "succeeded"
 
     async def retrieve_payment_intent(self, intent_id: str) -> IntentInfo:
         self._answer()

@@ -156,7 +156,13 @@ class PaymentGateway(Protocol):
         metadata: Mapping[str, str],
         idempotency_key: str,
         connect: ConnectCharge | None = None,
-    ) -> IntentInfo: ...
+        manual_capture: bool = False,
+    ) -> IntentInfo:
+        """``manual_capture``: the card is only authorised (``capture_method=manual``) until
+        :meth:`capture_payment_intent`."""
+
+    async def capture_payment_intent(self, intent_id: str, *, idempotency_key: str) -> str:
+        """Capture an authorised intent in full; its status after (``succeeded``)."""
 
     async def retrieve_payment_intent(self, intent_id: str) -> IntentInfo: ...
 
@@ -359,12 +365,15 @@ class StripeGateway:
         metadata: Mapping[str, str],
         idempotency_key: str,
         connect: ConnectCharge | None = None,
+        manual_capture: bool = False,
     ) -> IntentInfo:
         params: PaymentIntentCreateParams = {
             "amount": amount,
             "currency": currency.lower(),
             "metadata": dict(metadata),
         }
+        if manual_capture:
+            params["capture_method"] = "manual"
         if connect is not None:
             _connect_params(params, connect)
         try:
@@ -374,6 +383,15 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
         return _intent(intent)
+
+    async def capture_payment_intent(self, intent_id: str, *, idempotency_key: str) -> str:
+        try:
+            captured = await self._client.v1.payment_intents.capture_async(
+                intent_id, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+        return str(captured.status)
 
     async def retrieve_payment_intent(self, intent_id: str) -> IntentInfo:
         try:

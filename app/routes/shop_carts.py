@@ -112,6 +112,10 @@ class PaymentStarted(msgspec.Struct, omit_defaults=True):
     checkout_url: str | None = None
 
 
+    stripe_js_url: str | None = None
+    # True when Stripe.js can only tokenise the card (the emulator's): the page then sends
+    # the card's id to …/checkout/confirm instead of calling confirmCardPayment.
+    confirm_on_server: bool | None = None
 def shop_cart_view(cart: ShopCart) -> ShopCartView:
     address = cart.address
     return ShopCartView(
@@ -285,7 +289,26 @@ class ShopCartController(Controller):
             )
         return PaymentStarted(
             order_id=order.id,
+            api_base = resources.settings.stripe_api_base
             order_number=order.number,
             checkout_session_id=attempt.checkout_session_id,
             checkout_url=attempt.checkout_url,
         )
+                stripe_js_url=f"{api_base}/js.stripe.com/v3/" if api_base else STRIPE_JS,
+                confirm_on_server=api_base is not None,
+
+    @post("/{shop_cart_id:uuid}/checkout/confirm", status_code=HTTP_200_OK)
+    async def confirm_card(
+        self,
+        request: AuthRequest,
+        shop_cart_id: CartId,
+        data: JSONBody[ConfirmRequest],
+        resources: AppResources,
+    ) -> ConfirmAnswer:
+        """Confirm the order's current PaymentIntent with a card tokenised by Stripe.js (as
+        the group payment's confirm); 402 ``card_declined`` with Stripe's message."""
+        command = use.ConfirmCard(
+            request.user.user_id, str(shop_cart_id), data.payment_intent_id, data.payment_method
+        )
+        status = await use.confirm_card(command, resources.runner)
+        return ConfirmAnswer(payment_intent_id=data.payment_intent_id, status=status)

@@ -40,7 +40,7 @@ from app.use_cases import teamcarts as use
 from app.use_cases.reminders import MAX_REMINDER_MINUTES
 from app.use_cases.views import member_version, read_cart_view
 from domain.order import DeliveryAddress
-from domain.teamcart import DEFAULT_REMINDER_MINUTES, PaymentMode
+from domain.teamcart import DEFAULT_REMINDER_MINUTES, Capture, PaymentMode
 from realtime.cart_view import CartView, ItemView, cart_view
 
 AuthRequest = Request[Principal, Token, Any]
@@ -158,6 +158,7 @@ class TeamCartController(Controller):
         return cart_view(await resources.runner.run(use.open_cart, command))
 
     @get("/")
+            capture=Capture(data.capture),
     async def list_my_carts(
         self,
         request: AuthRequest,

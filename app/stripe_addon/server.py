@@ -45,7 +45,7 @@ from aiohttp import web
 
 from app.stripe_addon.checkout import ApiRequest, Checkout, Paid
 from app.stripe_addon.connect import CHARGE_PARAMS, Connect
-from app.stripe_addon.events import Webhook, WebhookSender
+from app.stripe_addon.events import Webhook, WebhookSender, event_envelope
 from app.stripe_addon.forms import FormError, FormValue, form_list, parse_form
 from app.stripe_addon.hosted_page import CardForm, HostedPage, read_card
 from app.stripe_addon.onboarding import OnboardingPage
@@ -128,6 +128,29 @@ def create_addon(
     routes.add_post("/_config/webhooks/{id}", register_webhook)
     routes.add_delete("/_config/data", flush_data)
     routes.add_get("/_addon/health", health)
+
+    async def confirm_intent(request: web.Request) -> web.StreamResponse:
+        """Confirm through localstripe, then say what Stripe says and localstripe doesn't: a
+        card only authorised (``capture_method=manual``) is reported by a signed
+        ``payment_intent.amount_capturable_updated``."""
+        answer = await request.app[UPSTREAM].forward(request)
+        if 200 <= answer.status < 300 and "Content-Encoding" not in answer.headers:
+            assert isinstance(answer.body, bytes)
+            intent = json.loads(answer.body)
+            if intent.get("status") == "requires_capture":
+                intent["amount_capturable"] = intent.get("amount")
+                request.app[SENDER].send(
+                    event_envelope(
+                        "payment_intent.amount_capturable_updated",
+                        intent,
+                        api_version=api_version or stripe.api_version,
+                        request_id=_request_id(request),
+                        idempotency_key=request.headers.get("Idempotency-Key"),
+                    )
+                )
+        return answer
+
+    routes.add_post("/v1/payment_intents/{id}/confirm", confirm_intent)
     _connect_routes(routes)
     routes.add_route("*", "/{tail:.*}", proxy)
     return app

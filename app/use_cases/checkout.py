@@ -20,9 +20,16 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from app.connect.charges import order_charge
-from app.failures import ForbiddenError, NotFoundError, ProviderUnavailableError, UnprocessableError
+from app.failures import (
+    ForbiddenError,
+    InvalidFieldError,
+    NotFoundError,
+    PaymentDeclinedError,
+    ProviderUnavailableError,
+    UnprocessableError,
+)
 from app.payments.amounts import from_stripe, to_stripe
-from app.payments.gateway import GatewayError
+from app.payments.gateway import CardDeclined, GatewayError, PaymentMethodRefused
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
 from app.use_cases.payments.intents import cancel_quietly
 from domain import errors
@@ -300,6 +307,19 @@ async def ask_stripe(
                 connect=connect,
             )
             return Attempt(order, intent.id, intent.client_secret)
+        previous = order.payments[0].checkout_session_id
+        if previous is not None:
+            # The buyer left Stripe's page (its cancel link) and comes back: the same
+            # session while it is open; a new one, under a key of its own, once it is not.
+            session = await runner.stripe.retrieve_checkout_session(previous)
+            if session.status == "open" and session.url:
+                return Attempt(
+                    order,
+                    session.payment_intent_id,
+                    checkout_session_id=session.id,
+                    checkout_url=session.url,
+                )
+            key = f"{key}-after-{previous}"
         minutes = max(CHECKOUT_SESSION_MINUTES[0], int(payment_window.total_seconds() // 60))
         minutes = min(minutes, CHECKOUT_SESSION_MINUTES[1])
         session = await runner.stripe.create_checkout_session(
@@ -323,6 +343,45 @@ async def ask_stripe(
         log.warning("order_payment_create_failed", order_id=order.id, mode=mode, error=str(exc))
         raise ProviderUnavailableError(
             "payment_provider_unavailable", "Stripe did not answer; check out again"
+        ) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmCard:
+    user_id: str
+    cart_id: str
+    payment_intent_id: str
+    payment_method: str
+
+
+async def _current_intent(command: ConfirmCard, uow: UnitOfWork) -> Order:
+    cart = await _own_cart(uow, command.user_id, command.cart_id)
+    order = None if cart.order_id is None else await uow.orders.get(cart.order_id)
+    if order is None or order.payments[0].reference != command.payment_intent_id:
+        raise NotFoundError("payment_not_found", "no such payment of yours on this cart")
+    if not order.awaits_payment:
+        raise errors.OrderNotPayable(f"The order is {order.status}: it takes no payment now.")
+    return order
+
+
+async def confirm_card(command: ConfirmCard, runner: UnitOfWorkRunner) -> str:
+    """Confirm the buyer's current PaymentIntent with a card Stripe.js tokenised (for builds
+    of Stripe.js that only tokenise, the emulator's): Stripe's status; the outcome still
+    arrives by webhook. 402 ``card_declined`` with Stripe's words for the card holder."""
+    await runner.run(_current_intent, command)
+    try:
+        return await runner.stripe.confirm_payment_intent(
+            command.payment_intent_id, command.payment_method
+        )
+    except CardDeclined as exc:
+        raise PaymentDeclinedError("card_declined", str(exc)) from exc
+    except PaymentMethodRefused as exc:
+        raise InvalidFieldError(
+            "payment_method", "body", "Stripe refused this payment method"
+        ) from exc
+    except GatewayError as exc:
+        raise ProviderUnavailableError(
+            "payment_provider_unavailable", "Stripe did not answer"
         ) from exc
 
 

@@ -21,8 +21,9 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from app.connect.charges import require_cod, store_terms
-from app.failures import NotFoundError, cart_not_found
+from app.failures import ConflictError, NotFoundError, cart_not_found
 from app.payments.amounts import to_stripe
+from app.payments.gateway import GatewayError
 from app.persistence.carts import ConfirmReminder
 from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
@@ -34,6 +35,7 @@ from domain.order import DeliveryAddress, Order
 from domain.teamcart import (
     DEFAULT_MAX_TIP_BPS,
     DEFAULT_REMINDER_MINUTES,
+    Capture,
     CartStatus,
     PaymentMode,
     TeamCart,
@@ -74,6 +76,7 @@ class OpenCart:
     display_name: str
     store_id: str
     deadline: datetime | None
+    capture: Capture = Capture.AUTOMATIC
     reminder_minutes: int = DEFAULT_REMINDER_MINUTES  # 0 to 1440 (the route's bound); 0: none
 
 
@@ -89,6 +92,7 @@ async def open_cart(command: OpenCart, uow: UnitOfWork) -> TeamCart:
         invite_code=new_invite_code(),
         deadline=command.deadline,
         now=utcnow(),
+        capture=command.capture,
         reminder_minutes=command.reminder_minutes,
     )
     uow.carts.add(cart)
@@ -400,6 +404,8 @@ class ConfirmCart:
 async def confirm_cart(command: ConfirmCart, uow: UnitOfWork) -> Order:
     """The cart becomes an Order; its reserved stock is sold and its coupon use counted."""
     cart = await _cart(uow, command.cart_id)
+    cart.check_confirmable(command.actor_id)
+    await _capture_holds(uow, cart)
     now = utcnow()
     number = await uow.orders.next_number(now.date())
     store = await uow.catalog.store(cart.store.store_id)
@@ -419,6 +425,26 @@ async def confirm_cart(command: ConfirmCart, uow: UnitOfWork) -> Order:
         raise CouponExhausted(f"Coupon {order.coupon_code} has been used up.")
     log.info("cart_converted", teamcart_id=cart.id, order_id=order.id, order_number=number)
     return order
+
+
+async def _capture_holds(uow: UnitOfWork, cart: TeamCart) -> None:
+    """Capture on confirm: every card held for the cart is charged now, one by one. One that
+    won't capture stops the confirm with a problem naming its member; the others not reached
+    stay held (one captured before it is paid, and its webhook records that)."""
+    for user_id, intent_id in cart.holds:
+        try:
+            await uow.stripe.capture_payment_intent(
+                intent_id, idempotency_key=f"capture-{intent_id}"
+            )
+        except GatewayError as exc:
+            name = cart.members[user_id].display_name
+            log.warning("capture_failed", teamcart_id=cart.id, payment_intent_id=intent_id)
+            raise ConflictError(
+                "capture_failed",
+                f"{name}'s card could not be charged ({exc}); they may pay again, or be covered",
+            ) from exc
+        cart.note_captured(user_id, intent_id)
+        await uow.payments.set_intent_status(intent_id, IntentStatus.SUCCEEDED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,6 +475,9 @@ async def _give_back(uow: UnitOfWork, cart: TeamCart, reason: str) -> None:
             await uow.payments.cancel_unpaid_intent(payment_intent_id)
             if payment_intent_id in pending:
                 cart.note_payment_canceled(pending[payment_intent_id], payment_intent_id)
+    for intent_id in cart.release_holds():  # capture on confirm: held, never charged
+        await cancel_quietly(uow.stripe, intent_id)
+        await uow.payments.cancel_unpaid_intent(intent_id)
     for refund in cart.refund_paid_members():
         await owe_refund(
             uow,

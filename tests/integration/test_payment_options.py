@@ -221,3 +221,85 @@ async def test_a_rotated_invite_stops_the_old_link_and_the_qr_code_carries_the_n
     assert "Invite link" in qr.text
     stranger = await member(http, "Stranger")
     assert (await http.get(url + "/invite.svg", headers=stranger)).status_code == 403
+
+
+async def intent_status(api_base: str, intent_id: str) -> tuple[str, int]:
+    """The intent's status at the emulator, and how many refunds it has."""
+    async with httpx.AsyncClient(base_url=api_base, auth=("sk_test_x", ""), timeout=10) as api:
+        intent = (await api.get(f"/v1/payment_intents/{intent_id}")).json()
+        refunds = (await api.get("/v1/refunds", params={"payment_intent": intent_id})).json()
+    return intent["status"], len(refunds.get("data", []))
+
+
+async def held_cart(
+    http: httpx.AsyncClient, admin: dict[str, str], api_base: str
+) -> tuple[str, dict[str, dict[str, str]], list[str]]:
+    """A capture-on-confirm cart of three whose cards are all authorised: it is ready."""
+    store = await a_store(http, admin)
+    product = await http.post(
+        f"/api/v1/stores/{store['id']}/products",
+        json={"name": "Bowl", "price_minor": 1500, "option_groups": []},
+        headers=admin,
+    )
+    people = {name: await member(http, name) for name in ("Host", "Ana", "Ben")}
+    host = people["Host"]
+    cart = await http.post(
+        "/api/v1/teamcarts",
+        json={"store_id": store["id"], "capture": "on_confirm"},
+        headers=host,
+    )
+    assert cart.json()["capture"] == "on_confirm"
+    url = f"/api/v1/teamcarts/{cart.json()['id']}"
+    for name, person in people.items():
+        if name != "Host":
+            await http.post(
+                "/api/v1/teamcarts/join",
+                json={"invite_code": cart.json()["invite_code"]},
+                headers=person,
+            )
+        await http.post(
+            url + "/items", json={"product_id": product.json()["id"], "quantity": 1}, headers=person
+        )
+    assert (await http.post(url + "/lock", headers=host)).is_success
+    intents = []
+    for person in people.values():
+        started = (await http.post(url + "/payments/online", headers=person)).json()
+        assert (
+            await pay_with_card(api_base, started["payment_intent_id"], VISA) == "requires_capture"
+        )
+        await wait_for_payment(http, url, host, person["X-User-Id"], "authorized")
+        intents.append(started["payment_intent_id"])
+    await ready(http, url, host)
+    return url, people, intents
+
+
+async def test_cards_held_until_confirm_are_all_captured_at_confirm(
+    http: httpx.AsyncClient, admin_headers: dict[str, str], stripe_api_base: str
+) -> None:
+    url, people, intents = await held_cart(http, admin_headers, stripe_api_base)
+    for intent in intents:
+        assert (await intent_status(stripe_api_base, intent))[0] == "requires_capture"
+    confirmed = await http.post(
+        url + "/confirm", json={"delivery_address": ADDRESS}, headers=people["Host"]
+    )
+    assert confirmed.status_code == 201, confirmed.text
+    for intent in intents:
+        assert await intent_status(stripe_api_base, intent) == ("succeeded", 0)
+    order = (
+        await http.get(f"/api/v1/orders/{confirmed.json()['order_id']}", headers=people["Ana"])
+    ).json()
+    assert {p["status"] for p in order["payments"]} == {"paid_online"}
+    await asyncio.sleep(0.5)  # the captures' webhooks change nothing more
+    assert (await http.get(url, headers=people["Host"])).json()["status"] == "converted"
+
+
+async def test_a_cancelled_cart_releases_its_holds_without_a_refund(
+    http: httpx.AsyncClient, admin_headers: dict[str, str], stripe_api_base: str
+) -> None:
+    url, people, intents = await held_cart(http, admin_headers, stripe_api_base)
+    cancelled = await http.post(url + "/cancel", headers=people["Host"])
+    assert cancelled.status_code == 200, cancelled.text
+    for intent in intents:
+        assert await intent_status(stripe_api_base, intent) == ("canceled", 0)
+    view = cancelled.json()
+    assert {m["payment"]["status"] for m in view["members"]} == {"none"}

@@ -38,7 +38,7 @@ from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
 from domain import errors
 from domain.payments import PaymentStatus
-from domain.teamcart import CartStatus
+from domain.teamcart import Capture, CartStatus
 
 log = structlog.get_logger("teamcart.payments")
 
@@ -67,6 +67,7 @@ class _Plan:
     quote_version: int
     attempt: int
     reuse: OnlinePayment | None
+    hold: bool = False  # capture on confirm: the card is only authorised now
     connect: ConnectCharge | None = None  # the store's Connect terms (app.connect.charges)
 
 
@@ -94,6 +95,7 @@ async def _plan(command: StartOnlinePayment, uow: UnitOfWork) -> _Plan:
     if existing is not None and existing["status"] == IntentStatus.OPEN:
         reuse = _online_payment(existing)
     attempt = 1 if existing is None else existing["attempt"] + 1
+    hold = cart.capture is Capture.ON_CONFIRM
     return _Plan(
         command,
         share,
@@ -101,6 +103,7 @@ async def _plan(command: StartOnlinePayment, uow: UnitOfWork) -> _Plan:
         cart.quote_version,
         attempt,
         reuse,
+        hold,
         connect=group_charge(terms, cart.id),
     )
 
@@ -140,6 +143,7 @@ async def _create_intent(gateway: PaymentGateway, plan: _Plan) -> IntentInfo:
                 f"teamcart-{command.cart_id}-{command.actor_id}"
                 f"-q{plan.quote_version}-a{plan.attempt}"
             ),
+            manual_capture=plan.hold,
             connect=plan.connect,
         )
     except GatewayError as exc:

@@ -41,6 +41,7 @@ from app.failures import (
 from app.payments.amounts import from_stripe, to_stripe
 from app.persistence.payments import IntentStatus
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
+from app.use_cases.payments.intents import cancel_quietly
 from app.use_cases.payments.metrics import ALERTS, AMOUNT_MISMATCHES
 from app.use_cases.payments.refunds import owe_refund
 from domain import errors
@@ -62,6 +63,10 @@ _MISMATCHES = frozenset({"quote_changed", "currency_mismatch", "amount_mismatch"
 REFUND_EVENTS = frozenset({"charge.refunded", "refund.created", "refund.updated"})
 DISPUTE_EVENTS = frozenset({"charge.dispute.created", "charge.dispute.closed"})
 CHECKOUT_EVENTS = frozenset({"checkout.session.completed", "checkout.session.expired"})
+HOLD_EVENTS = frozenset({"payment_intent.amount_capturable_updated", "payment_intent.succeeded"})
+"""A card held for capture on confirm is reported by ``amount_capturable_updated`` (the
+emulator reports it as ``succeeded`` with the intent ``requires_capture``: both are read by the
+intent's status)."""
 DISPUTES_KEPT = frozenset({"won", "warning_closed"})
 """A closed dispute that leaves the money with the store (an inquiry closed is one too)."""
 
@@ -302,6 +307,8 @@ async def _apply_to_cart(
     # capture for an unknown cart or member.
     known = _is_uuid(evt.cart_id) and _is_uuid(evt.user_id)
     cart = await uow.carts.get(evt.cart_id) if known else None
+    if intent.get("status") == "requires_capture" and event_type in HOLD_EVENTS:
+        return await _authorized(uow, evt, cart)
     if event_type == "payment_intent.succeeded":
         return await _captured(uow, evt, cart)
     if cart is None or not cart.is_member(evt.user_id):
@@ -319,6 +326,30 @@ async def _apply_to_cart(
         cart.note_payment_canceled(evt.user_id, evt.intent_id)
         return Outcome(EventOutcome.APPLIED, None, evt.intent_id, evt.cart_id)
     return Outcome(EventOutcome.IGNORED, f"{event_type} is not handled", evt.intent_id, evt.cart_id)
+
+
+async def _authorized(uow: UnitOfWork, evt: _IntentEvent, cart: TeamCart | None) -> Outcome:
+    """A card held for a share (capture on confirm): the member is ``authorized``. A hold
+    nobody owes, or of the wrong amount, is released (the intent cancelled: no refund, no
+    fee), never kept."""
+    refusal = "unknown_cart_or_member"
+    if cart is not None and cart.is_member(evt.user_id):
+        try:
+            cart.record_online_payment(
+                evt.user_id,
+                _received_minor(evt.received, evt.currency),
+                evt.currency,
+                _quote_version(evt.metadata),
+                evt.intent_id,
+                authorized=True,
+            )
+        except errors.DomainError as refused:
+            refusal = refused.code
+        else:
+            return Outcome(EventOutcome.APPLIED, "authorized", evt.intent_id, evt.cart_id)
+    ALERTS.labels(kind="hold_released").inc()
+    await cancel_quietly(uow.stripe, evt.intent_id)
+    return Outcome(EventOutcome.REFUNDED, f"hold released: {refusal}", evt.intent_id, evt.cart_id)
 
 
 async def _captured(uow: UnitOfWork, evt: _IntentEvent, cart: TeamCart | None) -> Outcome:
