@@ -480,9 +480,7 @@ async def due_cart_ids(
     held = hold_window(payment_window)  # capture on confirm: the cards' holds lapse
     holding = teamcarts.c.capture == Capture.ON_CONFIRM.value
     window = case((holding, held), else_=payment_window)
-    confirm_window = case(
-        (holding, CONFIRM_WINDOWS * held), else_=CONFIRM_WINDOWS * payment_window
-    )
+    confirm_window = case((holding, CONFIRM_WINDOWS * held), else_=CONFIRM_WINDOWS * payment_window)
     result = await conn.execute(
         select(teamcarts.c.id)
         .where(

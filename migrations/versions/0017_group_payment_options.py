@@ -40,7 +40,9 @@ def upgrade() -> None:
         sa.Column("reminder_minutes", sa.Integer(), server_default=sa.text("15"), nullable=False),
     )
     op.create_check_constraint(
-        op.f("ck_teamcarts_payment_mode_known"), "teamcarts", "payment_mode IN ('split', 'host_pays')"
+        op.f("ck_teamcarts_payment_mode_known"),
+        "teamcarts",
+        "payment_mode IN ('split', 'host_pays')",
     )
     op.add_column("teamcart_members", sa.Column("owes_minor", sa.BigInteger(), nullable=True))
     op.add_column(
