@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,9 @@ from app.persistence.tables import (
     stores,
 )
 from app.unit_of_work import SqlUnitOfWork, UnitOfWork
+
+_ITEM_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,255}")
+"""What a payouts page's item id is made of (Stripe's ids, ``transfer-<order id>``)."""
 
 RETRY_BACKOFF_SECONDS: Final = (2, 3600)
 """A transfer or reversal Stripe did not take is tried again after 2 s, doubling, at most an
@@ -159,7 +163,7 @@ def decode_money_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         created_at, item_id = raw.split("|", 1)
         moment = datetime.fromisoformat(created_at)
-        if moment.tzinfo is None or not item_id:
+        if moment.tzinfo is None or not _ITEM_ID.fullmatch(item_id):
             raise ValueError("not ours")
         return moment.astimezone(UTC), item_id
     except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError) as exc:

@@ -5,9 +5,11 @@ the fake gateway's Connect methods matching the real ones."""
 
 from __future__ import annotations
 
+import base64
 import inspect
 import os
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from hypothesis import strategies as st
 
 from app.config import Settings, SettingsError, settings_to_env
 from app.connect.money import Split, platform_fee, reversal_due, split
+from app.connect.rows import MoneyItem, decode_money_cursor, encode_money_cursor
+from app.failures import InvalidFieldError
 from app.payments.gateway import ConnectCharge, GatewayError, StripeGateway
 from app.secrets import KEY_FILE, Keyring, SecretsError, generate_key, keyring_for
 from app.stripe_addon.connect import Connect
@@ -406,3 +410,22 @@ async def test_the_fake_gateway_keeps_connect_as_stripe_does() -> None:
     assert charge.transfer_id is not None
     assert charge.application_fee_amount == 100
     assert await gateway.retrieve_destination_charge(intent.id) == charge
+
+
+def test_a_payouts_cursor_is_only_one_the_server_issued() -> None:
+    item = MoneyItem(
+        kind="transfer",
+        id="tr_abc",
+        amount_minor=100,
+        currency="USD",
+        status="paid",
+        created_at=datetime(2026, 12, 1, 12, 0, tzinfo=UTC),
+        order_id=None,
+        fee_minor=None,
+        reversed_minor=None,
+    )
+    assert decode_money_cursor(encode_money_cursor(item)) == (item.created_at, "tr_abc")
+    for raw in ("2026-12-01T12:00:00|tr_abc", "2026-12-01T12:00:00+00:00|a\x00b", "x|y", ""):
+        forged = base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        with pytest.raises(InvalidFieldError):
+            decode_money_cursor(forged)
