@@ -1,5 +1,6 @@
 """The ``teamcart`` command: ``serve``, ``migrate``, ``seed-demo``, ``token``, ``reconcile``,
-``secrets rotate``.
+``secrets rotate``,
+``referrals report``.
 
 Each command reads the same ``TEAMCART_*`` settings as the server. Where the database or Redis
 URL is unset, the command starts (or joins) the embedded ones under the data folder, so
@@ -59,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
         "rotate", help="re-encrypt every store's secrets under the first TEAMCART_SECRETS_KEY"
     )
 
+    referrals = commands.add_parser("referrals", help="referral commissions")
+    referral_commands = referrals.add_subparsers(dest="referrals_command", required=True)
+    report = referral_commands.add_parser(
+        "report",
+        help="every referrer's commissions: totals per referrer and currency as JSON lines, "
+        "or every commission as CSV; progress on stderr",
+    )
+    report.add_argument("--csv", action="store_true", help="every commission, a header first")
+    report.add_argument("--from", dest="start", default=None, help="RFC 3339 date or date-time")
+    report.add_argument("--to", dest="end", default=None, help="the same (a date: that day too)")
+
     token = commands.add_parser("token", help="print a bearer token")
     token.add_argument("--admin", action="store_true", help="with the admin role")
     token.add_argument(
@@ -99,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reconcile(settings, args.since, fix=args.fix)
     if args.command == "secrets":
         return _rotate_secrets(settings)
+    if args.command == "referrals":
+        return _referrals_report(settings, args)
     if args.command == "token":
         from app.auth import issue_token
 
@@ -276,6 +290,43 @@ async def _rotate_async(database_url: str, keyring: Keyring) -> Rotation:
     engine = create_engine(database_url, pool_size=1)
     try:
         return await rotate_secrets(engine, keyring)
+    finally:
+        await engine.dispose()
+
+
+def _referrals_report(settings: Settings, args: argparse.Namespace) -> int:
+    """``teamcart referrals report``: read in batches (``app.referrals.reports``), each
+    batch's progress on stderr once there is more than one."""
+    from app.referrals.reports import BATCH, parse_moment
+
+    try:
+        start = None if args.start is None else parse_moment(args.start, end=False)
+        end = None if args.end is None else parse_moment(args.end, end=True)
+    except ValueError as exc:
+        print(f"teamcart referrals report: --from/--to: {exc}", file=sys.stderr)
+        return 2
+    with embedded_services(settings, redis=False) as resolved:
+        assert resolved.database_url is not None
+        read = asyncio.run(_report_async(resolved.database_url, args.csv, start, end, BATCH))
+    print(f"teamcart referrals report: {read} commission(s)", file=sys.stderr)
+    return 0
+
+
+async def _report_async(
+    database_url: str, as_csv: bool, start: datetime | None, end: datetime | None, batch: int
+) -> int:
+    from app.persistence.database import create_engine
+    from app.referrals.reports import write_report
+
+    def progress(read: int, total: int) -> None:
+        if total > batch:
+            print(f"teamcart referrals report: {read} of {total} read", file=sys.stderr)
+
+    engine = create_engine(database_url, pool_size=1)
+    try:
+        return await write_report(
+            engine, sys.stdout, as_csv=as_csv, start=start, end=end, progress=progress
+        )
     finally:
         await engine.dispose()
 

@@ -55,6 +55,13 @@ class Settings:
     rate_limit_per_minute: int = 30
     """New sessions, joins, sign-ups and password sign-ins each client address may make a
     minute, each counted apart (0: no limit)."""
+    referral_commission_bps: int = 500
+    """A referrer's commission, in basis points of an order's subtotal (``app.referrals``)."""
+    referral_min_order_minor: tuple[tuple[str, int], ...] = ()
+    """The smallest subtotal that earns a commission, by currency (``"*"``: any other)."""
+    referral_velocity_per_day: int = 20
+    """At most this many commissions per referrer from orders placed the same day (0: no
+    limit)."""
     smtp_url: str | None = None
     """Where mail is sent (``smtp://`` or ``smtps://``); ``None``: the embedded catcher's."""
     mail_from: str = DEFAULT_MAIL_FROM
@@ -104,6 +111,15 @@ class Settings:
             log_json=_flag("LOG_JSON", get("LOG_JSON"), default=True),
             rate_limit_per_minute=_whole_number(
                 "RATE_LIMIT_PER_MINUTE", get("RATE_LIMIT_PER_MINUTE"), 30
+            ),
+            referral_commission_bps=_basis_points(
+                "REFERRAL_COMMISSION_BPS", get("REFERRAL_COMMISSION_BPS"), 500
+            ),
+            referral_min_order_minor=_minimum_order(
+                "REFERRAL_MIN_ORDER_MINOR", get("REFERRAL_MIN_ORDER_MINOR")
+            ),
+            referral_velocity_per_day=_count(
+                "REFERRAL_VELOCITY_PER_DAY", get("REFERRAL_VELOCITY_PER_DAY"), 20
             ),
             smtp_url=_smtp_url("SMTP_URL", get("SMTP_URL")),
             mail_from=_mail_from("MAIL_FROM", get("MAIL_FROM")),
@@ -278,6 +294,46 @@ def _whole_number(variable: str, value: str | None, default: int) -> int:
     return int(value)
 
 
+def _count(variable: str, value: str | None, default: int) -> int:
+    """A whole number >= 0 in ASCII digits (``str.isdigit`` also takes ``²``, which ``int``
+    refuses)."""
+    if value is not None and not value.isascii():
+        raise SettingsError(PREFIX + variable, f"expected a whole number >= 0, got {value!r}")
+    return _whole_number(variable, value, default)
+
+
+def _basis_points(variable: str, value: str | None, default: int) -> int:
+    number = _count(variable, value, default)
+    if number > 10_000:
+        raise SettingsError(PREFIX + variable, f"expected 0 to 10000 basis points, got {value!r}")
+    return number
+
+
+def _minimum_order(variable: str, value: str | None) -> tuple[tuple[str, int], ...]:
+    """``1000`` (minor units, whatever the currency) or ``USD:1000,JPY:1500`` (per currency;
+    a currency not named has no minimum, unless ``*:N`` names the rest)."""
+    if value is None:
+        return ()
+    if value.isascii() and value.isdigit():
+        return (("*", int(value)),)
+    minimums: dict[str, int] = {}
+    for part in value.split(","):
+        currency, colon, amount = part.strip().partition(":")
+        currency, amount = currency.strip().upper(), amount.strip()
+        known = currency == "*" or (
+            len(currency) == 3 and currency.isascii() and currency.isalpha()
+        )
+        valid = colon and known and amount.isascii() and amount.isdigit()
+        if not valid or currency in minimums:
+            raise SettingsError(
+                PREFIX + variable,
+                "expected minor units (1000) or CURRENCY:MINOR pairs (USD:1000,JPY:1500), "
+                f"got {value!r}",
+            )
+        minimums[currency] = int(amount)
+    return tuple(minimums.items())
+
+
 def _log_level(variable: str, value: str | None) -> str:
     if value is None:
         return "INFO"
@@ -317,6 +373,12 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         "LOG_LEVEL": settings.log_level,
         "LOG_JSON": "true" if settings.log_json else "false",
         "RATE_LIMIT_PER_MINUTE": str(settings.rate_limit_per_minute),
+        "REFERRAL_COMMISSION_BPS": str(settings.referral_commission_bps),
+        "REFERRAL_MIN_ORDER_MINOR": ",".join(
+            f"{currency}:{amount}" for currency, amount in settings.referral_min_order_minor
+        )
+        or None,
+        "REFERRAL_VELOCITY_PER_DAY": str(settings.referral_velocity_per_day),
         "SMTP_URL": settings.smtp_url,
         "MAIL_FROM": settings.mail_from,
         "MAIL_CATCHER_DIR": None

@@ -46,6 +46,7 @@ from app.payments.gateway import PaymentGateway, StripeGateway
 from app.persistence.accounts import SqlAccounts
 from app.persistence.database import create_engine
 from app.persistence.outbox import Relay
+from app.referrals.accrual import ReferralAccrual, terms_of
 from app.resources import Resources
 from app.routes.accounts import AccountController
 from app.routes.catalog import CatalogController
@@ -56,6 +57,7 @@ from app.routes.health import HealthController
 from app.routes.me import MeController
 from app.routes.orders import OrderController, StoreOrderController
 from app.routes.payments import PaymentController
+from app.routes.referrals import AdminReferralController, ReferralController
 from app.routes.sessions import SessionController
 from app.routes.shop_carts import ShopCartController
 from app.routes.store_payments import StorePaymentsController, StoreWebhookController
@@ -130,9 +132,10 @@ def build_resources(settings: Settings) -> tuple[Resources, Mailer | None]:
 
     mailer = build_mailer(settings, engine)
     planner = MailPlanner(engine, wake=mailer.wake if mailer else lambda: None)
+    accrual = ReferralAccrual(engine, gateway, terms_of(settings))
     transfers = StoreTransfers(engine, gateway)  # stores get paid (app.connect)
     live = build_live(
-        redis, settings.database_url, load_view, engine, consumers=[planner, transfers]
+        redis, settings.database_url, load_view, engine, consumers=[planner, accrual, transfers]
     )
     runner = build_runner(engine, gateway, relay=live.dispatcher)
     resources = Resources(
@@ -337,6 +340,8 @@ def create_app(settings: Settings, *, debug: bool = False, server: bool = False)
             OrderController,
             StoreOrderController,
             PaymentController,
+            ReferralController,
+            AdminReferralController,
             StripeWebhookController,
             StorePaymentsController,
             StoreWebhookController,

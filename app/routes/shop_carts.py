@@ -19,8 +19,10 @@ from litestar.security.jwt import Token
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from app.auth import Principal, principal_from_token
+from app.referrals import attribution as referrals
 from app.resources import AppResources
 from app.routes.fields import END_OF_TEXT, MAX_OPTIONS_CHOSEN, Count, Name, invalid_field
+from app.routes.referrals import ReferralCodeIn
 from app.routes.teamcarts import AddressIn
 from app.use_cases import checkout as use
 from domain.checkout import DeliveryMethod, ShopCart
@@ -36,6 +38,7 @@ GuestToken = Annotated[str, msgspec.Meta(min_length=10, max_length=4000, pattern
 
 class ShopCartCreate(msgspec.Struct, forbid_unknown_fields=True):
     store_id: uuid.UUID
+    referral_code: ReferralCodeIn | None = None
 
 
 class ShopItemCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -157,8 +160,13 @@ class ShopCartController(Controller):
     async def open_cart(
         self, request: AuthRequest, data: JSONBody[ShopCartCreate], resources: AppResources
     ) -> ShopCartView:
-        """The caller's open cart at the store (one per store: the same one again)."""
+        """The caller's open cart at the store (one per store: the same one again). A
+        ``referral_code`` is fixed on a cart this creates (``app.referrals.attribution``)."""
         command = use.OpenShopCart(request.user.user_id, str(data.store_id))
+        if data.referral_code is not None:
+            referred = referrals.OpenReferredShopCart(command, data.referral_code)
+            cart = await resources.runner.run(referrals.open_referred_shop_cart, referred)
+            return shop_cart_view(cart)
         return shop_cart_view(await resources.runner.run(use.open_shop_cart, command))
 
     @get("/{shop_cart_id:uuid}")

@@ -22,6 +22,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_304_NOT_MODIFIED
 
 from app.auth import Principal
 from app.persistence.cart_summaries import CartSummary, list_carts_of
+from app.referrals import attribution as referrals
 from app.resources import AppResources
 from app.routes.fields import (
     MAX_MINOR,
@@ -36,6 +37,7 @@ from app.routes.fields import (
     check_deadline,
     invalid_field,
 )
+from app.routes.referrals import ReferralCodeIn
 from app.use_cases import teamcarts as use
 from app.use_cases.reminders import MAX_REMINDER_MINUTES
 from app.use_cases.views import member_version, read_cart_view
@@ -67,6 +69,7 @@ class OrderCreated(msgspec.Struct):
 class CartCreate(msgspec.Struct, forbid_unknown_fields=True):
     store_id: uuid.UUID
     deadline: Deadline | None = None
+    referral_code: ReferralCodeIn | None = None
     reminder_minutes: ReminderMinutes = DEFAULT_REMINDER_MINUTES
 
 
@@ -145,7 +148,8 @@ class TeamCartController(Controller):
     async def open_cart(
         self, request: AuthRequest, data: JSONBody[CartCreate], resources: AppResources
     ) -> CartView:
-        """Open a cart for a store; the caller is its host."""
+        """Open a cart for a store; the caller is its host. A ``referral_code`` is fixed on
+        the cart with it (``app.referrals.attribution``)."""
         check_deadline(data.deadline, datetime.now(UTC))
         actor = request.user
         command = use.OpenCart(
@@ -155,6 +159,9 @@ class TeamCartController(Controller):
             data.deadline,
             reminder_minutes=data.reminder_minutes,
         )
+        if data.referral_code is not None:
+            referred = referrals.OpenReferredCart(command, data.referral_code)
+            return cart_view(await resources.runner.run(referrals.open_referred_cart, referred))
         return cart_view(await resources.runner.run(use.open_cart, command))
 
     @get("/")

@@ -123,6 +123,10 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("GET", "/api/v1/stores/{store_id:uuid}/payment-methods"): Access.SIGNED_IN,
     ("POST", "/api/v1/webhooks/stripe/stores/{store_id:uuid}"): Access.PUBLIC,  # its signature
     ("PATCH", "/api/v1/me"): Access.SIGNED_IN,
+    ("POST", "/api/v1/referral-codes"): Access.SIGNED_IN,
+    ("GET", "/api/v1/referrals/report"): Access.SIGNED_IN,  # a referrer's own, or everyone's
+    ("POST", "/api/v1/admin/commissions/{commission_id:uuid}/pay"): Access.ADMIN,
+    ("GET", "/api/v1/admin/audit"): Access.ADMIN,
     ("POST", "/api/v1/carts"): Access.SIGNED_IN,
     ("POST", "/api/v1/carts/merge"): Access.SIGNED_IN,
     ("GET", "/api/v1/carts/{shop_cart_id:uuid}"): Access.BUYER,
@@ -243,6 +247,7 @@ async def world(client: Client, admin: dict[str, str], secret: str) -> World:
             "code": cart["invite_code"],
             "file_path": "app.js",
             "path": "openapi.json",
+            "commission_id": str(uuid.uuid4()),  # no such one: 404 for an admin
         },
         bodies={
             "/api/v1/teamcarts": {"store_id": store["id"]},
