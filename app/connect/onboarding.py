@@ -43,9 +43,18 @@ async def check_store_side(uow: UnitOfWork, principal: Principal, store_id: str)
 
 
 @dataclass(frozen=True, slots=True)
-class ReadOnboarding:
+class StoreSide:
+    """A question about a store asked by someone who must be its staff (or an admin)."""
+
     principal: Principal
     store_id: str
+
+
+async def account_of_store(query: StoreSide, uow: UnitOfWork) -> str | None:
+    """The store's Connect account, for its staff and admins; ``None`` before onboarding."""
+    await check_store_side(uow, query.principal, query.store_id)
+    row = await connect_rows(uow).account(query.store_id)
+    return None if row is None else str(row["account_id"])
 
 
 OnboardingStatus = Literal["not_started", "pending", "restricted", "enabled"]
@@ -75,7 +84,7 @@ def _status(state: AccountState | None) -> OnboardingStatus:
     return "restricted" if state.details_submitted else "pending"
 
 
-async def read_onboarding(query: ReadOnboarding, uow: UnitOfWork) -> Onboarding:
+async def read_onboarding(query: StoreSide, uow: UnitOfWork) -> Onboarding:
     await check_store_side(uow, query.principal, query.store_id)
     row = await connect_rows(uow).account(query.store_id)
     if row is None:
@@ -113,12 +122,6 @@ class OnboardingLink:
     onboarding_url: str
 
 
-async def _existing_account(command: StartOnboarding, uow: UnitOfWork) -> str | None:
-    await check_store_side(uow, command.principal, command.store_id)
-    row = await connect_rows(uow).account(command.store_id)
-    return None if row is None else str(row["account_id"])
-
-
 @dataclass(frozen=True, slots=True)
 class _KeepAccount:
     store_id: str
@@ -139,7 +142,7 @@ async def _keep_account(command: _KeepAccount, uow: UnitOfWork) -> str:
 
 async def start_onboarding(command: StartOnboarding, runner: UnitOfWorkRunner) -> OnboardingLink:
     """The store's account (made the first time) and a fresh onboarding link to it."""
-    account_id = await runner.run(_existing_account, command)
+    account_id = await runner.run(account_of_store, StoreSide(command.principal, command.store_id))
     try:
         if account_id is None:
             made = await runner.stripe.create_connect_account(

@@ -16,7 +16,7 @@ from typing import Final
 import structlog
 
 from app.auth import Principal
-from app.connect.onboarding import check_store_side, connect_rows
+from app.connect.onboarding import StoreSide, account_of_store, connect_rows
 from app.connect.rows import MoneyItem, decode_money_cursor, encode_money_cursor
 from app.payments.amounts import from_stripe
 from app.payments.gateway import GatewayError, PayoutInfo
@@ -41,12 +41,6 @@ class ListPayouts:
 class PayoutPage:
     items: list[MoneyItem]
     next_cursor: str | None
-
-
-async def _account_of_store(query: ListPayouts, uow: UnitOfWork) -> str | None:
-    await check_store_side(uow, query.principal, query.store_id)
-    row = await connect_rows(uow).account(query.store_id)
-    return None if row is None else str(row["account_id"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +84,7 @@ async def list_payouts(query: ListPayouts, runner: UnitOfWorkRunner) -> PayoutPa
     """One page of the store's money (staff and admins), newest first."""
     if query.cursor:
         decode_money_cursor(query.cursor)  # a foreign cursor is a 400 before anything else
-    account_id = await runner.run(_account_of_store, query)
+    account_id = await runner.run(account_of_store, StoreSide(query.principal, query.store_id))
     if account_id is not None and query.cursor is None:
         as_of = int(time.time())
         try:

@@ -142,33 +142,27 @@ class StoreTransfers:
                 return False
             online = [p for p in order.payments if p.method == "online"]
             if order.kind == "single":
+                # A destination charge: the fee as we asked it, replaced by what Stripe kept
+                # once the charge is read back.
+                kind, gross, group = "destination", order.total_minor, None
                 intent = online[0].reference if online else None
                 if intent is None:
                     return False
-                # The fee as we asked it; replaced by what Stripe kept once it is read back.
-                split = money.split(order.total_minor, terms.platform_fee_bps, order.currency)
-                await rows.add_transfer(
-                    order_id=order.id,
-                    store_id=order.store_id,
-                    account_id=terms.account_id,
-                    kind="destination",
-                    currency=order.currency,
-                    split=split,
-                    payment_intent_id=intent,
-                )
             else:
+                kind, group, intent = "transfer", order.teamcart_id, None
                 gross = sum(p.amount_minor for p in online if p.status in PAID_ONLINE)
                 if not terms.charges_enabled or gross <= 0:
                     return False  # not onboarded, or all cash: nothing through Connect
-                await rows.add_transfer(
-                    order_id=order.id,
-                    store_id=order.store_id,
-                    account_id=terms.account_id,
-                    kind="transfer",
-                    currency=order.currency,
-                    split=money.split(gross, terms.platform_fee_bps, order.currency),
-                    transfer_group=order.teamcart_id,
-                )
+            await rows.add_transfer(
+                order_id=order.id,
+                store_id=order.store_id,
+                account_id=terms.account_id,
+                kind=kind,
+                currency=order.currency,
+                split=money.split(gross, terms.platform_fee_bps, order.currency),
+                transfer_group=group,
+                payment_intent_id=intent,
+            )
             await conn.commit()
         return True
 

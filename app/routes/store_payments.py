@@ -174,7 +174,7 @@ class StorePaymentsController(Controller):
     ) -> OnboardingView:
         """Where the store's onboarding stands (staff of the store, or an admin)."""
         state = await resources.runner.run(
-            onboarding.read_onboarding, onboarding.ReadOnboarding(request.user, str(store_id))
+            onboarding.read_onboarding, onboarding.StoreSide(request.user, str(store_id))
         )
         return OnboardingView(
             store_id=state.store_id,

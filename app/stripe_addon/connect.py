@@ -28,7 +28,14 @@ from typing import Any
 
 from app.stripe_addon.events import WebhookSender, event_envelope
 from app.stripe_addon.forms import FormValue
-from app.stripe_addon.sessions import StripeApiError, invalid, missing, new_id
+from app.stripe_addon.sessions import (  # parameters read as the Checkout Sessions' are
+    StripeApiError,
+    _object,
+    _text,
+    invalid,
+    missing,
+    new_id,
+)
 
 log = logging.getLogger("teamcart.stripe_addon.connect")
 
@@ -80,15 +87,6 @@ CHARGE_PARAMS = frozenset({"application_fee_amount", "transfer_data", "transfer_
 _REFUSED_CHARGE_PARAMS = frozenset({"on_behalf_of"})
 
 
-def _text(params: Mapping[str, FormValue], name: str) -> str | None:
-    value = params.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise invalid(name, f"Invalid string: {name} must be a string.")
-    return value
-
-
 def _amount(value: FormValue | None, param: str, *, required: bool = True) -> int | None:
     if value is None or value == "":
         if required:
@@ -97,15 +95,6 @@ def _amount(value: FormValue | None, param: str, *, required: bool = True) -> in
     if not isinstance(value, str) or not value.isdigit():
         raise invalid(param, f"Invalid integer: {value}", "parameter_invalid_integer")
     return int(value)
-
-
-def _object(params: Mapping[str, FormValue], name: str) -> Mapping[str, FormValue]:
-    value = params.get(name)
-    if value is None or value == "":
-        return {}
-    if not isinstance(value, dict):
-        raise invalid(name, f"Invalid object: {name} must be an object.")
-    return value
 
 
 def _metadata(params: Mapping[str, FormValue]) -> dict[str, str]:
