@@ -302,7 +302,7 @@ def _referrals_report(settings: Settings, args: argparse.Namespace) -> int:
     try:
         start = None if args.start is None else parse_moment(args.start, end=False)
         end = None if args.end is None else parse_moment(args.end, end=True)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         print(f"teamcart referrals report: --from/--to: {exc}", file=sys.stderr)
         return 2
     with embedded_services(settings, redis=False) as resolved:

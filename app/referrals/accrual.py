@@ -40,6 +40,7 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from types import MappingProxyType
 from typing import Final
 
 import msgspec
@@ -175,7 +176,7 @@ def order_facts(record: OutboxRecord) -> tuple[OrderFacts, _Order]:
 def terms_of(settings: Settings) -> Terms:
     return Terms(
         commission_bps=settings.referral_commission_bps,
-        minimum_minor=dict(settings.referral_min_order_minor),
+        minimum_minor=MappingProxyType(dict(settings.referral_min_order_minor)),
         velocity_per_day=settings.referral_velocity_per_day,
     )
 
@@ -248,7 +249,7 @@ class ReferralAccrual:
         """What judging the order needs (``domain.referrals.Judgement``). A group order is
         attributed by its host's cart (the TeamCart), a single-payer one by its buyer's."""
         if order.kind == "group":
-            cart_id = order.teamcart_id
+            cart_id = order.teamcart_id if _is_uuid(order.teamcart_id) else None
         else:
             cart_id = await referrals.shop_cart_of(facts.order_id)
         attribution = None if cart_id is None else await referrals.attribution_of(cart_id)

@@ -52,7 +52,7 @@ def parse_moment(text: str, *, end: bool) -> datetime:
     moment = datetime.fromisoformat(text.upper())
     if moment.tzinfo is None:
         raise ValueError("a date-time needs its offset (Z or +hh:mm)")
-    return moment
+    return moment.astimezone(UTC)  # OverflowError past year 9999 in UTC: refused here
 
 
 class Totals(msgspec.Struct):

@@ -205,8 +205,8 @@ class AdminReferralController(Controller):
 
     @get("/audit")
     async def audit(self, resources: AppResources, subject: Subject = None) -> AuditPage:
-        """The decision log about an order, or about every order of a referrer, oldest
-        first; with no subject, the newest 500 lines."""
+        """The decision log about an order, or about every order of a referrer (with no
+        subject, everyone's): its newest 500 lines at most, oldest first."""
         async with resources.engine.connect() as conn:
             rows = await SqlReferrals(conn).audit_of(
                 None if subject is None else str(subject), AUDIT_LIMIT

@@ -367,6 +367,8 @@ async def test_an_admin_reads_every_referrer_also_as_csv_and_by_period(
         {"from": "yesterday"},
         {"to": "2026-13-01"},
         {"from": "2026-12-02", "to": "2026-12-01"},
+        {"to": "9999-12-31"},  # the day after is past what a datetime holds
+        {"from": "9999-12-31T23:59:59-23:59"},  # and so is this moment in UTC
     ):
         refused = await http.get("/api/v1/referrals/report", params=bad, headers=rita)
         assert refused.status_code in {400, 422}, (bad, refused.text)
