@@ -22,6 +22,7 @@ from app.auth import Principal, principal_from_token
 from app.referrals import attribution as referrals
 from app.resources import AppResources
 from app.routes.fields import END_OF_TEXT, MAX_OPTIONS_CHOSEN, Count, Name, invalid_field
+from app.routes.payments import STRIPE_JS, ConfirmAnswer, ConfirmRequest
 from app.routes.referrals import ReferralCodeIn
 from app.routes.teamcarts import AddressIn
 from app.use_cases import checkout as use
@@ -111,14 +112,14 @@ class PaymentStarted(msgspec.Struct, omit_defaults=True):
     payment_intent_id: str | None = None
     client_secret: str | None = None
     publishable_key: str | None = None
-    checkout_session_id: str | None = None
-    checkout_url: str | None = None
-
-
     stripe_js_url: str | None = None
     # True when Stripe.js can only tokenise the card (the emulator's): the page then sends
     # the card's id to …/checkout/confirm instead of calling confirmCardPayment.
     confirm_on_server: bool | None = None
+    checkout_session_id: str | None = None
+    checkout_url: str | None = None
+
+
 def shop_cart_view(cart: ShopCart) -> ShopCartView:
     address = cart.address
     return ShopCartView(
@@ -288,22 +289,22 @@ class ShopCartController(Controller):
         )
         await runner.run(use.note_attempt, attempt)
         if data.mode == "payment_intent":
+            api_base = resources.settings.stripe_api_base
             return PaymentStarted(
                 order_id=order.id,
                 order_number=order.number,
                 payment_intent_id=attempt.payment_intent_id,
                 client_secret=attempt.client_secret,
                 publishable_key=resources.publishable_key,
+                stripe_js_url=f"{api_base}/js.stripe.com/v3/" if api_base else STRIPE_JS,
+                confirm_on_server=api_base is not None,
             )
         return PaymentStarted(
             order_id=order.id,
-            api_base = resources.settings.stripe_api_base
             order_number=order.number,
             checkout_session_id=attempt.checkout_session_id,
             checkout_url=attempt.checkout_url,
         )
-                stripe_js_url=f"{api_base}/js.stripe.com/v3/" if api_base else STRIPE_JS,
-                confirm_on_server=api_base is not None,
 
     @post("/{shop_cart_id:uuid}/checkout/confirm", status_code=HTTP_200_OK)
     async def confirm_card(

@@ -70,6 +70,7 @@ class CartCreate(msgspec.Struct, forbid_unknown_fields=True):
     store_id: uuid.UUID
     deadline: Deadline | None = None
     referral_code: ReferralCodeIn | None = None
+    capture: Literal["automatic", "on_confirm"] = "automatic"
     reminder_minutes: ReminderMinutes = DEFAULT_REMINDER_MINUTES
 
 
@@ -157,6 +158,7 @@ class TeamCartController(Controller):
             actor.display_name,
             str(data.store_id),
             data.deadline,
+            capture=Capture(data.capture),
             reminder_minutes=data.reminder_minutes,
         )
         if data.referral_code is not None:
@@ -165,7 +167,6 @@ class TeamCartController(Controller):
         return cart_view(await resources.runner.run(use.open_cart, command))
 
     @get("/")
-            capture=Capture(data.capture),
     async def list_my_carts(
         self,
         request: AuthRequest,

@@ -136,11 +136,11 @@ ROUTES: dict[tuple[str, str], Access] = {
     ("PUT", "/api/v1/carts/{shop_cart_id:uuid}/address"): Access.BUYER,
     ("PUT", "/api/v1/carts/{shop_cart_id:uuid}/delivery"): Access.BUYER,
     ("POST", "/api/v1/carts/{shop_cart_id:uuid}/checkout"): Access.BUYER,
+    ("POST", "/api/v1/carts/{shop_cart_id:uuid}/checkout/confirm"): Access.BUYER,
 }
 SOCKETS = {
     "/ws/teamcarts/{cart_id:uuid}",  # tested in test_realtime_ws (4401/4403/4404)
     "/ws/orders/{order_id:uuid}",  # tested in test_order_lifecycle
-    ("POST", "/api/v1/carts/{shop_cart_id:uuid}/checkout/confirm"): Access.BUYER,
 }
 
 MATRIX_ACCOUNT = {"email": f"matrix.{uuid.uuid4().hex[:10]}@example.com", "password": "matrix pass"}
@@ -162,11 +162,11 @@ BODIES: dict[str, Any] = {
     "/tip": {"amount_minor": 100},
     "/coupon": {},  # code filled in
     "/payments/online/confirm": {"payment_intent_id": "pi_x1", "payment_method": "pm_x1"},
+    "/checkout/confirm": {"payment_intent_id": "pi_x1", "payment_method": "pm_x1"},
     "/confirm": {"delivery_address": ADDRESS},
     "/transitions": {"to": "accepted"},
     "/cancel": {"reason": "matrix"},
     "/refunds": {"amount_minor": 1},  # of a cash payment: 422 for those allowed to ask
-    "/checkout/confirm": {"payment_intent_id": "pi_x1", "payment_method": "pm_x1"},
     "/address": ADDRESS,
     "/payment-mode": {"mode": "host_pays"},
     "/allowance": {"amount_minor": 100},
@@ -252,7 +252,6 @@ async def world(client: Client, admin: dict[str, str], secret: str) -> World:
         bodies={
             "/api/v1/teamcarts": {"store_id": store["id"]},
             "/join": {"invite_code": cart["invite_code"]},
-            "commission_id": str(uuid.uuid4()),  # no such one: 404 for an admin
             "/items": {"product_id": product["id"], "quantity": 1},
             "/coupon": {"code": code},
             "/api/v1/carts": {"store_id": store["id"]},
