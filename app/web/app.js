@@ -1,7 +1,10 @@
 // TeamCart in the browser: sign in with a name, open or join a cart, add your own items, see
 // everyone's changes live over the WebSocket, pay your own share, and follow the order live
 // to your door. A store's staff get their orders page (#/store/<id>): new orders come in by
-// themselves, and each order's next moves, shipping and partial refunds are a press away.
+// themselves, and each order's next moves, shipping and partial refunds are a press away; on
+// it, "Getting paid" says where the store's Stripe setup stands, starts or continues it, and
+// lists the money in (transfers per order) and out (payouts to the bank) (ADR 0018). A cart
+// offers only the ways of paying its store takes.
 // Plain ES module, no build step (ADR 0006); how the page is put together: ADR 0011.
 //
 // - The page is a function of state: render() builds the screen with h() and morph() patches
@@ -247,7 +250,12 @@ function words(error, context = {}) {
     coupon_exhausted: "That coupon has been used up.",
     cart_not_ready: "Not everyone has paid or chosen cash yet.",
     invalid_address: "Fill in the address, city, postal code and country.",
-    card_declined: context.shop ? "Your card was declined. Try another card, or pay on Stripe's page." : "Your card was declined. Try another card, or pay cash on delivery.",
+    card_declined: context.shop ? "Your card was declined. Try another card, or pay on Stripe's page."
+      : context.cod === false ? "Your card was declined. Try another card." : "Your card was declined. Try another card, or pay cash on delivery.",
+    online_disabled: context.shop ? "This store doesn't take payments online now, so this order can't be paid here. Contact the store."
+      : context.cod === false ? "This store doesn't take payments online now. Ask the host what to do." : "This store doesn't take payments online now: pay cash on delivery instead.",
+    cod_disabled: context.online === false ? "This store doesn't take cash on delivery now. Ask the host what to do." : "This store doesn't take cash on delivery: pay online instead.",
+    no_payment_method: "The store takes no way of paying at all: ask its staff.",
     card_invalid: "Check the card number, the expiry month and year and the CVC.",
     below_online_minimum: amount("minimum_minor")
       ? `Stripe can't take less than ${amount("minimum_minor")} online: pay cash${host ? " on delivery" : ", or ask the host to cover it"}.`
@@ -418,13 +426,17 @@ function route() {
   ui.messages.clear();
   ui.staffForms.clear();
   // A staff link (#/store/<id>?token=…) signs the browser in as the store's staff; the token
-  // leaves the address bar (and the history) at once.
+  // leaves the address bar (and the history) at once. Stripe's onboarding comes back to
+  // #/store/<id>?onboarding=return|refresh (ADR 0018): that leaves the address bar too.
   const store = hash.match(/^\/store\/([0-9a-f-]{36})(?:\?(.*))?$/);
   let refused = null;
+  let onboarding = null;
   if (store && store[2] !== undefined) {
     history.replaceState(null, "", `/#/store/${store[1]}`);
-    const token = new URLSearchParams(store[2]).get("token");
+    const query = new URLSearchParams(store[2]);
+    const token = query.get("token");
     if (token && !adoptToken(token)) refused = "That staff link is broken: ask for a new one, or paste the token below.";
+    if (["return", "refresh"].includes(query.get("onboarding"))) onboarding = query.get("onboarding");
   }
   const extras = session.claims.extras || {};
   const staffHome = (extras.staff_of || [])[0];
@@ -434,7 +446,7 @@ function route() {
   const navSignIn = document.getElementById("nav-signin");
   navSignIn.hidden = Boolean(session.account);
   navSignIn.href = /^\/(shop|checkout)\//.test(hash) ? `/#/signin?next=${encodeURIComponent(hash)}` : "/#/signin";
-  if (store) return showStore(store[1], refused);
+  if (store) return showStore(store[1], refused, onboarding);
   const auth = hash.match(/^\/(signin|signup)(?:\?next=([\w%/-]*))?$/);
   if (auth) {
     const next = decodeURIComponent(auth[2] || "");
@@ -726,7 +738,7 @@ function closeCart() {
 async function openCart(cartId) {
   const state = { cartId, cart: null, version: 0, store: null, products: null, online: new Set(), conn: "connecting",
     attempts: 0, payment: null, lockAnyway: false, tipDraft: null, left: false, firstRender: false,
-    qr: { open: false, code: null, url: null, loading: null }, modeDraft: null };
+    qr: { open: false, code: null, url: null, loading: null }, modeDraft: null, methods: null };
   cartScreen = state;
   ui.screen = "loading";
   render();
@@ -758,6 +770,7 @@ async function openCart(cartId) {
   requestAnimationFrame(() => performance.mark("teamcart:cart-rendered")); // the frame it paints in
   connect(state);
   loadCatalog(state);
+  loadMethods(state);
   state.stockTimer = setInterval(() => { if (document.visibilityState === "visible" && state.cart.status === "open") loadCatalog(state); }, 30000);
 }
 
@@ -773,6 +786,23 @@ async function loadCatalog(state) {
     render();
   } catch { /* the menu stays as it was; the next snapshot or timer tries again */ }
 }
+
+// How the store takes payment (its settings, ADR 0018): read once; again only when paying
+// one way is refused because the store turned it off meanwhile. Unknown (the read failed),
+// both are offered and the server says no.
+async function loadMethods(state) {
+  let methods;
+  try {
+    methods = await api("GET", `/api/v1/stores/${state.cart.store_id}/payment-methods`);
+  } catch {
+    methods = { cod: true, online: true, unknown: true };
+  }
+  if (cartScreen !== state) return;
+  state.methods = methods;
+  render();
+}
+
+const takes = (state) => (state && state.methods) || { cod: true, online: true, unknown: true };
 
 function connect(state) {
   if (cartScreen !== state || state.closing) return;
@@ -860,7 +890,9 @@ function remind(state, message) {
     say("strip", `Reminder: the cart closes ${at ? `at ${at}` : "soon"}. Add what you'd like, then press "I'm ready".`, "info", () => still("open") && !me().ready);
   } else if (message.what === "pay") {
     const owes = formatMoney(me().owes_minor, state.cart.currency);
-    say("strip", `Reminder: pay your ${owes} ${at ? `before ${at}` : "soon"}, online or by choosing cash on delivery.`, "info",
+    const ways = takes(state);
+    const how = ways.online && ways.cod ? "online or by choosing cash on delivery" : ways.cod ? "by choosing cash on delivery" : "online";
+    say("strip", `Reminder: pay your ${owes} ${at ? `before ${at}` : "soon"}, ${how}.`, "info",
       () => still("locked") && me().owes_minor > 0 && !SETTLED.has(me().payment.status));
   } else if (message.what === "confirm") {
     say("strip", "Reminder: confirm the order soon, or the cart expires and payments are refunded.", "info", () => still("ready_to_confirm"));
@@ -911,7 +943,7 @@ function noteUpdate(state, before, message) {
       const status = message.payment.status;
       if (status === "paid_online") { state.payment = null; say("pay", "Your payment went through. Thank you!", "ok", () => mine(cartScreen).payment.status === "paid_online"); }
       else if (status === "authorized") { state.payment = null; say("pay", "Thank you! Your card is held.", "ok", () => mine(cartScreen).payment.status === "authorized"); }
-      else if (status === "failed") { state.payment = null; say("pay", "Your card was declined. Try another card, or pay cash on delivery.", "bad", () => mine(cartScreen).payment.status === "failed"); }
+      else if (status === "failed") { state.payment = null; say("pay", takes(state).cod ? "Your card was declined. Try another card, or pay cash on delivery." : "Your card was declined. Try another card.", "bad", () => mine(cartScreen).payment.status === "failed"); }
       else if (status === "refunded") say("pay", "Your payment was refunded.", "info");
     }
   }
@@ -953,7 +985,7 @@ function mine(state) {
 function cartContext() {
   const state = cartScreen;
   if (!state || !state.cart) return {};
-  return { isHost: state.cart.host_user_id === session.userId, currency: state.cart.currency };
+  return { isHost: state.cart.host_user_id === session.userId, currency: state.cart.currency, cod: takes(state).cod, online: takes(state).online };
 }
 
 // The parts of each member's share: their items, then fee, tax, tip and discount split as the
@@ -1211,11 +1243,22 @@ function payArea(state, me, isHost, money) {
     box.push(h("p", { class: "ok-text", id: "card-held" }, `Card held — charged when ${isHost ? "you confirm" : "the host confirms"}: ${money(me.payment.amount_minor)}.`));
   }
   const canPay = cart.status === "locked" && me.owes_minor > 0 && ["none", "pending", "failed", "refunded"].includes(status);
+  if (canPay && !state.methods) box.push(h("p", { class: "muted", id: "pay-methods", "data-key": "pay-methods" }, "Checking how this store takes payment…"));
+  if (canPay && state.methods) {
+    const { cod, online } = state.methods;
+    const why = cod && online ? null
+      : cod ? "This store takes cash on delivery only."
+        : online ? "This store takes online payments only: pay by card."
+          : "This store isn't taking payments now. Ask the host what to do.";
+    if (why) box.push(h("p", { class: "muted", id: "pay-methods", "data-key": "pay-methods" }, why));
+    if (online && cart.capture === "on_confirm") box.push(h("p", { class: "muted small" }, `Paying online only holds the amount on your card; it's charged when ${isHost ? "you confirm" : "the host confirms"} the order.`));
+    if (cod || online) {
+      box.push(h("div", { class: "row", "data-key": "pay-buttons" },
+        cod ? h("button", { id: "pay-cod", "data-key": "pay-cod", "data-action": "pay-cod", "aria-disabled": busy("pay"), "aria-describedby": why ? "pay-methods" : null }, "Pay cash on delivery") : null,
+        online ? h("button", { id: "pay-online", "data-key": "pay-online", class: cod ? "secondary" : null, "data-action": "pay-online", "aria-disabled": busy("pay"), "aria-describedby": why ? "pay-methods" : null }, "Pay online") : null));
+    }
+  }
   if (canPay) {
-    if (cart.capture === "on_confirm") box.push(h("p", { class: "muted small" }, `Paying online only holds the amount on your card; it's charged when ${isHost ? "you confirm" : "the host confirms"} the order.`));
-    box.push(h("div", { class: "row" },
-      h("button", { id: "pay-cod", "data-action": "pay-cod", "aria-disabled": busy("pay") }, "Pay cash on delivery"),
-      h("button", { id: "pay-online", class: "secondary", "data-action": "pay-online", "aria-disabled": busy("pay") }, "Pay online")));
     if (state.payment) {
       box.push(h("form", { id: "card-form", "data-key": `card-${state.payment.id}`, "data-submit": "pay-card" },
         h("p", { class: "label", id: "card-label" }, "Card"),
@@ -1674,9 +1717,23 @@ SUBMITS.confirm = (form) => {
 
 // ---------------------------------------------------------------- paying
 
+// Refused because the store has just turned that way of paying off: the buttons follow.
+async function paying(state, request) {
+  try {
+    return await request();
+  } catch (error) {
+    if (error.code === "online_disabled" || error.code === "cod_disabled") {
+      if (cartScreen === state) state.methods = { ...takes(state), unknown: false, [error.code === "online_disabled" ? "online" : "cod"]: false };
+      loadMethods(state);
+    }
+    throw error;
+  }
+}
+
 ACTIONS["pay-cod"] = () => act("pay", async () => {
-  cartScreen.payment = null;
-  await api("POST", `/api/v1/teamcarts/${cartScreen.cartId}/payments/cod`);
+  const state = cartScreen;
+  state.payment = null;
+  await paying(state, () => api("POST", `/api/v1/teamcarts/${state.cartId}/payments/cod`));
 });
 
 const loadedScripts = new Map();
@@ -1698,7 +1755,7 @@ ACTIONS["pay-online"] = () => act("pay", async () => {
   const state = cartScreen;
   state.payment = null; // a new attempt gets a new card form: a declined one belonged to the old intent
   render();
-  const payment = await api("POST", `/api/v1/teamcarts/${state.cartId}/payments/online`);
+  const payment = await paying(state, () => api("POST", `/api/v1/teamcarts/${state.cartId}/payments/online`));
   await loadScript(payment.stripe_js_url);
   const stripe = window.Stripe(payment.publishable_key);
   const card = stripe.elements().create("card");
@@ -2341,7 +2398,7 @@ SUBMITS["host-cancel"] = (form) => {
 
 // ---------------------------------------------------------------- the store's orders, for its staff
 
-let storeLive = null; // { storeId, store, filter, items, nextCursor, more, conn, denied, serial, poller }
+let storeLive = null; // { storeId, store, filter, items, nextCursor, more, conn, denied, serial, poller, pay }
 const STORE_POLL_MS = 4000;
 const FILTERS = [
   ["all", "All", ""], ["new", "New", "placed"], ["progress", "In progress", "accepted,preparing"],
@@ -2361,24 +2418,43 @@ function adoptToken(token) {
 function closeStore() {
   if (!storeLive) return;
   clearInterval(storeLive.poller);
+  clearInterval(storeLive.pay.poller);
   storeLive = null;
 }
 
-async function showStore(storeId, refused = null) {
-  const state = { storeId, store: null, filter: "all", items: null, nextCursor: null, more: false, conn: "live", denied: !session.token, serial: 0 };
+// `back`: Stripe's onboarding sent the browser back here ("return": done there, or "refresh":
+// the link had expired or was used).
+async function showStore(storeId, refused = null, back = null) {
+  const state = { storeId, store: null, filter: "all", items: null, nextCursor: null, more: false, conn: "live", denied: !session.token, serial: 0,
+    pay: { view: null, failed: null, back, pollUntil: 0, poller: null, money: null, moneyNext: null, moneyMore: false, moneyAt: 0, numbers: new Map() } };
   storeLive = state;
   ui.screen = "store";
   render();
   if (refused) say("staff-signin", refused);
   if (state.denied) { focusFirst("#staff-token"); return; }
   api("GET", `/api/v1/stores/${storeId}`).then((store) => { if (storeLive === state) { state.store = store; render(); } }).catch(() => {});
+  if (back === "return") watchOnboarding(state);
+  if (back === "refresh") say("connect", "That setup link had expired or was used already. Press “Continue setup” for a new one.", "info", () => storeLive === state && !(state.pay.view && state.pay.view.status === "enabled"));
+  readOnboarding(state).then(() => { if (back && storeLive === state && state.pay.view) focusFirst("#paid-title"); });
+  readMoney(state);
   await refreshStore(state);
   state.poller = setInterval(() => { if (document.visibilityState === "visible") refreshStore(state); }, STORE_POLL_MS);
 }
 
-window.addEventListener("focus", () => { if (storeLive && !storeLive.denied) refreshStore(storeLive); });
-document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible" && storeLive && !storeLive.denied) refreshStore(storeLive); });
-window.addEventListener("online", () => { if (storeLive && !storeLive.denied) refreshStore(storeLive); });
+// Coming back to the page (from Stripe's onboarding in another tab, say) reads everything again.
+function storeAgain() {
+  const state = storeLive;
+  if (!state || state.denied) return;
+  refreshStore(state);
+  if (!state.pay.view || state.pay.view.status !== "enabled") readOnboarding(state);
+  if (Date.now() - state.pay.moneyAt > 30000) readMoney(state);
+}
+window.addEventListener("focus", storeAgain);
+document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") storeAgain(); });
+window.addEventListener("online", storeAgain);
+// Back from Stripe's page with the browser's Back button, the page may come out of the
+// back/forward cache as it was left ("Going to Stripe…"): it starts afresh.
+window.addEventListener("pageshow", (event) => { if (event.persisted && storeLive) route(); });
 
 // The first page again: new orders come in, known ones take their newer version, and ones
 // that no longer fit the filter go (unless someone is working on them).
@@ -2465,6 +2541,7 @@ function storeScreen() {
     h("p", { class: `conn ${conn[1]}`, id: "store-conn", "data-conn": state.conn, role: "status" }, h("span", { class: "dot", "aria-hidden": "true" }), conn[0]),
     h("div", { class: "chips", role: "group", "aria-label": "Show orders", id: "store-filters" },
       FILTERS.map(([key, label]) => h("button", { class: "chip", "data-key": `f-${key}`, "data-action": "store-filter", "data-filter": key, "aria-pressed": String(state.filter === key) }, label))),
+    paidHint(state.pay.view),
     slot("store"));
   const list = state.items === null ? h("p", { class: "card muted", "data-key": "store-loading" }, "Loading the orders…")
     : state.items.length === 0 ? h("p", { class: "card muted", "data-key": "store-empty", id: "store-empty" },
@@ -2472,8 +2549,16 @@ function storeScreen() {
       : h("ul", { class: "plain orders-list", id: "store-orders", "data-key": "store-orders", "aria-label": `Orders: ${filterLabel.toLowerCase()}` },
         state.items.map(storeOrder));
   const more = state.nextCursor ? h("div", { "data-key": "store-more" },
-    h("p", {}, h("button", { class: "secondary", id: "store-more", "data-action": "store-more", "aria-disabled": busy("store-more") }, "Load more")), slot("store-more")) : null;
-  return [head, list, more];
+    h("p", {}, h("button", { class: "secondary", id: "store-more", "data-action": "store-more", "aria-disabled": busy("store-more") }, "Load more", h("span", { class: "visually-hidden" }, " orders"))), slot("store-more")) : null;
+  return [head, list, more, gettingPaid(state)];
+}
+
+// Until the store can be paid, its head says so, with a way to the section that fixes it.
+function paidHint(view) {
+  if (!view || view.status === "enabled") return null;
+  return h("p", { class: "small warn-text", id: "paid-hint", "data-key": "paid-hint" },
+    view.status === "not_started" ? "This store isn't set up to be paid out yet. " : "Setting up payouts isn't finished. ",
+    h("button", { class: "link", "data-action": "to-paid" }, "Getting paid"));
 }
 
 function storeOrder(order) {
@@ -2515,6 +2600,205 @@ SUBMITS["staff-sign-in"] = (form) => {
   if (window.location.hash === `#/store/${storeId}`) route();
   else go(`/store/${storeId}`);
 };
+
+// ---------------------------------------------------------------- getting paid: the store's Stripe account and its money (ADR 0018)
+
+const PAY_POLL_MS = 1000;
+const PAY_WAIT_MS = 20000; // back from Stripe: how long to ask until its account.updated has come in
+
+async function readOnboarding(state) {
+  const pay = state.pay;
+  let view;
+  try {
+    view = await api("GET", `/api/v1/stores/${state.storeId}/connect`);
+  } catch (error) {
+    if (storeLive !== state) return;
+    if (error.status !== 401 && error.status !== 403) { pay.failed = words(error, { staff: true }); render(); } // the orders' read says who may
+    return;
+  }
+  if (storeLive !== state) return;
+  const before = pay.view;
+  pay.view = view;
+  pay.failed = null;
+  if (view.status === "enabled" || Date.now() > pay.pollUntil) stopWatching(pay);
+  if (before && before.status !== "enabled" && view.status === "enabled") readMoney(state);
+  render();
+}
+
+// After onboarding: ask every second for a while (Stripe's webhook, not the browser coming
+// back, says whether it's done).
+function watchOnboarding(state) {
+  const pay = state.pay;
+  stopWatching(pay);
+  pay.pollUntil = Date.now() + PAY_WAIT_MS;
+  pay.poller = setInterval(() => {
+    if (storeLive !== state) { stopWatching(pay); return; }
+    if (Date.now() > pay.pollUntil) { stopWatching(pay); render(); return; }
+    readOnboarding(state);
+  }, PAY_POLL_MS);
+}
+
+function stopWatching(pay) {
+  clearInterval(pay.poller);
+  pay.poller = null;
+}
+
+// The first page of the store's money again (or the next one): transfers in, payouts out.
+async function readMoney(state, next = false) {
+  const pay = state.pay;
+  const query = next && pay.moneyNext ? `?${new URLSearchParams({ cursor: pay.moneyNext })}` : "";
+  let page;
+  try {
+    page = await api("GET", `/api/v1/stores/${state.storeId}/payouts${query}`);
+  } catch (error) {
+    if (next) throw error;
+    return; // the list stays as it was: the orders' read says what's wrong
+  }
+  if (storeLive !== state) return;
+  const keyOfMoney = (item) => `${item.kind}-${item.id}`;
+  if (next) {
+    const known = new Set(pay.money.map(keyOfMoney));
+    pay.money = [...pay.money, ...page.items.filter((item) => !known.has(keyOfMoney(item)))];
+    pay.moneyNext = page.next_cursor;
+    pay.moneyMore = true;
+  } else {
+    pay.moneyAt = Date.now();
+    if (pay.money === null || !pay.moneyMore) {
+      pay.money = page.items;
+      pay.moneyNext = page.next_cursor;
+    } else {
+      const fresh = new Map(page.items.map((item) => [keyOfMoney(item), item]));
+      const kept = pay.money.map((item) => fresh.get(keyOfMoney(item)) || item);
+      const known = new Set(kept.map(keyOfMoney));
+      pay.money = [...page.items.filter((item) => !known.has(keyOfMoney(item))), ...kept];
+    }
+  }
+  nameOrders(state);
+  render();
+}
+
+// A transfer names its order by id; the page says the order's number (from the orders it has
+// on screen, or asked once).
+function nameOrders(state) {
+  const pay = state.pay;
+  for (const item of pay.money) {
+    const id = item.order_id;
+    if (!id || pay.numbers.has(id) || (state.items && state.items.some((o) => o.id === id))) continue;
+    pay.numbers.set(id, null);
+    api("GET", `/api/v1/orders/${id}`).then((order) => { if (storeLive === state) { pay.numbers.set(id, order.number); render(); } }).catch(() => {});
+  }
+}
+
+function orderNumber(state, id) {
+  const order = state.items && state.items.find((o) => o.id === id);
+  return order ? order.number : state.pay.numbers.get(id) || null;
+}
+
+ACTIONS["connect-start"] = () => act("connect", async () => {
+  const state = storeLive;
+  const link = await api("POST", `/api/v1/stores/${state.storeId}/connect`);
+  if (storeLive !== state) return;
+  if (!/^https?:\/\//.test(link.onboarding_url)) throw new ApiError(502, { code: "payment_provider_unavailable" });
+  say("connect", "Going to Stripe… It brings you back here when you're done.", "info", () => storeLive === state);
+  window.location.assign(link.onboarding_url);
+}, { staff: true });
+
+ACTIONS["connect-check"] = () => { const state = storeLive; if (state) { watchOnboarding(state); readOnboarding(state); render(); } };
+ACTIONS["to-paid"] = () => {
+  const title = document.getElementById("paid-title");
+  if (title) { title.scrollIntoView({ block: "start" }); title.focus({ preventScroll: true }); }
+};
+ACTIONS["money-more"] = () => act("money-more", () => readMoney(storeLive, true), { staff: true });
+
+// What Stripe still asks for, in words (its requirement names, deduplicated).
+const REQUIREMENT_WORDS = {
+  "business_profile.mcc": "what the business sells", "business_profile.url": "the business's website",
+  "business_profile.product_description": "a description of what the business sells", business_type: "the kind of business",
+  external_account: "a bank account to pay out to", "tos_acceptance.date": "agreeing to Stripe's terms", "tos_acceptance.ip": "agreeing to Stripe's terms",
+};
+const WHOSE = { representative: "the representative's", individual: "your", company: "the company's", owners: "the owners'", directors: "the directors'", executives: "the executives'" };
+function requirementWord(name) {
+  if (REQUIREMENT_WORDS[name]) return REQUIREMENT_WORDS[name];
+  const parts = String(name).split(".");
+  const whose = WHOSE[parts[0]] || (/^person_/.test(parts[0]) ? "a person's" : null);
+  const rest = whose ? parts.slice(1) : parts;
+  const field = /first_name|last_name/.test(rest.join(".")) ? "name"
+    : rest.includes("dob") ? "date of birth"
+      : rest.includes("address") ? "address"
+        : rest.includes("document") ? "identity document"
+          : /id_number|ssn_last_4|tax_id/.test(rest.join(".")) ? "tax or ID number"
+            : (rest.filter((p) => p !== "verification").at(-1) || parts.at(-1)).replaceAll("_", " ");
+  return whose ? `${whose} ${field}` : field;
+}
+
+// Where onboarding stands: [in a word or two, its tone, what it means, the button's words or none].
+function onboardingWords(pay) {
+  const view = pay.view;
+  const due = view ? [...new Set(view.requirements_due.map(requirementWord))] : [];
+  if (!view) return pay.failed ? ["Not known", "bad", `couldn't ask how setup stands. ${pay.failed}`, null] : ["Checking", "", "asking how setup stands…", null];
+  if (view.status === "not_started") {
+    return ["Not started", "warn", "this store can't receive the money from online payments yet. Set up payouts with Stripe: it takes a few minutes, and Stripe then pays the store's money to its bank.", "Set up payouts with Stripe"];
+  }
+  if (view.status === "enabled") {
+    return ["Ready", "ok", `payments and payouts are on. Stripe pays the store's money out to its bank.${due.length ? ` Stripe will need more soon: ${names(due)}.` : ""}`, due.length ? "Continue setup" : null];
+  }
+  const held = view.status === "restricted"
+    ? ` ${view.charges_enabled ? "Payments are on" : "Payments are held"}; ${view.payouts_enabled ? "payouts are on" : "payouts are held"}.` : "";
+  if (pay.poller) return ["Waiting for Stripe", "warn", "it's confirming the details you gave…", null];
+  if (due.length) return ["Not finished", "warn", `Stripe still needs: ${names(due)}.${held}`, "Continue setup"];
+  return ["Waiting for Stripe", "warn", `it's checking the details you gave.${held} This page asks again when you come back to it.`, "Continue setup"];
+}
+
+const TRANSFER_WORDS = {
+  pending: ["On its way to the store's Stripe account", "warn"], paid: ["In the store's Stripe balance", "ok"],
+  partially_reversed: ["Partly taken back for refunds", "warn"], reversed: ["Taken back: refunded in full", "bad"],
+};
+const PAYOUT_WORDS = {
+  paid: ["Paid to the bank", "ok"], pending: ["On its way to the bank", "warn"], in_transit: ["On its way to the bank", "warn"],
+  failed: ["Failed: the bank didn't take it", "bad"], canceled: ["Cancelled", "bad"],
+};
+
+function gettingPaid(state) {
+  const pay = state.pay;
+  const view = pay.view;
+  const [badge, tone, text, button] = onboardingWords(pay);
+  const waited = view && view.status !== "enabled" && pay.back === "return" && !pay.poller;
+  const money = pay.money;
+  return h("section", { class: "card", id: "getting-paid", "data-key": "getting-paid", "aria-labelledby": "paid-title" },
+    h("h2", { id: "paid-title" }, "Getting paid"),
+    h("p", { id: "onboarding-state", class: "onboarding", "data-status": view ? view.status : "unknown", "aria-live": "polite" },
+      h("strong", { class: tone ? `${tone}-text` : null }, `${badge}:`), " ", text),
+    button || waited ? h("div", { class: "row", "data-key": "connect-row" },
+      button ? h("button", { id: "connect-start", class: view && view.status === "enabled" ? "secondary" : null, "data-action": "connect-start", "aria-disabled": busy("connect"), "aria-describedby": "onboarding-state msg-connect" }, button) : null,
+      waited ? h("button", { class: "link", id: "connect-check", "data-action": "connect-check" }, "Check again") : null) : null,
+    slot("connect"),
+    h("h3", { id: "money-title" }, "Money"),
+    money === null ? h("p", { class: "muted", "data-key": "money-loading" }, "Loading…")
+      : money.length === 0 ? h("p", { class: "muted", id: "money-empty", "data-key": "money-empty" },
+        view && view.status === "enabled" ? "Nothing yet. Each order paid online sends the store its part (less TeamCart's fee), and Stripe pays it out to the bank."
+          : "Nothing yet. Once payouts are set up, the store's part of each order paid online shows here.")
+        : h("ul", { class: "plain money", id: "money", "data-key": "money", "aria-labelledby": "money-title" }, money.map((item) => moneyItem(state, item))),
+    pay.moneyNext ? h("div", { "data-key": "money-more" },
+      h("p", {}, h("button", { class: "secondary", id: "money-more", "data-action": "money-more", "aria-disabled": busy("money-more") }, "Load more", h("span", { class: "visually-hidden" }, " transfers and payouts"))),
+      slot("money-more")) : null);
+}
+
+function moneyItem(state, item) {
+  const currency = String(item.currency).toUpperCase();
+  const money = (minor) => formatMoney(minor, currency);
+  const transfer = item.kind === "transfer";
+  const [word, tone] = (transfer ? TRANSFER_WORDS : PAYOUT_WORDS)[item.status] || [String(item.status).replaceAll("_", " "), ""];
+  const number = item.order_id ? orderNumber(state, item.order_id) : null;
+  const what = !transfer ? "Payout to the bank"
+    : item.order_id ? ["For order ", h("a", { href: `/#/orders/${item.order_id}`, class: "money-order" }, number || "(see the order)")] : "Transfer to the store";
+  const more = [];
+  if (transfer && item.fee_minor) more.push(`after TeamCart's fee of ${money(item.fee_minor)}`);
+  if (transfer && item.reversed_minor) more.push(`${money(item.reversed_minor)} taken back for refunds`);
+  return h("li", { "data-key": `m-${item.kind}-${item.id}`, class: "money-item", "data-kind": item.kind, "data-status": item.status, "data-order-id": item.order_id || null },
+    h("div", { class: "spread" }, h("span", {}, what), h("strong", { class: "money-amount" }, money(item.amount_minor))),
+    h("p", { class: "small" }, h("span", { class: `money-state ${tone ? `${tone}-text` : ""}` }, word), h("span", { class: "muted" }, ` · ${when(item.created_at)}`)),
+    more.length ? h("p", { class: "muted small" }, more.join(" · ")) : null);
+}
 
 // Each order's next moves, the short forms some of them need, and partial refunds. The same
 // controls on the store's list and on the order's own page.

@@ -77,6 +77,7 @@ __all__ = [
     "expect",
     "launch",
     "money",
+    "payment_config",
     "people_at",
     "report",
 ]
@@ -175,6 +176,24 @@ async def a_store(
             created = await http.post(f"/api/v1/stores/{store['id']}/products", json=product)
             assert created.status_code == 201, created.text
     return store
+
+
+async def payment_config(
+    base: str,
+    admin: dict[str, str],
+    store_id: str,
+    *,
+    cod: bool = True,
+    online: bool = True,
+    fee_bps: int = 0,
+) -> dict[str, Any]:
+    """An admin sets how the store takes payment (``PUT …/payment-config``, ADR 0018)."""
+    body = {"cod_enabled": cod, "online_enabled": online, "platform_fee_bps": fee_bps}
+    async with httpx.AsyncClient(base_url=base, headers=admin, timeout=10) as http:
+        answer = await http.put(f"/api/v1/stores/{store_id}/payment-config", json=body)
+    assert answer.status_code == 200, answer.text
+    config: dict[str, Any] = answer.json()
+    return config
 
 
 class Person:
