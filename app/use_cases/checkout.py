@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from app.connect.charges import order_charge
+from app.connect.charges import order_charge, require_online, store_terms
 from app.failures import (
     ForbiddenError,
     InvalidFieldError,
@@ -232,6 +232,8 @@ async def check_out(command: CheckOut, uow: UnitOfWork) -> CheckedOut:
                 f"The order is {order.status if order else 'gone'}: it takes no payment now."
             )
     else:
+        # A store that takes no online payments is refused before any order or stock.
+        require_online(await store_terms(uow, cart.store.store_id))
         now = _now()
         store = await uow.catalog.store(cart.store.store_id)
         order = cart.checkout(

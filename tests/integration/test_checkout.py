@@ -359,3 +359,23 @@ async def test_a_card_confirmed_through_the_server_and_a_checkout_page_left_and_
         headers=stranger,
     )
     assert other.status_code == 403
+
+
+async def test_a_store_that_takes_no_online_payment_refuses_before_the_order(
+    http: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    store = await a_store(http, admin_headers)
+    bagel = await a_product(http, admin_headers, store["id"], price=400, stock=5)
+    config = await http.put(
+        f"/api/v1/stores/{store['id']}/payment-config",
+        json={"cod_enabled": True, "online_enabled": False, "platform_fee_bps": 0},
+        headers=admin_headers,
+    )
+    assert config.status_code == 200, config.text
+    buyer = await member(http, "Hal")
+    url = await ready_cart(http, buyer, store["id"], bagel["id"], 2)
+    refused = await http.post(url + "/checkout", json={}, headers=buyer)
+    assert (refused.status_code, refused.json()["code"]) == (409, "online_disabled")
+    cart = (await http.get(url, headers=buyer)).json()
+    assert (cart["status"], cart["order_id"]) == ("open", None)  # no order made
+    assert await stock_of(http, buyer, store["id"]) == 5  # and no stock taken
