@@ -22,16 +22,14 @@ import structlog
 from app.connect.charges import order_charge, require_online, store_terms
 from app.failures import (
     ForbiddenError,
-    InvalidFieldError,
     NotFoundError,
-    PaymentDeclinedError,
     ProviderUnavailableError,
     UnprocessableError,
 )
 from app.payments.amounts import from_stripe, to_stripe
-from app.payments.gateway import CardDeclined, GatewayError, PaymentMethodRefused
+from app.payments.gateway import GatewayError
 from app.unit_of_work import UnitOfWork, UnitOfWorkRunner
-from app.use_cases.payments.intents import cancel_quietly
+from app.use_cases.payments.intents import cancel_quietly, confirm_with_card
 from domain import errors
 from domain.checkout import DeliveryMethod, ShopCart, ShopCartStatus
 from domain.order import Actor, DeliveryAddress, Order, OrderStatus
@@ -371,20 +369,7 @@ async def confirm_card(command: ConfirmCard, runner: UnitOfWorkRunner) -> str:
     of Stripe.js that only tokenise, the emulator's): Stripe's status; the outcome still
     arrives by webhook. 402 ``card_declined`` with Stripe's words for the card holder."""
     await runner.run(_current_intent, command)
-    try:
-        return await runner.stripe.confirm_payment_intent(
-            command.payment_intent_id, command.payment_method
-        )
-    except CardDeclined as exc:
-        raise PaymentDeclinedError("card_declined", str(exc)) from exc
-    except PaymentMethodRefused as exc:
-        raise InvalidFieldError(
-            "payment_method", "body", "Stripe refused this payment method"
-        ) from exc
-    except GatewayError as exc:
-        raise ProviderUnavailableError(
-            "payment_provider_unavailable", "Stripe did not answer"
-        ) from exc
+    return await confirm_with_card(runner.stripe, command.payment_intent_id, command.payment_method)
 
 
 async def note_attempt(attempt: Attempt, uow: UnitOfWork) -> Order:

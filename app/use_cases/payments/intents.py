@@ -271,12 +271,22 @@ async def confirm_online_payment(command: ConfirmOnlinePayment, runner: UnitOfWo
     if status is not IntentStatus.OPEN:
         raise ConflictError("payment_not_open", f"this payment is already {status}")
     try:
-        return await runner.stripe.confirm_payment_intent(
-            command.payment_intent_id, command.payment_method
+        return await confirm_with_card(
+            runner.stripe, command.payment_intent_id, command.payment_method
         )
-    except CardDeclined as exc:
+    except PaymentDeclinedError:
         # Known failed now: a retry starts a new attempt (the webhook will agree later).
         await runner.run(_mark_failed, command)
+        raise
+
+
+async def confirm_with_card(gateway: PaymentGateway, intent_id: str, payment_method: str) -> str:
+    """Confirm an intent with a card Stripe.js tokenised: Stripe's status, or the problem a
+    client is owed (402 ``card_declined``, 400 naming ``payment_method``, 502). Shared by
+    the group's and the single-payer's confirm."""
+    try:
+        return await gateway.confirm_payment_intent(intent_id, payment_method)
+    except CardDeclined as exc:
         raise PaymentDeclinedError("card_declined", str(exc)) from exc
     except PaymentMethodRefused as exc:
         # Not an outage (502) but the client's input; the intent stays open for a real card.
