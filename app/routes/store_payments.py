@@ -23,14 +23,11 @@ from app.connect import onboarding, payouts, settings
 from app.connect.charges import store_terms
 from app.connect.service import StorePaymentsDependency
 from app.connect.settings import SecretState
-from app.errors import ApiError
 from app.failures import NotFoundError
-from app.payments.signatures import InvalidSignature, verify_signature
 from app.resources import AppResources
 from app.routes.fields import END_OF_TEXT
-from app.routes.webhooks import TRANSIENT, WebhookAnswer, _parse_event
+from app.routes.webhooks import WebhookAnswer, take_in, utf8_body
 from app.unit_of_work import UnitOfWork
-from app.use_cases.payments.webhooks import WEBHOOKS, handle_stripe_event
 
 Cursor = Annotated[
     str | None, QueryParameter(max_length=300, pattern=rf"^[A-Za-z0-9_-]+{END_OF_TEXT}")
@@ -270,28 +267,10 @@ class StoreWebhookController(Controller):
         """Events of a store's own Stripe account, verified with the store's webhook secret,
         then taken in exactly as ``POST /api/v1/webhooks/stripe``'s: the same inbox, the
         same answers (400 ``invalid_signature`` also for a store with no secret set)."""
-        payload = await request.body()
-        try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ApiError(400, "malformed_event", "the body is not UTF-8 text") from exc
+        payload = utf8_body(await request.body())
         secret = await resources.runner.run(
             settings.store_webhook_secret,
             settings.StoreWebhookSecret(str(store_id), store_payments.keyring),
         )
-        try:
-            verify_signature(
-                payload, request.headers.get("stripe-signature"), [secret] if secret else []
-            )
-        except InvalidSignature as exc:
-            WEBHOOKS.labels(type="unknown", outcome="invalid_signature").inc()
-            raise ApiError(400, "invalid_signature", str(exc)) from exc
-        event = _parse_event(payload)
-        try:
-            outcome = await handle_stripe_event(resources.runner, event)
-        except TRANSIENT as exc:
-            WEBHOOKS.labels(type=event["type"], outcome="transient_failure").inc()
-            raise ApiError(
-                503, "service_unavailable", "could not process the event now; retry later"
-            ) from exc
-        return WebhookAnswer(received=True, outcome=outcome.outcome, reason=outcome.reason)
+        signature = request.headers.get("stripe-signature")
+        return await take_in(payload, signature, [secret] if secret else [], resources)

@@ -9,6 +9,7 @@ failures (database, Redis or Stripe unreachable), so Stripe delivers the event a
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -21,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from app.errors import ApiError
 from app.payments.gateway import GatewayError
 from app.payments.signatures import InvalidSignature, verify_signature
-from app.resources import AppResources
+from app.resources import AppResources, Resources
 from app.use_cases.payments.webhooks import WEBHOOKS, handle_stripe_event
 
 log = structlog.get_logger("teamcart.webhooks")
@@ -54,6 +55,37 @@ def _parse_event(payload: bytes) -> dict[str, Any]:
     return event
 
 
+def utf8_body(payload: bytes) -> bytes:
+    """Stripe sends UTF-8 JSON (and the SDK verifies text): anything else is 400."""
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "malformed_event", "the body is not UTF-8 text") from exc
+    return payload
+
+
+async def take_in(
+    payload: bytes, signature: str | None, secrets: Sequence[str], resources: Resources
+) -> WebhookAnswer:
+    """Verify ``payload`` against ``secrets``, then apply the event exactly once: the intake
+    of the platform's endpoint and of each store's own (``app.routes.store_payments``)."""
+    try:
+        verify_signature(payload, signature, secrets)
+    except InvalidSignature as exc:
+        WEBHOOKS.labels(type="unknown", outcome="invalid_signature").inc()
+        raise ApiError(400, "invalid_signature", str(exc)) from exc
+    event = _parse_event(payload)
+    try:
+        outcome = await handle_stripe_event(resources.runner, event)
+    except TRANSIENT as exc:
+        WEBHOOKS.labels(type=event["type"], outcome="transient_failure").inc()
+        log.warning("webhook_transient_failure", event_id=event["id"], error=repr(exc))
+        raise ApiError(
+            503, "service_unavailable", "could not process the event now; retry later"
+        ) from exc
+    return WebhookAnswer(received=True, outcome=outcome.outcome, reason=outcome.reason)
+
+
 class StripeWebhookController(Controller):
     path = "/api/v1/webhooks"
     tags = ["webhooks"]  # noqa: RUF012
@@ -62,27 +94,10 @@ class StripeWebhookController(Controller):
     async def stripe_event(
         self, request: Request[Any, Any, Any], resources: AppResources
     ) -> WebhookAnswer:
-        payload = await request.body()
-        try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError as exc:  # Stripe sends UTF-8 JSON; the SDK verifies text
-            raise ApiError(400, "malformed_event", "the body is not UTF-8 text") from exc
-        try:
-            verify_signature(
-                payload,
-                request.headers.get("stripe-signature"),
-                resources.settings.stripe_webhook_secrets,
-            )
-        except InvalidSignature as exc:
-            WEBHOOKS.labels(type="unknown", outcome="invalid_signature").inc()
-            raise ApiError(400, "invalid_signature", str(exc)) from exc
-        event = _parse_event(payload)
-        try:
-            outcome = await handle_stripe_event(resources.runner, event)
-        except TRANSIENT as exc:
-            WEBHOOKS.labels(type=event["type"], outcome="transient_failure").inc()
-            log.warning("webhook_transient_failure", event_id=event["id"], error=repr(exc))
-            raise ApiError(
-                503, "service_unavailable", "could not process the event now; retry later"
-            ) from exc
-        return WebhookAnswer(received=True, outcome=outcome.outcome, reason=outcome.reason)
+        payload = utf8_body(await request.body())
+        return await take_in(
+            payload,
+            request.headers.get("stripe-signature"),
+            resources.settings.stripe_webhook_secrets,
+            resources,
+        )
